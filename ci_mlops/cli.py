@@ -1,0 +1,370 @@
+"""The ``ci-mlops`` command line. Commands only parse options, call one function and map
+errors to exit codes (0 ok, 1 a check failed, 2 bad input). Heavy libraries are imported
+inside the steps, never here, so ``validate`` and ``generate`` start fast."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ci_mlops import __version__
+from ci_mlops.errors import EXIT_BAD_INPUT, MlopsError, SpecError
+
+if TYPE_CHECKING:
+    from ci_mlops.spec.model import Model, Spec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _handle_errors(func: F) -> F:
+    """Turn ci-mlops errors into a message and an exit code; with --debug, re-raise."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug"))
+        try:
+            code = func(*args, **kwargs)
+        except MlopsError as exc:
+            if debug:
+                raise
+            _print_error(exc)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("ci-mlops: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code or 0)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_error(exc: MlopsError) -> None:
+    if isinstance(exc, SpecError):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        click.echo(f"ci-mlops: {count} problem{'s' if count != 1 else ''} in the spec", err=True)
+        return
+    click.echo(f"ci-mlops: error: {exc}", err=True)
+
+
+def common(func: F) -> F:
+    """Options every command takes: --spec and --debug."""
+    func = click.option(
+        "--debug", is_flag=True, help="Show tracebacks on errors (tokens are still hidden)."
+    )(func)
+    func = click.option(
+        "--spec",
+        "spec_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("mlops.yaml"),
+        show_default=True,
+        help="The model spec.",
+    )(func)
+    return _handle_errors(func)
+
+
+def model_option(func: F) -> F:
+    return click.option(
+        "--model",
+        "models",
+        multiple=True,
+        metavar="NAME",
+        help="Model to work on (repeatable). Default: every model in the spec.",
+    )(func)
+
+
+def _load(spec_path: Path, *, check_files: bool = True) -> Spec:
+    from ci_mlops.spec.check import load_spec
+
+    return load_spec(spec_path, check_files=check_files)
+
+
+def _selected(spec: Spec, names: tuple[str, ...]) -> list[Model]:
+    from ci_mlops.errors import UsageError
+
+    if not names:
+        return list(spec.models)
+    try:
+        return [spec.model(n) for n in names]
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="ci-mlops")
+def main() -> None:
+    """Ship ML models through the CI/CD platform you already run.
+
+    One spec (mlops.yaml) describes your models: data and its expectations, training,
+    metrics and quality gates, ONNX export, deployment and retraining. ci-mlops turns it
+    into GitLab CI and GitHub Actions pipelines, and runs every pipeline step on your
+    laptop too.
+
+    \b
+    Start here:
+      ci-mlops init                 write a starter mlops.yaml
+      ci-mlops validate             check it
+      ci-mlops run                  run the whole pipeline locally
+      ci-mlops generate             write .gitlab-ci.yml and .github/workflows/mlops.yml
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@click.option("--name", default=None, help="Model name (default: the folder's name).")
+@common
+def init(spec_path: Path, debug: bool, force: bool, name: str | None) -> int:
+    """Write a commented starter mlops.yaml.
+
+    Detects CSV/Parquet data files and a requirements file in the folder. Never
+    overwrites an existing spec unless --force is given. Asks nothing.
+
+    \b
+    Example:
+      ci-mlops init --name churn
+    """
+    from ci_mlops.spec.starter import write_starter
+
+    path = write_starter(spec_path, name=name, force=force)
+    click.echo(f"wrote {path}; next: edit it, then run `ci-mlops validate`")
+    return 0
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--no-files", is_flag=True, help="Skip checking that data, code and requirement files exist."
+)
+@common
+def validate(spec_path: Path, debug: bool, no_files: bool) -> int:
+    """Check the spec against its schema and for meaning.
+
+    Reports every problem as FILE:LINE:COL: $.json.path: message and exits 2 when
+    there is any.
+
+    \b
+    Example:
+      ci-mlops validate --spec examples/diabetes/mlops.yaml
+    """
+    spec = _load(spec_path, check_files=not no_files)
+    names = ", ".join(m.name for m in spec.models)
+    click.echo(f"{spec_path}: ok ({len(spec.models)} model{'s' * (len(spec.models) != 1)}: {names})")
+    return 0
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--platform",
+    type=click.Choice(["gitlab", "github", "all"]),
+    default="all",
+    show_default=True,
+    help="Which CI files to write.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["inline", "include"]),
+    default="inline",
+    show_default=True,
+    help="inline: self-contained jobs; include: thin callers of the released templates.",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff if a file is stale.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write into (default: the spec's folder).",
+)
+@common
+def generate(
+    spec_path: Path, debug: bool, platform: str, mode: str, check: bool, output: Path | None
+) -> int:
+    """Write the CI pipelines for the spec.
+
+    Writes .gitlab-ci.yml and .github/workflows/mlops.yml. The output is deterministic,
+    so it can be committed and checked in pre-commit or CI with --check.
+
+    \b
+    Examples:
+      ci-mlops generate
+      ci-mlops generate --platform gitlab --mode include
+      ci-mlops generate --check      # exit 1 and show a diff if stale
+    """
+    from ci_mlops.generate.write import generate_files
+
+    spec = _load(spec_path, check_files=False)
+    return generate_files(spec, platform=platform, mode=mode, check=check, output=output)
+
+
+@main.command("data-test", context_settings=CONTEXT)
+@model_option
+@common
+def data_test(spec_path: Path, debug: bool, models: tuple[str, ...]) -> int:
+    """Validate each dataset with its Great Expectations checks.
+
+    Writes .ci-mlops/<model>/data-test.json and data-test.junit.xml; exits 1 when an
+    expectation fails, 2 when one is unknown or has bad arguments.
+
+    \b
+    Example:
+      ci-mlops data-test --model churn
+    """
+    from ci_mlops.steps import data_test as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option("--force", is_flag=True, help="Train even when the inputs are unchanged.")
+@common
+def train(spec_path: Path, debug: bool, models: tuple[str, ...], force: bool) -> int:
+    """Run the spec's training command.
+
+    The command gets MLOPS_MODEL_PATH (where to write the model), MLOPS_PARAMS (JSON),
+    MLOPS_PARAM_<NAME>, MLOPS_TRAIN_DATA, MLOPS_TRAIN_LABELS and MLOPS_TARGET. Training
+    is skipped when the model's inputs (code, data, params, spec) are unchanged, unless
+    --force or MLOPS_RETRAIN names the model.
+
+    \b
+    Example:
+      ci-mlops train --model churn --force
+    """
+    from ci_mlops.steps import train as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m, force=force))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="metrics.json to compare with (default: the platform's default-branch run, or the local registry).",
+)
+@common
+def evaluate(
+    spec_path: Path, debug: bool, models: tuple[str, ...], baseline: Path | None
+) -> int:
+    """Compute metrics on the eval data and apply the quality gates.
+
+    Writes metrics.json, gates.json (verdict and the judged model's sha256), JUnit XML
+    and plots; exits 1 when a gate fails.
+
+    \b
+    Example:
+      ci-mlops evaluate --model churn --baseline old/metrics.json
+    """
+    from ci_mlops.steps import evaluate as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m, baseline=baseline))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@common
+def export(spec_path: Path, debug: bool, models: tuple[str, ...]) -> int:
+    """Convert the model to ONNX and check it against the native model.
+
+    Runs onnx.checker and onnxruntime on the eval data, compares outputs within the
+    spec's tolerance and measures latency; exits 1 when parity fails.
+
+    \b
+    Example:
+      ci-mlops export --model churn
+    """
+    from ci_mlops.steps import export as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--post/--no-post",
+    default=True,
+    show_default=True,
+    help="Post or update the merge/pull-request comment when running in one.",
+)
+@common
+def report(spec_path: Path, debug: bool, models: tuple[str, ...], post: bool) -> int:
+    """Render the Markdown report: verdict, metrics and deltas, data tests, ONNX, plots.
+
+    \b
+    Example:
+      ci-mlops report --model churn --no-post
+    """
+    from ci_mlops.steps import report as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m, post=post))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option("--environment", "-e", default=None, help="Environment to deploy to (default: the first one).")
+@click.option("--rollback", is_flag=True, help="Point the environment back at its previous version.")
+@common
+def deploy(
+    spec_path: Path, debug: bool, models: tuple[str, ...], environment: str | None, rollback: bool
+) -> int:
+    """Publish the model and point an environment at it.
+
+    Refuses a model without a passing verdict for its exact sha256.
+
+    \b
+    Examples:
+      ci-mlops deploy --model churn -e staging
+      ci-mlops deploy --model churn -e production --rollback
+    """
+    from ci_mlops.steps import deploy as step
+
+    spec = _load(spec_path)
+    return _each(
+        spec, models, lambda m: step.run(spec, m, environment=environment, rollback=rollback)
+    )
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("steps", nargs=-1, metavar="[STEP]...")
+@model_option
+@click.option("--force", is_flag=True, help="Run every step, ignoring the cache.")
+@common
+def run(
+    spec_path: Path, debug: bool, steps: tuple[str, ...], models: tuple[str, ...], force: bool
+) -> int:
+    """Run the pipeline locally, step by step, as CI would.
+
+    Runs the same job plan the generator renders, in dependency order, stopping at the
+    first failure. Steps: data-test, train, evaluate, export, report, deploy.
+
+    \b
+    Examples:
+      ci-mlops run                      # everything, every model
+      ci-mlops run train evaluate --model churn
+    """
+    from ci_mlops.run import run_pipeline
+
+    spec = _load(spec_path)
+    return run_pipeline(spec, steps=steps, models=_selected(spec, models), force=force)
+
+
+def _each(spec: Spec, names: tuple[str, ...], action: Callable[[Model], object]) -> int:
+    for model in _selected(spec, names):
+        action(model)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(EXIT_BAD_INPUT)

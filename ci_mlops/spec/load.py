@@ -1,0 +1,151 @@
+"""Read ``mlops.yaml`` into plain Python data while remembering where every value stands.
+
+Every problem found later (schema or meaning) is reported as ``file:line:col: $.path:
+message``; the :class:`Located` document returned here is what makes that possible.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ci_mlops.errors import Problem, SpecError
+
+Key = str | int
+JsonPath = tuple[Key, ...]
+
+MAX_SPEC_BYTES = 2_000_000
+
+
+@dataclass
+class Located:
+    """A parsed spec plus the line and column (1-based) of each JSON path in it."""
+
+    file: str
+    data: Any
+    marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    nodes: int = 0
+
+    def where(self, path: JsonPath, *, key: bool = False) -> tuple[int, int]:
+        """The position of ``path``, or of its closest ancestor that has one."""
+        table = self.key_marks if key else self.marks
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.marks:
+                return self.marks[probe]
+            probe = probe[:-1]
+        return self.marks.get((), (1, 1))
+
+    def problem(self, path: JsonPath, message: str, *, key: bool = False) -> Problem:
+        line, col = self.where(path, key=key)
+        return Problem(self.file, line, col, json_path(path), message)
+
+
+def json_path(path: JsonPath) -> str:
+    """``('models', 0, 'name')`` → ``$.models[0].name``."""
+    out = "$"
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The published JSON Schema of the spec."""
+    text = resources.files("ci_mlops.spec").joinpath("schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def read_spec(path: Path) -> Located:
+    """Parse ``path`` as YAML, keeping positions; raise :class:`SpecError` on failure."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(
+            [Problem(name, 1, 1, "$", "file not found (create one with `ci-mlops init`)")]
+        ) from None
+    except OSError as exc:
+        raise SpecError([Problem(name, 1, 1, "$", f"cannot read file: {exc.strerror}")]) from None
+    return parse_spec(raw, name)
+
+
+def parse_spec(raw: bytes, name: str) -> Located:
+    """Parse spec bytes; ``name`` is used in messages."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([Problem(name, 1, 1, "$", f"file is larger than {MAX_SPEC_BYTES} bytes")])
+    if b"\x00" in raw:
+        raise SpecError([Problem(name, 1, 1, "$", "not a text file (contains NUL bytes)")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError([Problem(name, line, 1, "$", "not valid UTF-8 text")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise SpecError([Problem(name, line, col, "$", f"YAML syntax error: {reason}")]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([Problem(name, 1, 1, "$", f"YAML error: {exc}")]) from None
+    if node is None:
+        raise SpecError(
+            [Problem(name, 1, 1, "$", "the file is empty (create one with `ci-mlops init`)")]
+        )
+    located = Located(name, None)
+    located.data = _convert(node, (), located, depth=0)
+    return located
+
+
+_MAX_DEPTH = 64
+_MAX_NODES = 200_000
+
+
+def _convert(node: yaml.Node, path: JsonPath, loc: Located, depth: int) -> Any:
+    loc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    loc.nodes += 1
+    if depth > _MAX_DEPTH or loc.nodes > _MAX_NODES:
+        # Aliases can expand a small file into a huge document ("billion laughs").
+        raise SpecError([loc.problem(path, "the document is nested too deeply or is too large")])
+    if isinstance(node, yaml.MappingNode):
+        return _convert_mapping(node, path, loc, depth)
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(child, (*path, i), loc, depth + 1) for i, child in enumerate(node.value)]
+    try:
+        return yaml.SafeLoader(" ").construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise SpecError([loc.problem(path, f"cannot read value: {exc}")]) from None
+
+
+def _convert_mapping(node: yaml.MappingNode, path: JsonPath, loc: Located, depth: int) -> Any:
+    out: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise SpecError([loc.problem(path, "YAML merge keys (<<) are not supported")])
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise SpecError([loc.problem(path, "keys must be plain strings")])
+        key = str(key_node.value)
+        child = (*path, key)
+        if key in out:
+            loc.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            raise SpecError([loc.problem(child, f"duplicate key {key!r}", key=True)])
+        loc.key_marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        out[key] = _convert(value_node, child, loc, depth + 1)
+    return out

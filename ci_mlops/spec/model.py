@@ -1,0 +1,333 @@
+"""The spec as frozen dataclasses, with every default filled in.
+
+Code outside ``ci_mlops.spec`` reads the spec only through these types; the YAML and
+its schema stay an input format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ci_mlops import __version__
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+# True where a larger value is better.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "roc_auc": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "mape": False,
+}
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+
+DEFAULT_INSTALL = f"ci-mlops[{{extras}}]=={__version__}"
+DEFAULT_TEMPLATES_GITLAB = "$CI_SERVER_FQDN/ci-mlops/ci-mlops"
+DEFAULT_TEMPLATES_GITHUB = "ci-mlops/ci-mlops"
+MODEL_FILE_NAMES = {"sklearn": "model.joblib", "pytorch": "model.pt", "onnx": "model.onnx"}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One Great Expectations expectation, by its GX name and keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset file, or a pair of feature and label files."""
+
+    path: str | None
+    features: str | None
+    labels: str | None
+    format: str
+    header: bool
+    delimiter: str
+    target: str | None
+    expectations: tuple[Expectation, ...]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files this dataset reads, relative to the spec's folder."""
+        return tuple(p for p in (self.path, self.features, self.labels) if p)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Quality gate for one metric. All bounds are optional."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+    max_relative_drop: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
+    @property
+    def needs_baseline(self) -> bool:
+        return self.max_drop is not None or self.max_relative_drop is not None
+
+
+@dataclass(frozen=True)
+class Train:
+    command: str
+    output: str | None
+    params: dict[str, Any]
+    timeout_minutes: int
+
+
+@dataclass(frozen=True)
+class Export:
+    onnx: bool
+    opset: int
+    tolerance: float
+    max_label_mismatches: int
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    when: str  # "auto" or "manual"
+
+
+@dataclass(frozen=True)
+class Deploy:
+    target: str
+    registry: str
+    environments: tuple[Environment, ...]
+
+
+@dataclass(frozen=True)
+class Drift:
+    reference: str
+    current: str
+    columns: tuple[str, ...]
+    psi_threshold: float
+    ks_pvalue: float
+    chi2_pvalue: float
+    js_threshold: float
+    share: float
+    retrain: bool
+
+
+@dataclass(frozen=True)
+class Retrain:
+    schedule: str | None
+    on_data_change: tuple[str, ...]
+    drift: Drift | None
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model of the spec."""
+
+    name: str
+    description: str
+    version: str
+    framework: str
+    task: str
+    paths: tuple[str, ...]
+    model_class: str | None
+    train_data: Dataset | None
+    eval_data: Dataset
+    train: Train
+    gates: tuple[Gate, ...]
+    if_no_baseline: str
+    export: Export
+    deploy: Deploy
+    retrain: Retrain
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(g.metric for g in self.gates)
+
+    @property
+    def datasets(self) -> dict[str, Dataset]:
+        """The model's datasets by role, train first."""
+        out = {"train": self.train_data} if self.train_data else {}
+        return {**out, "eval": self.eval_data}
+
+    @property
+    def model_file(self) -> str:
+        """File name of the trained model inside the model's working folder."""
+        if self.train.output:
+            suffix = Path(self.train.output).suffix
+            if suffix:
+                return "model" + suffix
+        return MODEL_FILE_NAMES[self.framework]
+
+    @property
+    def data_files(self) -> tuple[str, ...]:
+        files = [f for ds in self.datasets.values() for f in ds.files]
+        return tuple(dict.fromkeys([*files, *self.retrain.on_data_change]))
+
+    @property
+    def watched_paths(self) -> tuple[str, ...]:
+        """Code and data paths whose change should run this model's jobs."""
+        return tuple(dict.fromkeys([*self.paths, *self.data_files]))
+
+
+@dataclass(frozen=True)
+class Templates:
+    gitlab: str
+    github: str
+    version: str
+    github_sha: str | None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    python: str
+    image: str
+    requirements: str | None
+    install: str
+    tags: tuple[str, ...]
+    runs_on: str
+    timeout_minutes: int
+    templates: Templates
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec. ``root`` is the folder paths in the spec are relative to."""
+
+    path: Path
+    root: Path
+    runtime: Runtime
+    models: tuple[Model, ...] = field(default_factory=tuple)
+
+    def model(self, name: str) -> Model:
+        for model in self.models:
+            if model.name == name:
+                return model
+        known = ", ".join(m.name for m in self.models)
+        raise KeyError(f"no model named {name!r} in {self.path.name} (models: {known})")
+
+    def workdir(self, model: Model) -> Path:
+        """The model's working folder, ``.ci-mlops/<model>/`` beside the spec."""
+        return self.root / ".ci-mlops" / model.name
+
+
+def build_spec(data: dict[str, Any], path: Path) -> Spec:
+    """Turn schema-valid spec data into a :class:`Spec`."""
+    return Spec(
+        path=path,
+        root=path.parent,
+        runtime=_runtime(data.get("runtime") or {}),
+        models=tuple(_model(m) for m in data["models"]),
+    )
+
+
+def _runtime(raw: dict[str, Any]) -> Runtime:
+    python = raw.get("python", "3.11")
+    tpl = raw.get("templates") or {}
+    return Runtime(
+        python=python,
+        image=raw.get("image", f"python:{python}-slim"),
+        requirements=raw.get("requirements"),
+        install=raw.get("install", DEFAULT_INSTALL),
+        tags=tuple(raw.get("tags", ())),
+        runs_on=raw.get("runs_on", "ubuntu-24.04"),
+        timeout_minutes=raw.get("timeout_minutes", 30),
+        templates=Templates(
+            gitlab=tpl.get("gitlab", DEFAULT_TEMPLATES_GITLAB),
+            github=tpl.get("github", DEFAULT_TEMPLATES_GITHUB),
+            version=tpl.get("version", __version__),
+            github_sha=tpl.get("github_sha"),
+        ),
+    )
+
+
+def _dataset(raw: dict[str, Any]) -> Dataset:
+    first = raw.get("path") or raw.get("features") or ""
+    fmt = raw.get("format") or ("parquet" if first.lower().endswith((".parquet", ".pq")) else "csv")
+    return Dataset(
+        path=raw.get("path"),
+        features=raw.get("features"),
+        labels=raw.get("labels"),
+        format=fmt,
+        header=raw.get("header", True),
+        delimiter=raw.get("delimiter", ","),
+        target=raw.get("target"),
+        expectations=tuple(
+            Expectation(name, dict(kwargs or {}))
+            for item in raw.get("expectations", ())
+            for name, kwargs in item.items()
+        ),
+    )
+
+
+def _model(raw: dict[str, Any]) -> Model:
+    data = raw["data"]
+    train = raw["train"]
+    export = raw.get("export") or {}
+    deploy = raw.get("deploy") or {}
+    envs = deploy.get("environments") or [
+        {"name": "staging", "when": "auto"},
+        {"name": "production", "when": "manual"},
+    ]
+    return Model(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        version=raw.get("version", "0.1.0"),
+        framework=raw["framework"],
+        task=raw["task"],
+        paths=tuple(raw.get("paths", ())),
+        model_class=raw.get("model_class"),
+        train_data=_dataset(data["train"]) if data.get("train") else None,
+        eval_data=_dataset(data["eval"]),
+        train=Train(
+            command=train["command"],
+            output=train.get("output"),
+            params=dict(train.get("params") or {}),
+            timeout_minutes=train.get("timeout_minutes", 60),
+        ),
+        gates=tuple(Gate(metric=k, **(v or {})) for k, v in raw["metrics"].items()),
+        if_no_baseline=(raw.get("baseline") or {}).get("if_missing", "pass"),
+        export=Export(
+            onnx=export.get("onnx", True),
+            opset=export.get("opset", 17),
+            tolerance=float(export.get("tolerance", 1e-4)),
+            max_label_mismatches=export.get("max_label_mismatches", 0),
+        ),
+        deploy=Deploy(
+            target=deploy.get("target", "auto"),
+            registry=deploy.get("registry", ".mlops-registry"),
+            environments=tuple(Environment(e["name"], e.get("when", "auto")) for e in envs),
+        ),
+        retrain=_retrain(raw.get("retrain") or {}),
+    )
+
+
+def _retrain(raw: dict[str, Any]) -> Retrain:
+    drift = raw.get("drift")
+    return Retrain(
+        schedule=raw.get("schedule"),
+        on_data_change=tuple(raw.get("on_data_change", ())),
+        drift=Drift(
+            reference=drift["reference"],
+            current=drift["current"],
+            columns=tuple(drift.get("columns", ())),
+            psi_threshold=drift.get("psi_threshold", 0.1),
+            ks_pvalue=drift.get("ks_pvalue", 0.05),
+            chi2_pvalue=drift.get("chi2_pvalue", 0.05),
+            js_threshold=drift.get("js_threshold", 0.1),
+            share=drift.get("share", 0.5),
+            retrain=drift.get("retrain", True),
+        )
+        if drift
+        else None,
+    )
