@@ -1,0 +1,68 @@
+"""The interface every platform implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_mlops.spec.model import Model, Spec
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Metrics of the model currently on the default branch, and where they came from."""
+
+    metrics: dict[str, float]
+    source: str  # for people: "pipeline #123 on main (abc1234)", "registry v1.0.0+3", a path
+
+
+@dataclass(frozen=True)
+class Published:
+    """A model version stored in a registry."""
+
+    version: str
+    location: str  # a URL or a folder
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+
+class Platform(ABC):
+    """One CI platform (or the laptop). ``name`` is local, gitlab or github."""
+
+    name: str = "base"
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def fetch_baseline(self, model: Model) -> Baseline | None:
+        """The default branch's latest metrics for ``model``, or None when there are none."""
+
+    @abstractmethod
+    def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:
+        """Create or update this model's one comment on the current merge/pull request.
+
+        Returns where it was posted, or None when there is no request to comment on."""
+
+    @abstractmethod
+    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
+        """Store ``files`` (name -> path) as ``version`` of ``model``; verify checksums."""
+
+    @abstractmethod
+    def promote(self, model: Model, environment: str, version: str) -> None:
+        """Point ``environment`` at ``version``, remembering the previous one."""
+
+    @abstractmethod
+    def rollback(self, model: Model, environment: str) -> str:
+        """Point ``environment`` back at its previous version; return that version."""
+
+    @abstractmethod
+    def trigger_retrain(self, model: Model, reason: str) -> str:
+        """Start a pipeline that retrains ``model``; return a reference to it."""
+
+    def job_summary(self, markdown: str) -> None:  # noqa: B027 - optional hook
+        """Show ``markdown`` on the job's page where the platform has one."""
+
+    def version_suffix(self) -> str:
+        """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""
+        return ""
