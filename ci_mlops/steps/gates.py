@@ -1,0 +1,206 @@
+"""Quality gates: judge a model's metrics against fixed bounds and against a baseline.
+
+Pure Python on purpose (no numpy): the verdict logic is the part of ci-mlops people
+must be able to read and trust, and it is tested on its own.
+
+Rules per metric, each optional:
+
+- ``min`` / ``max``: bounds on the value itself.
+- ``max_drop``: the largest allowed worsening against the baseline, in the metric's
+  own units. "Worsening" follows the metric's direction (accuracy down, rmse up).
+- ``max_relative_drop``: the same, as a fraction of ``|baseline|``.
+
+A value exactly on a threshold passes (within float rounding, so that 0.95 - 0.93 is
+not judged larger than 0.02). Every rule is checked and every failure is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ci_mlops.spec.model import Gate
+
+RULES = ("min", "max", "max_drop", "max_relative_drop")
+CHANGE_RULES = ("max_drop", "max_relative_drop")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule of one gate, as judged. ``change`` is the signed change the rule
+    compared: ``value - baseline`` for max_drop, that divided by ``|baseline|`` for
+    max_relative_drop, None for bounds and when there is no baseline."""
+
+    metric: str
+    rule: str
+    threshold: float
+    value: float | None
+    baseline: float | None
+    change: float | None
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: _json_number(val) for key, val in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """Every check of every gate. ``no_baseline`` is True when a change rule had no
+    baseline value to compare with (first run, or a metric the baseline lacks)."""
+
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+    no_baseline: bool = False
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "no_baseline": self.no_baseline,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def apply_gates(
+    gates: tuple[Gate, ...],
+    metrics: dict[str, float],
+    baseline: dict[str, float] | None,
+    if_no_baseline: str,
+) -> GateVerdict:
+    """Judge ``metrics`` by ``gates``; ``baseline`` holds the metrics to compare with.
+
+    ``if_no_baseline`` ("pass" or "fail") decides change rules that have nothing to
+    compare with. A metric missing from ``metrics`` or NaN fails every rule on it.
+    """
+    if if_no_baseline not in ("pass", "fail"):
+        raise ValueError(f"if_no_baseline must be 'pass' or 'fail', not {if_no_baseline!r}")
+    checks: list[Check] = []
+    for gate in gates:
+        value = metrics.get(gate.metric)
+        before = _baseline_value(baseline, gate.metric)
+        for rule in RULES:
+            threshold = getattr(gate, rule)
+            if threshold is not None:
+                checks.append(_check(gate, rule, float(threshold), value, before, if_no_baseline))
+    no_baseline = any(c.rule in CHANGE_RULES and c.baseline is None for c in checks)
+    return GateVerdict(all(c.passed for c in checks), checks, no_baseline)
+
+
+def worsening(higher_is_better: bool, value: float, baseline: float) -> float:
+    """How much worse ``value`` is than ``baseline``; negative when it is better."""
+    return baseline - value if higher_is_better else value - baseline
+
+
+def _baseline_value(baseline: dict[str, float] | None, metric: str) -> float | None:
+    """The baseline's value for ``metric``; None when it has none (NaN counts as none:
+    nothing can be compared with it)."""
+    if baseline is None:
+        return None
+    raw = baseline.get(metric)
+    if raw is None or not isinstance(raw, int | float) or math.isnan(raw):
+        return None
+    return float(raw)
+
+
+def _check(
+    gate: Gate,
+    rule: str,
+    threshold: float,
+    value: float | None,
+    baseline: float | None,
+    if_no_baseline: str,
+) -> Check:
+    name = gate.metric
+    if value is None or math.isnan(value):
+        why = "was not computed" if value is None else "is NaN (undefined on the eval data)"
+        return Check(
+            name, rule, threshold, value, baseline, None, False, f"{name} {why}: {rule} fails"
+        )
+    if rule == "min":
+        ok = value >= threshold or _close(value, threshold)
+        verb = f"is {'at or above' if ok else 'below'} min"
+        return Check(
+            name,
+            rule,
+            threshold,
+            value,
+            baseline,
+            None,
+            ok,
+            f"{name} {_f(value)} {verb} {_f(threshold)}",
+        )
+    if rule == "max":
+        ok = value <= threshold or _close(value, threshold)
+        verb = f"is {'at or below' if ok else 'above'} max"
+        return Check(
+            name,
+            rule,
+            threshold,
+            value,
+            baseline,
+            None,
+            ok,
+            f"{name} {_f(value)} {verb} {_f(threshold)}",
+        )
+    if baseline is None:
+        ok = if_no_baseline == "pass"
+        message = f"{name}: no baseline to compare with (baseline.if_missing: {if_no_baseline})"
+        return Check(name, rule, threshold, value, None, None, ok, message)
+    return _change_check(gate, rule, threshold, value, baseline)
+
+
+def _change_check(gate: Gate, rule: str, threshold: float, value: float, baseline: float) -> Check:
+    name = gate.metric
+    worse = worsening(gate.higher_is_better, value, baseline)
+    delta = value - baseline
+    if rule == "max_drop":
+        ok = not math.isnan(worse) and (worse <= threshold or _close(worse, threshold))
+        message = f"{name} {_moved(worse, _f(abs(delta)))} from baseline {_f(baseline)} to {_f(value)} (max_drop {_f(threshold)})"
+        return Check(name, rule, threshold, value, baseline, delta, ok, message)
+    if baseline == 0:
+        # Relative to zero, any worsening is infinitely large and no worsening is none.
+        ok = not worse > 0
+        relative = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+        message = f"{name} {_moved(worse, _f(abs(delta)))} from baseline 0 to {_f(value)}; relative to a baseline of 0 {'nothing' if ok else 'every worsening'} exceeds max_relative_drop {_pct(threshold)} (use max_drop for metrics near 0)"
+        return Check(name, rule, threshold, value, baseline, relative, ok, message)
+    relative = delta / abs(baseline)
+    relative_worse = worse / abs(baseline)
+    ok = not math.isnan(relative_worse) and (
+        relative_worse <= threshold or _close(relative_worse, threshold)
+    )
+    message = f"{name} {_moved(worse, _pct(abs(relative)))} from baseline {_f(baseline)} to {_f(value)} (max_relative_drop {_pct(threshold)})"
+    return Check(name, rule, threshold, value, baseline, relative, ok, message)
+
+
+def _moved(worse: float, amount: str) -> str:
+    if math.isnan(worse):
+        return "cannot be compared"
+    if worse > 0:
+        return f"got worse by {amount}"
+    if worse < 0:
+        return f"improved by {amount}"
+    return "is unchanged"
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _f(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.4g}%"
+
+
+def _json_number(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null so strict parsers read the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
