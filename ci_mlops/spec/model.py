@@ -198,6 +198,7 @@ class Runtime:
     runs_on: str
     timeout_minutes: int
     templates: Templates
+    default_branch: str = "main"
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
         requirements=raw.get("requirements"),
         install=raw.get("install", DEFAULT_INSTALL),
         tags=tuple(raw.get("tags", ())),
-        runs_on=raw.get("runs_on", "ubuntu-24.04"),
+        runs_on=raw.get("runs_on", "ubuntu-latest"),
         timeout_minutes=raw.get("timeout_minutes", 30),
         templates=Templates(
             gitlab=tpl.get("gitlab", DEFAULT_TEMPLATES_GITLAB),
@@ -248,6 +249,7 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
             version=tpl.get("version", __version__),
             github_sha=tpl.get("github_sha"),
         ),
+        default_branch=raw.get("default_branch", "main"),
     )
 
 

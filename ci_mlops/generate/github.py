@@ -1,0 +1,267 @@
+"""Render the job plan as GitHub Actions: an inline workflow, a thin caller of the
+reusable workflow, and the reusable workflow itself (``on: workflow_call``).
+
+Security habits every rendering keeps: ``permissions: {}`` at the top and the least per
+job, actions pinned by full commit SHA, ``persist-credentials: false``, concurrency,
+``timeout-minutes`` on every job, and no ``${{ }}`` expression inside ``run:`` (values
+reach scripts through ``env:``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ci_mlops.generate.gitlab import command_line
+from ci_mlops.generate.plan import Job, ModelPlan, Plan, install_args
+from ci_mlops.spec.model import Spec
+
+# Actions are pinned by full commit SHA; the comment names the release it is.
+PINS = {
+    "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683": "v4.2.2",
+    "actions/setup-python@42375524e23c412d93fb67b49958b491fce71c38": "v5.4.0",
+    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "v4.6.2",
+    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "v4.3.0",
+    "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684": "v4.2.3",
+}
+CHECKOUT, SETUP_PYTHON, UPLOAD, DOWNLOAD, CACHE = PINS
+
+
+def annotate_pins(text: str) -> str:
+    """Add the ``# vX.Y.Z`` comment after each pinned ``uses:`` line."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        ref = line.strip().removeprefix("- ").removeprefix("uses: ").strip()
+        if ref in PINS:
+            line = line.rstrip("\n") + f" # {PINS[ref]}\n"
+        lines.append(line)
+    return "".join(lines)
+
+RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
+DISPATCH_TYPE = "ci-mlops-retrain"
+
+PERMISSIONS: dict[str, dict[str, str]] = {
+    "validate": {"contents": "read"},
+    "data-test": {"contents": "read"},
+    "train": {"contents": "read"},
+    "evaluate": {"contents": "read", "actions": "read"},  # the baseline is a run artifact
+    "export": {"contents": "read"},
+    "report": {"contents": "read", "pull-requests": "write"},
+    "deploy": {"contents": "write"},  # models are published as release assets
+    "drift": {"contents": "read", "actions": "write"},  # retraining is a workflow dispatch
+}
+TOKEN_KINDS = ("evaluate", "report", "deploy", "drift")
+
+
+@dataclass(frozen=True)
+class Values:
+    """Real values for the inline workflow, ``${{ inputs.x }}`` for the reusable one."""
+
+    model: str
+    spec: str
+    python: str
+    install: str
+    requirements: str | None
+    runs_on: str
+    default_branch: str
+    reusable: bool = False
+
+
+def job_id(key: str) -> str:
+    """``breast-cancer:deploy-staging`` → ``breast-cancer-deploy-staging``."""
+    return key.replace(":", "-")
+
+
+def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
+    if mp is None:
+        return None
+    if v.reusable:
+        wanted = f"contains(fromJSON('[\"\", \"all\"]'), {RETRAIN}) || {RETRAIN} == inputs.model"
+        scheduled = "inputs.schedule != '' && github.event.schedule == inputs.schedule && !inputs.drift"
+        drift_on = "inputs.drift && github.event.schedule == inputs.schedule"
+    else:
+        wanted = f"contains(fromJSON('[\"\", \"all\", \"{v.model}\"]'), {RETRAIN})"
+        scheduled = (
+            f"github.event.schedule == '{mp.schedule}'" if mp.schedule and not mp.drift else ""
+        )
+        drift_on = f"github.event.schedule == '{mp.schedule}'"
+    model_runs = f"(github.event_name != 'schedule' && ({wanted}))"
+    if scheduled:
+        model_runs = f"({model_runs} || (github.event_name == 'schedule' && {scheduled}))"
+    if job.kind == "drift":
+        return f"github.event_name == 'schedule' && {drift_on}"
+    if job.kind == "report":
+        return "github.event_name == 'pull_request'"
+    if job.kind == "deploy":
+        branch = "inputs.default-branch" if v.reusable else f"'{v.default_branch}'"
+        return f"github.event_name != 'pull_request' && github.ref_name == {branch} && {model_runs}"
+    return model_runs
+
+
+def _install_step(job: Job, v: Values) -> dict[str, Any]:
+    extras = job.extras("github")
+    env: dict[str, str] = {}
+    if v.reusable:
+        sed = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
+        lines = ["set -f", f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")']
+        env["MLOPS_INSTALL"] = v.install
+        if job.runs_user_code:
+            env["MLOPS_REQUIREMENTS"] = v.requirements or ""
+            lines.append(
+                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
+            )
+    else:
+        from shlex import join
+
+        lines = [join(["python", "-m", "pip", "install", *install_args(v.install, extras)])]
+        if job.runs_user_code and v.requirements:
+            lines.append(join(["python", "-m", "pip", "install", "-r", v.requirements]))
+    step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
+    if env:
+        step["env"] = env
+    return step
+
+
+def _setup_python(job: Job, v: Values) -> dict[str, Any]:
+    step: dict[str, Any] = {"uses": SETUP_PYTHON, "with": {"python-version": v.python}}
+    # Caches are not used by jobs that publish, so a poisoned cache cannot reach a release.
+    if job.kind != "deploy" and (v.requirements or v.reusable):
+        if not v.reusable:
+            step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
+    return step
+
+
+def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dict[str, Any]:
+    """One GitHub job."""
+    out: dict[str, Any] = {"name": f"{v.model}: {job.title}" if mp else job.title}
+    cond = _condition(job, mp, v)
+    if job.needs:
+        out["needs"] = [job_id(n if not v.reusable else n.split(":", 1)[1]) for n in job.needs]
+    if cond:
+        out["if"] = cond
+    out["runs-on"] = v.runs_on
+    out["timeout-minutes"] = job.timeout_minutes
+    out["permissions"] = dict(PERMISSIONS[job.kind])
+    if job.environment:
+        out["environment"] = job.environment
+        out["concurrency"] = {
+            "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
+            "cancel-in-progress": False,
+        }
+    env: dict[str, str] = {"MLOPS_SPEC": v.spec, "GX_ANALYTICS_ENABLED": "false"}
+    if mp:
+        env["MLOPS_MODEL"] = v.model
+    out["env"] = env
+    steps: list[dict[str, Any]] = [
+        {"uses": CHECKOUT, "with": {"persist-credentials": False}},
+        _setup_python(job, v),
+    ]
+    if job.kind == "train":
+        steps.append(_train_cache(v))
+    for need in job.needs:
+        kind = need.split(":", 1)[1]
+        steps.append({
+            "uses": DOWNLOAD,
+            "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
+        })
+    steps.append(_install_step(job, v))
+    run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, spec_file)}
+    if job.kind in TOKEN_KINDS:
+        run_step["env"] = {"GITHUB_TOKEN": "${{ github.token }}"}
+    steps.append(run_step)
+    if job.artifacts and mp:
+        upload: dict[str, Any] = {
+            "uses": UPLOAD,
+            "with": {
+                "name": f"{v.model}-{job.kind}",
+                "path": f".ci-mlops/{v.model}/",
+                "include-hidden-files": True,
+                "if-no-files-found": "warn",
+                "retention-days": 30,
+            },
+        }
+        if job.always_keep_artifacts:
+            upload = {"if": "always()", **upload}
+        steps.append(upload)
+    out["steps"] = steps
+    return out
+
+
+def _train_cache(v: Values) -> dict[str, Any]:
+    # One moving cache entry per model: the train step compares its own input hash, so
+    # restoring the newest model is always safe.
+    return {
+        "uses": CACHE,
+        "with": {
+            "path": f".ci-mlops/{v.model}/",
+            "key": f"ci-mlops-{v.model}-model-${{{{ github.run_id }}}}",
+            "restore-keys": f"ci-mlops-{v.model}-model-",
+        },
+    }
+
+
+def triggers(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
+    watched = sorted({p for mp in plan.models for p in mp.watched} | {workflow_file})
+    on: dict[str, Any] = {
+        "push": {"branches": [spec.runtime.default_branch], "paths": watched},
+        "pull_request": {"paths": watched},
+    }
+    crons = sorted({mp.schedule for mp in plan.models if mp.schedule})
+    if crons:
+        on["schedule"] = [{"cron": c} for c in crons]
+    on["workflow_dispatch"] = {
+        "inputs": {
+            "retrain": {
+                "description": "Model to retrain even if nothing changed (a model name, or all)",
+                "type": "string",
+                "default": "",
+                "required": False,
+            }
+        }
+    }
+    on["repository_dispatch"] = {"types": [DISPATCH_TYPE]}
+    return on
+
+
+def _workflow_head(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
+    return {
+        "name": "ci-mlops",
+        "on": triggers(spec, plan, workflow_file),
+        "permissions": {},
+        "concurrency": {
+            "group": "ci-mlops-${{ github.ref }}",
+            "cancel-in-progress": "${{ github.event_name == 'pull_request' }}",
+        },
+        "env": {"MLOPS_RETRAIN": f"${{{{ {RETRAIN} }}}}"},
+    }
+
+
+def values_for(spec: Spec, model: str, spec_file: str) -> Values:
+    rt = spec.runtime
+    return Values(model=model, spec=spec_file, python=rt.python, install=rt.install,
+                  requirements=rt.requirements, runs_on=rt.runs_on,
+                  default_branch=rt.default_branch)
+
+
+def render_inline(spec: Spec, plan: Plan, workflow_file: str = ".github/workflows/mlops.yml") -> dict[str, Any]:
+    """The whole workflow with every job written out."""
+    doc = _workflow_head(spec, plan, workflow_file)
+    jobs: dict[str, Any] = {}
+    validate = _validate_job(plan, "inline")
+    jobs[job_id(validate.key)] = render_job(validate, None, values_for(spec, "", plan.spec_file), plan.spec_file)
+    for mp in plan.models:
+        v = values_for(spec, mp.model.name, plan.spec_file)
+        for job in mp.jobs:
+            jobs[job_id(job.key)] = render_job(job, mp, v, plan.spec_file)
+    doc["jobs"] = jobs
+    return doc
+
+
+def _validate_job(plan: Plan, mode: str) -> Job:
+    from dataclasses import replace
+
+    args = (*plan.validate.args, "--platform", "github", "--mode", mode)
+    return replace(plan.validate, key="ci-mlops-validate", args=args)
+
+
+def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:
+    raise NotImplementedError

@@ -1,0 +1,215 @@
+"""Render the job plan as GitLab CI: an inline ``.gitlab-ci.yml``, a thin caller of the
+CI/CD components, and the components themselves (``templates/``)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ci_mlops.generate.plan import STAGES, Job, ModelPlan, Plan, install_args
+from ci_mlops.spec.model import Spec
+
+RETRAIN_UNSET = '($MLOPS_RETRAIN == null || $MLOPS_RETRAIN == "")'
+MANUAL_SOURCES = "/^(web|api|trigger|pipeline)$/"
+
+
+@dataclass(frozen=True)
+class Values:
+    """What a rendering puts where a model's facts go: real values for the inline file,
+    ``$[[ inputs.x ]]`` placeholders for the components."""
+
+    model: str
+    changes: Any  # a list of paths, or an input placeholder that expands to one
+    image: str
+    requirements: str | None
+    install: str  # the spec's install setting
+    tags: Any
+    python: str
+    component: bool = False
+
+
+def workflow_rules() -> dict[str, Any]:
+    """One pipeline per change: merge-request pipelines for branches with an open MR,
+    branch pipelines otherwise."""
+    return {
+        "rules": [
+            {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'},
+            {"if": '$CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS && $CI_PIPELINE_SOURCE == "push"',
+             "when": "never"},
+            {"if": "$CI_COMMIT_BRANCH"},
+        ]
+    }
+
+
+def _retrain_match(model: str) -> str:
+    return f'$MLOPS_RETRAIN == "all" || $MLOPS_RETRAIN == "{model}"'
+
+
+def _rules(job: Job, v: Values) -> list[dict[str, Any]]:
+    """When a job runs. Model jobs: on a retrain request for the model, on a push or
+    merge request that changes its code or data, or on a run started by hand or API.
+    Scheduled pipelines run only drift checks unless they ask for a retrain."""
+    when = "manual" if job.when == "manual" else "on_success"
+    if job.kind == "drift":
+        return [{"if": f'$CI_PIPELINE_SOURCE == "schedule" && {RETRAIN_UNSET}'}]
+    rules: list[dict[str, Any]] = []
+    if job.kind == "deploy":
+        rules.append({"if": "$CI_COMMIT_BRANCH != $CI_DEFAULT_BRANCH", "when": "never"})
+    if job.kind == "report":
+        return [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"',
+                 "changes": {"paths": v.changes}}]
+    sources = '$CI_PIPELINE_SOURCE == "push"' if job.kind == "deploy" else (
+        '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"'
+    )
+    rules += [
+        {"if": _retrain_match(v.model), "when": when},
+        {"if": '$CI_PIPELINE_SOURCE == "schedule"', "when": "never"},
+        {"if": sources, "changes": {"paths": v.changes}, "when": when},
+        {"if": f"$CI_PIPELINE_SOURCE =~ {MANUAL_SOURCES} && {RETRAIN_UNSET}", "when": when},
+    ]
+    return [_drop_on_success(r) for r in rules]
+
+
+def _drop_on_success(rule: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rule.items() if not (k == "when" and v == "on_success")}
+
+
+def _install_lines(job: Job, v: Values) -> list[str]:
+    extras = job.extras("gitlab")
+    if v.component:
+        joined = ",".join(extras)
+        line = 'python -m pip install $(echo "$MLOPS_INSTALL" | sed "s/{extras}/' + joined + '/g")'
+        if not extras:
+            line = 'python -m pip install $(echo "$MLOPS_INSTALL" | sed "s/\\[{extras}\\]//g")'
+        lines = ["set -f", line]
+    else:
+        lines = [shlex.join(["python", "-m", "pip", "install", *install_args(v.install, extras)])]
+    if job.runs_user_code and v.requirements:
+        if v.component:
+            lines.append('if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi')
+        else:
+            lines.append(shlex.join(["python", "-m", "pip", "install", "-r", v.requirements]))
+    return lines
+
+
+def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
+    pip: dict[str, Any] = {"key": f"pip-{v.python}", "paths": [".cache/pip"], "policy": "pull-push"}
+    if v.requirements and not v.component:
+        pip["key"] = {"files": [v.requirements], "prefix": f"pip-{v.python}"}
+    caches = [pip]
+    if job.kind == "train":
+        # The train step decides by its own input hash whether the cached model is still
+        # good, so one cache per model is enough.
+        caches.append({"key": f"ci-mlops-{v.model}-model",
+                       "paths": [f".ci-mlops/{v.model}/"], "policy": "pull-push"})
+    return caches
+
+
+def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
+    """One GitLab job."""
+    name = v.model if job.model else None
+    out: dict[str, Any] = {"stage": job.stage, "image": v.image}
+    if v.tags:
+        out["tags"] = v.tags
+    out["interruptible"] = job.kind != "deploy"
+    out["timeout"] = f"{job.timeout_minutes} minutes"
+    variables: dict[str, str] = {"PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
+                                 "GX_ANALYTICS_ENABLED": "false"}
+    if v.component:
+        variables["MLOPS_INSTALL"] = v.install
+        if job.runs_user_code:
+            variables["MLOPS_REQUIREMENTS"] = v.requirements or ""
+    out["variables"] = variables
+    out["cache"] = _cache(job, v)
+    if job.needs:
+        out["needs"] = [_needs_key(n, v) for n in job.needs]
+    else:
+        out["needs"] = []
+    out["before_script"] = _install_lines(job, v)
+    if job.model:
+        variables["MLOPS_MODEL"] = v.model
+    variables["MLOPS_SPEC"] = spec_file
+    out["script"] = [command_line(job, spec_file)]
+    if job.artifacts and name:
+        out["artifacts"] = _artifacts(job, v.model)
+    if job.environment:
+        out["environment"] = {"name": f"{job.environment}/{v.model}", "deployment_tier":
+                              _tier(job.environment), "action": "start"}
+        out["resource_group"] = f"deploy-{v.model}-{job.environment}"
+    if job.when == "manual":
+        out["allow_failure"] = True
+    out["retry"] = {"max": 2, "when": ["runner_system_failure", "stuck_or_timeout_failure",
+                                        "api_failure"]}
+    if job.model:
+        out["rules"] = _rules(job, v)
+    else:
+        out["rules"] = [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"',
+                         "changes": {"paths": v.changes}}]
+    return out
+
+
+def command_line(job: Job, spec_file: str) -> str:
+    """The job's ci-mlops call, reading the model and spec from MLOPS_MODEL and
+    MLOPS_SPEC so that inline jobs, components and reusable workflows run the same line."""
+    words, previous = ["ci-mlops"], ""
+    for arg in job.args:
+        if previous == "--model":
+            words.append('"$MLOPS_MODEL"')
+        elif previous == "--spec":
+            words.append('"$MLOPS_SPEC"')
+        else:
+            words.append(shlex.quote(arg))
+        previous = arg
+    return " ".join(words)
+
+
+def _needs_key(key: str, v: Values) -> str:
+    _, kind = key.split(":", 1)
+    return f"{v.model}:{kind}"
+
+
+def _artifacts(job: Job, model: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": f"{model}-{job.kind}", "paths": [f".ci-mlops/{model}/"],
+                           "expire_in": "30 days"}
+    if job.always_keep_artifacts:
+        out["when"] = "always"
+    if job.junit:
+        out["reports"] = {"junit": job.junit.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")}
+    return out
+
+
+def _tier(environment: str) -> str:
+    known = ("production", "staging", "testing", "development")
+    return environment if environment in known else "other"
+
+
+def values_for(spec: Spec, mp: ModelPlan) -> Values:
+    rt = spec.runtime
+    return Values(model=mp.model.name, changes=list(mp.watched), image=rt.image,
+                  requirements=rt.requirements, install=rt.install, tags=list(rt.tags),
+                  python=rt.python)
+
+
+def validate_job(spec: Spec, plan: Plan, mode: str) -> dict[str, Any]:
+    """The job that fails when the committed pipeline no longer matches the spec."""
+    job = replace(plan.validate, args=(*plan.validate.args, "--platform", "gitlab", "--mode", mode))
+    v = Values(model="", changes=[plan.spec_file, ".gitlab-ci.yml"], image=spec.runtime.image,
+               requirements=None, install=spec.runtime.install, tags=list(spec.runtime.tags),
+               python=spec.runtime.python)
+    return render_job(job, v, plan.spec_file)
+
+
+def render_inline(spec: Spec, plan: Plan) -> dict[str, Any]:
+    """The whole ``.gitlab-ci.yml`` with every job written out."""
+    doc: dict[str, Any] = {"stages": list(STAGES), "workflow": workflow_rules()}
+    doc[plan.validate.key] = validate_job(spec, plan, "inline")
+    for mp in plan.models:
+        v = values_for(spec, mp)
+        for job in mp.jobs:
+            doc[job.key] = render_job(job, v, plan.spec_file)
+    return doc
+
+
+def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:
+    raise NotImplementedError

@@ -1,0 +1,181 @@
+"""The platform-neutral job plan: which jobs each model gets, what they run, what they
+need, when they run. GitLab CI, GitHub Actions, the reusable templates and the local
+runner (``ci-mlops run``) are all renderings of this one plan."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from ci_mlops.spec.model import Model, Spec
+
+# Job kinds in pipeline order.
+KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy", "drift")
+
+# Jobs of these kinds run when the model's code or data change, or on a retrain request.
+MODEL_KINDS = ("data-test", "train", "evaluate", "export")
+
+STAGES = ("validate", "data", "train", "evaluate", "report", "deploy", "monitor")
+STAGE_OF = {
+    "validate": "validate",
+    "data-test": "data",
+    "train": "train",
+    "evaluate": "evaluate",
+    "export": "evaluate",
+    "report": "report",
+    "deploy": "deploy",
+    "drift": "monitor",
+}
+
+# Extras of ci-mlops each kind needs installed; "platform" is replaced by gitlab/github.
+EXTRAS = {
+    "validate": (),
+    "data-test": ("data",),
+    "train": (),
+    "evaluate": ("ml", "platform"),
+    "export": ("onnx", "ml"),
+    "report": ("platform",),
+    "deploy": ("platform",),
+    "drift": ("ml", "platform"),
+}
+
+# Kinds that load the user's model or run the user's code, so need their requirements.
+USER_CODE = ("train", "evaluate", "export")
+
+TITLES = {
+    "data-test": "Data tests",
+    "train": "Train",
+    "evaluate": "Evaluate and apply quality gates",
+    "export": "Export to ONNX and check parity",
+    "report": "Report on the merge request",
+    "deploy": "Deploy",
+    "drift": "Check data drift",
+    "validate": "Check that the pipeline matches the spec",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of one model (or the spec-wide validate job when ``model`` is None)."""
+
+    key: str  # unique within the plan, e.g. "breast-cancer:train"
+    kind: str
+    model: str | None
+    args: tuple[str, ...]  # the ci-mlops command line, without "ci-mlops"
+    needs: tuple[str, ...] = ()
+    environment: str | None = None
+    when: str = "auto"  # auto | manual
+    timeout_minutes: int = 30
+    artifacts: bool = True
+    junit: str | None = None
+    always_keep_artifacts: bool = False  # keep results of a failing check
+
+    @property
+    def stage(self) -> str:
+        return STAGE_OF[self.kind]
+
+    @property
+    def title(self) -> str:
+        base = TITLES[self.kind]
+        return f"{base} ({self.environment})" if self.environment else base
+
+    @property
+    def command(self) -> str:
+        """The shell command line the job runs."""
+        return shlex.join(("ci-mlops", *self.args))
+
+    def extras(self, platform: str) -> tuple[str, ...]:
+        return tuple(platform if e == "platform" else e for e in EXTRAS[self.kind])
+
+    @property
+    def runs_user_code(self) -> bool:
+        return self.kind in USER_CODE
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """The jobs of one model and the facts their triggers depend on."""
+
+    model: Model
+    jobs: tuple[Job, ...]
+    watched: tuple[str, ...]  # paths whose change runs this model's jobs
+    schedule: str | None
+    drift: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every job of the spec."""
+
+    spec_file: str  # the spec's path relative to the repository root
+    models: tuple[ModelPlan, ...]
+    validate: Job
+    pipeline_files: tuple[str, ...] = field(default_factory=tuple)
+
+    def jobs(self) -> list[Job]:
+        return [self.validate, *(j for m in self.models for j in m.jobs)]
+
+
+def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]:
+    """The jobs of one model, in pipeline order."""
+    name = model.name
+    base = ("--spec", spec_file, "--model", name)
+
+    def key(kind: str) -> str:
+        return f"{name}:{kind}"
+
+    data_dir = f".ci-mlops/{name}"
+    jobs = [
+        Job(key("data-test"), "data-test", name, ("data-test", *base), timeout_minutes=timeout,
+            junit=f"{data_dir}/data-test.junit.xml", always_keep_artifacts=True),
+        Job(key("train"), "train", name, ("train", *base), needs=(key("data-test"),),
+            timeout_minutes=model.train.timeout_minutes + 10),
+        Job(key("evaluate"), "evaluate", name, ("evaluate", *base), needs=(key("train"),),
+            timeout_minutes=timeout, junit=f"{data_dir}/evaluate.junit.xml",
+            always_keep_artifacts=True),
+    ]
+    checks = [key("evaluate")]
+    if model.export.onnx:
+        jobs.append(Job(key("export"), "export", name, ("export", *base), needs=(key("train"),),
+                        timeout_minutes=timeout, always_keep_artifacts=True))
+        checks.append(key("export"))
+    jobs.append(Job(key("report"), "report", name, ("report", *base),
+                    needs=(key("data-test"), *checks), timeout_minutes=timeout, artifacts=True,
+                    always_keep_artifacts=True))
+    previous: tuple[str, ...] = ()
+    for env in model.deploy.environments:
+        job = Job(key(f"deploy-{env.name}"), "deploy", name,
+                  ("deploy", *base, "--environment", env.name), needs=(*checks, *previous),
+                  environment=env.name, when=env.when, timeout_minutes=timeout, artifacts=False)
+        jobs.append(job)
+        previous = (job.key,)
+    if model.retrain.drift:
+        jobs.append(Job(key("drift"), "drift", name, ("drift", *base), timeout_minutes=timeout))
+    return tuple(jobs)
+
+
+def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
+    """The job plan of ``spec``; ``spec_file`` is how jobs name the spec."""
+    timeout = spec.runtime.timeout_minutes
+    models = tuple(
+        ModelPlan(
+            model=m,
+            jobs=model_jobs(m, spec_file, timeout=timeout),
+            watched=(*m.watched_paths, spec_file),
+            schedule=m.retrain.schedule,
+            drift=m.retrain.drift is not None,
+        )
+        for m in spec.models
+    )
+    validate = Job("ci-mlops:validate", "validate", None,
+                   ("generate", "--spec", spec_file, "--check"), timeout_minutes=10,
+                   artifacts=False)
+    return Plan(spec_file=spec_file, models=models, validate=validate)
+
+
+def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
+    """pip arguments that install ci-mlops with ``extras`` from the spec's install setting."""
+    text = install.replace("{extras}", ",".join(extras)) if extras else (
+        install.replace("[{extras}]", "").replace("{extras}", "")
+    )
+    return text.split()
