@@ -1,0 +1,412 @@
+"""The data-test step: check every dataset of a model with its Great Expectations.
+
+Each spec expectation becomes one GX expectation object, built one by one so that an
+unknown name or bad arguments stop the step with a located error (exit 2) instead of
+being dropped silently. Each dataset is loaded once and validated in memory through an
+ephemeral GX context. Results go to ``data-test.json`` and ``data-test.junit.xml`` in
+the model's working folder; any failed expectation then fails the step (exit 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+from xml.etree import ElementTree as ET
+
+from ci_mlops import atomic, log
+from ci_mlops.errors import CheckFailed, SpecError, StepError
+from ci_mlops.spec.model import Dataset, Expectation, Model, Spec
+from ci_mlops.steps.datasets import load_dataset
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RESULT_JSON = "data-test.json"
+RESULT_JUNIT = "data-test.junit.xml"
+# SUMMARY keeps GX from collecting every unexpected value of a large table; a handful
+# of examples is enough to see what is wrong.
+EXAMPLES = 5
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES}
+
+
+@dataclass(frozen=True)
+class Check:
+    """A spec expectation and the GX expectation object built from it."""
+
+    spec: Expectation
+    gx: Any
+
+
+def run(spec: Spec, model: Model) -> dict[str, Any]:
+    """Validate each dataset of ``model``; write the JSON and JUnit results.
+
+    Raises StepError (exit 2) for an unknown expectation, bad expectation arguments or
+    an unreadable data file, before anything is written; CheckFailed (exit 1) after
+    writing the results when any expectation fails.
+    """
+    gx = _import_gx()
+    checks = {role: _build_checks(spec, model, role, ds) for role, ds in model.datasets.items()}
+    reports = {
+        role: _test_dataset(gx, spec, model, role, ds, checks[role])
+        for role, ds in model.datasets.items()
+    }
+    summary = _summary(model, reports, gx.__version__)
+    workdir = spec.workdir(model)
+    atomic.write_json(workdir / RESULT_JSON, summary)
+    atomic.write_text(workdir / RESULT_JUNIT, junit_xml(model, reports))
+    if not summary["success"]:
+        stats = summary["statistics"]
+        raise CheckFailed(
+            f"data-test {model.name}: {stats['unsuccessful_expectations']} of "
+            f"{stats['evaluated_expectations']} expectations failed "
+            f"(details: {workdir / RESULT_JSON})"
+        )
+    return summary
+
+
+def _import_gx() -> ModuleType:
+    # Analytics must be off before the import, or GX tries to phone home and can stall
+    # on closed CI networks.
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    with log.timed("data-test: loading Great Expectations"):
+        import great_expectations as gx
+
+    # GX logs warnings through the root logger's last-resort handler; they repeat what
+    # the results already say.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return gx
+
+
+# --- building expectations -------------------------------------------------------------
+
+
+def _build_checks(spec: Spec, model: Model, role: str, ds: Dataset) -> list[Check]:
+    return [
+        Check(exp, _build_one(spec, model, role, index, exp))
+        for index, exp in enumerate(ds.expectations)
+    ]
+
+
+def _build_one(spec: Spec, model: Model, role: str, index: int, exp: Expectation) -> Any:
+    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    try:
+        cls = get_expectation_impl(exp.name)
+    except ExpectationNotFoundError:
+        raise StepError(_located(spec, model, role, index, _unknown(exp.name))) from None
+    try:
+        return cls(**exp.kwargs)
+    except (ValueError, TypeError) as exc:
+        reason = f"{exp.name}: bad arguments: {_pydantic_reason(exc)}"
+        raise StepError(_located(spec, model, role, index, reason)) from None
+
+
+def _unknown(name: str) -> str:
+    from great_expectations.expectations.registry import (
+        list_registered_expectation_implementations,
+    )
+
+    known = list_registered_expectation_implementations()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else " (see the GX expectation gallery)"
+    return f"unknown expectation {name!r}{hint}"
+
+
+def _pydantic_reason(exc: Exception) -> str:
+    """One line out of a (pydantic) validation error: the first message per field."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return _first_line(exc)
+    by_field: dict[str, str] = {}
+    for err in errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        by_field.setdefault(where, str(err.get("msg", "invalid")))
+    return "; ".join(f"{k}: {v}" if k else v for k, v in by_field.items())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _located(spec: Spec, model: Model, role: str, index: int, message: str) -> str:
+    """``file:line:col: $.path: model ..., <role> data: message`` for one expectation."""
+    from ci_mlops.spec.load import read_spec
+
+    text = f"model {model.name!r}, {role} data: {message}"
+    mi = next(i for i, m in enumerate(spec.models) if m.name == model.name)
+    where = ("models", mi, "data", role, "expectations", index)
+    try:
+        doc = read_spec(spec.path)
+    except SpecError:
+        # The spec changed or vanished since it was loaded: name it without a position.
+        return f"{spec.path}: {text}"
+    name = model.datasets[role].expectations[index].name
+    return str(doc.problem((*where, name), text, key=True))
+
+
+# --- validating ------------------------------------------------------------------------
+
+
+def _test_dataset(
+    gx: ModuleType, spec: Spec, model: Model, role: str, ds: Dataset, checks: list[Check]
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    frame = load_dataset(spec.root, ds, need_target=False).frame
+    report: dict[str, Any] = {
+        "files": list(ds.files),
+        "rows": len(frame),
+        "columns": len(frame.columns),
+    }
+    entries = _validate(gx, role, frame, checks) if checks else []
+    report["expectations"] = entries
+    report["success"] = all(e["success"] for e in entries)
+    report["statistics"] = _statistics(entries)
+    report["duration_seconds"] = round(time.perf_counter() - start, 3)
+    _print_dataset(model, role, report)
+    return report
+
+
+def _validate(
+    gx: ModuleType, role: str, frame: pd.DataFrame, checks: list[Check]
+) -> list[dict[str, Any]]:
+    # A fresh context per dataset: nothing keeps the previous frame alive.
+    context = _quiet_context(gx)
+    asset = context.data_sources.add_pandas("ci-mlops").add_dataframe_asset(role)
+    batch = asset.add_batch_definition_whole_dataframe(role)
+    suite = context.suites.add(gx.ExpectationSuite(name=role))
+    ids = _add_to_suite(suite, checks)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=role, data=batch, suite=suite)
+    )
+    with _quiet():
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT)
+    by_id = {r.expectation_config.id: r.to_json_dict() for r in result.results}
+    columns = {str(c) for c in frame.columns}
+    return [_entry(c, by_id[i], columns) for c, i in zip(checks, ids, strict=True)]
+
+
+def _quiet_context(gx: ModuleType) -> Any:
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # GX ignores TQDM_DISABLE (it passes tqdm's `disable` explicitly); this setting is
+    # the switch it reads.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def _add_to_suite(suite: Any, checks: list[Check]) -> list[str]:
+    """Add each check once; return the GX id answering each check, in order."""
+    # GX drops an expectation equal to one already in the suite, so a repeated spec
+    # entry shares the id of its first occurrence.
+    seen: dict[str, str] = {}
+    ids = []
+    for check in checks:
+        key = json.dumps([check.spec.name, check.spec.kwargs], sort_keys=True, default=str)
+        if key not in seen:
+            seen[key] = suite.add_expectation(check.gx).id
+        ids.append(seen[key])
+    return ids
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        # GX and pandas deprecation chatter is about GX's code, not the user's data.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        yield
+
+
+def _entry(check: Check, raw: dict[str, Any], columns: set[str]) -> dict[str, Any]:
+    result = raw.get("result") or {}
+    entry: dict[str, Any] = {
+        "name": check.spec.name,
+        "kwargs": check.spec.kwargs,
+        "success": bool(raw.get("success")),
+        "observed_value": result.get("observed_value"),
+        "element_count": result.get("element_count"),
+        "unexpected_count": result.get("unexpected_count"),
+        "unexpected_percent": result.get("unexpected_percent"),
+        "missing_count": result.get("missing_count"),
+        "partial_unexpected_list": (result.get("partial_unexpected_list") or [])[:EXAMPLES],
+    }
+    if result.get("details"):
+        entry["details"] = result["details"]
+    error = _error(raw, check.spec.kwargs, columns)
+    if error:
+        entry["error"] = error
+    entry["message"] = "passed" if entry["success"] else failure_message(entry)
+    return entry
+
+
+def _error(raw: dict[str, Any], kwargs: dict[str, Any], columns: set[str]) -> str | None:
+    info = raw.get("exception_info") or {}
+    if "raised_exception" not in info:
+        # Keyed by metric when a metric failed to compute; the first one tells why.
+        info = next(iter(info.values()), {}) if info else {}
+    if not info.get("raised_exception"):
+        return None
+    missing = [
+        str(kwargs[k])
+        for k in ("column", "column_A", "column_B")
+        if k in kwargs and str(kwargs[k]) not in columns
+    ]
+    for k in ("column_list",):
+        missing += [str(c) for c in kwargs.get(k) or () if str(c) not in columns]
+    if missing:
+        return f"no column named {', '.join(repr(m) for m in missing)} in the data"
+    message = str(info.get("exception_message") or "GX could not evaluate it")
+    return message.removeprefix("Error: ").strip().splitlines()[0]
+
+
+def _statistics(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = sum(1 for e in entries if e["success"])
+    return {
+        "evaluated_expectations": len(entries),
+        "successful_expectations": ok,
+        "unsuccessful_expectations": len(entries) - ok,
+        "success_percent": round(100.0 * ok / len(entries), 2) if entries else None,
+    }
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+def label(name: str, kwargs: dict[str, Any]) -> str:
+    """``expect_x(column=bmi, min_value=10)``: an expectation as users read it."""
+    ordered = sorted(kwargs.items(), key=lambda kv: (kv[0] != "column", kv[0]))
+    return f"{name}({', '.join(f'{k}={_short(v)}' for k, v in ordered)})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple) and len(value) > 4:
+        return f"[{len(value)} values]"
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def failure_message(entry: dict[str, Any]) -> str:
+    """Why one expectation failed, in one line with the counts that matter."""
+    if entry.get("error"):
+        return str(entry["error"])
+    count = entry.get("unexpected_count")
+    if count is not None:
+        return _unexpected(entry, int(count))
+    mismatched = (entry.get("details") or {}).get("mismatched")
+    if isinstance(mismatched, dict):
+        return _mismatched(mismatched)
+    if entry.get("observed_value") is not None:
+        return f"observed {_short(entry['observed_value'])}"
+    return "failed"
+
+
+def _unexpected(entry: dict[str, Any], count: int) -> str:
+    total = int(entry.get("element_count") or 0)
+    missing = int(entry.get("missing_count") or 0)
+    # GX's percentage leaves out nulls when the expectation ignores them; say so.
+    base = f"{total - missing} non-null values" if missing else f"{total} rows"
+    pct = entry.get("unexpected_percent")
+    text = f"{count} unexpected of {base}" + (f" ({pct:.1f}%)" if pct is not None else "")
+    examples = [v for v in entry.get("partial_unexpected_list") or [] if v is not None]
+    if examples:
+        text += f", e.g. {', '.join(_short(v) for v in dict.fromkeys(map(str, examples)))}"
+    return text
+
+
+def _mismatched(mismatched: dict[str, Any]) -> str:
+    parts = []
+    for key in ("missing", "unexpected"):
+        names = [str(n) for n in mismatched.get(key) or ()]
+        if names:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            parts.append(f"{key} {_count(len(names), 'column')}: {shown}")
+    return "; ".join(parts) or "the columns do not match"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _print_dataset(model: Model, role: str, report: dict[str, Any]) -> None:
+    entries = report["expectations"]
+    where = f"data-test {model.name}/{role}: {report['rows']} rows"
+    if not entries:
+        log.info(f"{where}, no expectations")
+        return
+    failed = [e for e in entries if not e["success"]]
+    verdict = f"{len(failed)} of {len(entries)} failed" if failed else "all passed"
+    log.info(f"{where}, {_count(len(entries), 'expectation')}: {verdict}")
+    for entry in failed:
+        log.info(f"  FAILED {role}: {label(entry['name'], entry['kwargs'])}: {entry['message']}")
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+def _summary(model: Model, reports: dict[str, dict[str, Any]], version: str) -> dict[str, Any]:
+    entries = [e for r in reports.values() for e in r["expectations"]]
+    return {
+        "model": model.name,
+        "success": all(e["success"] for e in entries),
+        "statistics": {"datasets": len(reports), **_statistics(entries)},
+        "datasets": reports,
+        "great_expectations_version": version,
+    }
+
+
+def junit_xml(model: Model, reports: dict[str, dict[str, Any]]) -> str:
+    """One testsuite per dataset, one testcase per expectation."""
+    root = ET.Element("testsuites", name=f"ci-mlops data-test {model.name}")
+    totals = [0, 0]
+    for role, report in reports.items():
+        suite = _junit_suite(model, role, report)
+        root.append(suite)
+        totals[0] += int(suite.get("tests", "0"))
+        totals[1] += int(suite.get("failures", "0"))
+    root.set("tests", str(totals[0]))
+    root.set("failures", str(totals[1]))
+    root.set("errors", "0")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
+
+
+def _junit_suite(model: Model, role: str, report: dict[str, Any]) -> ET.Element:
+    entries = report["expectations"]
+    failures = sum(1 for e in entries if not e["success"])
+    suite = ET.Element(
+        "testsuite",
+        name=f"{model.name}.{role}",
+        tests=str(len(entries)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        time=f"{report['duration_seconds']:.3f}",
+    )
+    for entry in entries:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{model.name}.{role}",
+            name=label(entry["name"], entry["kwargs"]),
+        )
+        if not entry["success"]:
+            failure = ET.SubElement(case, "failure", message=entry["message"], type="expectation")
+            failure.text = json.dumps(entry, indent=2, sort_keys=True, default=str)
+    out = ET.SubElement(suite, "system-out")
+    out.text = f"{report['rows']} rows from {', '.join(report['files'])}" + (
+        "" if entries else "; no expectations"
+    )
+    return suite
