@@ -1,0 +1,53 @@
+"""Every test runs as if on a clean laptop: no CI variables, no tokens, a throwaway HOME.
+
+Shared builders live in ``tests/helpers.py``; linter wrappers in ``tests/linters.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# Variables that would make ci-mlops think it runs inside a pipeline, or give it a way to
+# reach a real server. Prefixes catch the rest of the platforms' predefined variables.
+_CLEARED = (
+    "CI",
+    "GITLAB_CI",
+    "GITHUB_ACTIONS",
+    "CI_JOB_TOKEN",
+    "GITLAB_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "CI_API_V4_URL",
+    "GITHUB_API_URL",
+    "MLOPS_RETRAIN",
+    "MLOPS_PLATFORM",
+)
+_CLEARED_PREFIXES = ("CI_", "GITHUB_", "GITLAB_", "MLOPS_", "GCL_", "ZIZMOR_")
+
+settings.register_profile("default", deadline=None)
+# `make fuzz`: many more examples, no time limit per example.
+settings.register_profile(
+    "fuzz", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """Strip CI and token variables and point HOME at an empty folder."""
+    for name in list(os.environ):
+        if name in _CLEARED or name.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    yield home
