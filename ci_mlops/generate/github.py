@@ -26,15 +26,20 @@ PINS = {
 CHECKOUT, SETUP_PYTHON, UPLOAD, DOWNLOAD, CACHE = PINS
 
 
-def annotate_pins(text: str) -> str:
+def annotate_pins(text: str, spec: Spec | None = None) -> str:
     """Add the ``# vX.Y.Z`` comment after each pinned ``uses:`` line."""
+    pins = dict(PINS)
+    if spec is not None and spec.runtime.templates.github_sha:
+        tpl = spec.runtime.templates
+        pins[f"{tpl.github}/{REUSABLE_FILE}@{tpl.github_sha}"] = f"v{tpl.version}"
     lines = []
     for line in text.splitlines(keepends=True):
         ref = line.strip().removeprefix("- ").removeprefix("uses: ").strip()
-        if ref in PINS:
-            line = line.rstrip("\n") + f" # {PINS[ref]}\n"
+        if ref in pins:
+            line = line.rstrip("\n") + f" # {pins[ref]}\n"
         lines.append(line)
     return "".join(lines)
+
 
 RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
 DISPATCH_TYPE = "ci-mlops-retrain"
@@ -75,11 +80,13 @@ def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
     if mp is None:
         return None
     if v.reusable:
-        wanted = f"contains(fromJSON('[\"\", \"all\"]'), {RETRAIN}) || {RETRAIN} == inputs.model"
-        scheduled = "inputs.schedule != '' && github.event.schedule == inputs.schedule && !inputs.drift"
+        wanted = f'contains(fromJSON(\'["", "all"]\'), {RETRAIN}) || {RETRAIN} == inputs.model'
+        scheduled = (
+            "inputs.schedule != '' && github.event.schedule == inputs.schedule && !inputs.drift"
+        )
         drift_on = "inputs.drift && github.event.schedule == inputs.schedule"
     else:
-        wanted = f"contains(fromJSON('[\"\", \"all\", \"{v.model}\"]'), {RETRAIN})"
+        wanted = f'contains(fromJSON(\'["", "all", "{v.model}"]\'), {RETRAIN})'
         scheduled = (
             f"github.event.schedule == '{mp.schedule}'" if mp.schedule and not mp.drift else ""
         )
@@ -123,10 +130,9 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
 
 def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     step: dict[str, Any] = {"uses": SETUP_PYTHON, "with": {"python-version": v.python}}
-    # Caches are not used by jobs that publish, so a poisoned cache cannot reach a release.
-    if job.kind != "deploy" and (v.requirements or v.reusable):
-        if not v.reusable:
-            step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
+    # Jobs that publish use no cache, so a poisoned cache cannot reach a release.
+    if job.kind != "deploy" and v.requirements and not v.reusable:
+        step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
     return step
 
 
@@ -159,10 +165,12 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
         steps.append(_train_cache(v))
     for need in job.needs:
         kind = need.split(":", 1)[1]
-        steps.append({
-            "uses": DOWNLOAD,
-            "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
-        })
+        steps.append(
+            {
+                "uses": DOWNLOAD,
+                "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
+            }
+        )
     steps.append(_install_step(job, v))
     run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, spec_file)}
     if job.kind in TOKEN_KINDS:
@@ -237,17 +245,27 @@ def _workflow_head(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]
 
 def values_for(spec: Spec, model: str, spec_file: str) -> Values:
     rt = spec.runtime
-    return Values(model=model, spec=spec_file, python=rt.python, install=rt.install,
-                  requirements=rt.requirements, runs_on=rt.runs_on,
-                  default_branch=rt.default_branch)
+    return Values(
+        model=model,
+        spec=spec_file,
+        python=rt.python,
+        install=rt.install,
+        requirements=rt.requirements,
+        runs_on=rt.runs_on,
+        default_branch=rt.default_branch,
+    )
 
 
-def render_inline(spec: Spec, plan: Plan, workflow_file: str = ".github/workflows/mlops.yml") -> dict[str, Any]:
+def render_inline(
+    spec: Spec, plan: Plan, workflow_file: str = ".github/workflows/mlops.yml"
+) -> dict[str, Any]:
     """The whole workflow with every job written out."""
     doc = _workflow_head(spec, plan, workflow_file)
     jobs: dict[str, Any] = {}
     validate = _validate_job(plan, "inline")
-    jobs[job_id(validate.key)] = render_job(validate, None, values_for(spec, "", plan.spec_file), plan.spec_file)
+    jobs[job_id(validate.key)] = render_job(
+        validate, None, values_for(spec, "", plan.spec_file), plan.spec_file
+    )
     for mp in plan.models:
         v = values_for(spec, mp.model.name, plan.spec_file)
         for job in mp.jobs:
@@ -263,5 +281,122 @@ def _validate_job(plan: Plan, mode: str) -> Job:
     return replace(plan.validate, key="ci-mlops-validate", args=args)
 
 
-def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:
-    raise NotImplementedError
+REUSABLE_FILE = ".github/workflows/mlops.yml"
+CALLER_PERMISSIONS = {"actions": "write", "contents": "write", "pull-requests": "write"}
+
+
+def reusable_values(spec: Spec) -> Values:
+    return Values(
+        model="${{ inputs.model }}",
+        spec="${{ inputs.spec }}",
+        python="${{ inputs.python-version }}",
+        install="${{ inputs.install }}",
+        requirements="${{ inputs.requirements }}",
+        runs_on="${{ inputs.runs-on }}",
+        default_branch="",
+        reusable=True,
+    )
+
+
+def reusable_inputs(spec: Spec) -> dict[str, Any]:
+    rt = spec.runtime
+
+    def text(default: str, description: str) -> dict[str, Any]:
+        return {"description": description, "type": "string", "required": False, "default": default}
+
+    return {
+        "model": {
+            "description": "Model name, as in mlops.yaml.",
+            "type": "string",
+            "required": True,
+        },
+        "spec": text("mlops.yaml", "Path of the model spec."),
+        "python-version": text(rt.python, "Python version of the jobs."),
+        "install": text(
+            rt.install, "pip arguments that install ci-mlops; {extras} is replaced per job."
+        ),
+        "requirements": text("", "Your requirements file, if any."),
+        "runs-on": text(rt.runs_on, "Runner label."),
+        "default-branch": text(rt.default_branch, "The branch that deploys."),
+        "schedule": text(
+            "", "The cron expression of the caller's schedule that retrains or checks drift."
+        ),
+        "onnx": {
+            "description": "Export to ONNX.",
+            "type": "boolean",
+            "required": False,
+            "default": True,
+        },
+        "drift": {
+            "description": "Scheduled runs check drift instead of retraining.",
+            "type": "boolean",
+            "required": False,
+            "default": False,
+        },
+        "retrain": text("", "Model to retrain even if nothing changed (a model name, or all)."),
+    }
+
+
+def render_reusable(spec: Spec, plan: Plan) -> dict[str, Any]:
+    """The reusable workflow (``on: workflow_call``) for one model; ``plan`` is the plan
+    of the symbolic model."""
+    v = reusable_values(spec)
+    mp = plan.models[0]
+    jobs: dict[str, Any] = {}
+    for job in mp.jobs:
+        rendered = render_job(job, mp, v, "${{ inputs.spec }}")
+        kind = job.key.split(":", 1)[1]
+        if job.kind == "export":
+            rendered["if"] = f"inputs.onnx && {rendered['if']}"
+        if job.kind in ("report", "deploy"):
+            # Export may be switched off; later jobs then run without it.
+            rendered["if"] = f"!failure() && !cancelled() && {rendered['if']}"
+        jobs[kind] = rendered
+    return {
+        "name": "ci-mlops",
+        "on": {"workflow_call": {"inputs": reusable_inputs(spec)}},
+        "permissions": {},
+        "env": {"MLOPS_RETRAIN": "${{ inputs.retrain }}"},
+        "jobs": jobs,
+    }
+
+
+def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) -> dict[str, Any]:
+    """A thin workflow that calls the released reusable workflow once per model."""
+    from ci_mlops.errors import UsageError
+
+    tpl = spec.runtime.templates
+    if not tpl.github_sha:
+        raise UsageError(
+            "GitHub include mode pins the reusable workflow by commit SHA: set "
+            "runtime.templates.github_sha in the spec (the commit of the ci-mlops release)"
+        )
+    doc = _workflow_head(spec, plan, workflow_file)
+    del doc["env"]
+    validate = _validate_job(plan, "include")
+    jobs: dict[str, Any] = {
+        job_id(validate.key): render_job(
+            validate, None, values_for(spec, "", plan.spec_file), plan.spec_file
+        )
+    }
+    rt = spec.runtime
+    for mp in plan.models:
+        jobs[mp.model.name] = {
+            "uses": f"{tpl.github}/{REUSABLE_FILE}@{tpl.github_sha}",
+            "permissions": dict(CALLER_PERMISSIONS),
+            "with": {
+                "model": mp.model.name,
+                "spec": plan.spec_file,
+                "python-version": rt.python,
+                "install": rt.install,
+                "requirements": rt.requirements or "",
+                "runs-on": rt.runs_on,
+                "default-branch": rt.default_branch,
+                "schedule": mp.schedule or "",
+                "onnx": mp.model.export.onnx,
+                "drift": mp.drift,
+                "retrain": f"${{{{ {RETRAIN} }}}}",
+            },
+        }
+    doc["jobs"] = jobs
+    return doc

@@ -35,8 +35,10 @@ def workflow_rules() -> dict[str, Any]:
     return {
         "rules": [
             {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"'},
-            {"if": '$CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS && $CI_PIPELINE_SOURCE == "push"',
-             "when": "never"},
+            {
+                "if": '$CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS && $CI_PIPELINE_SOURCE == "push"',
+                "when": "never",
+            },
             {"if": "$CI_COMMIT_BRANCH"},
         ]
     }
@@ -51,16 +53,23 @@ def _rules(job: Job, v: Values) -> list[dict[str, Any]]:
     merge request that changes its code or data, or on a run started by hand or API.
     Scheduled pipelines run only drift checks unless they ask for a retrain."""
     when = "manual" if job.when == "manual" else "on_success"
-    if job.kind == "drift":
-        return [{"if": f'$CI_PIPELINE_SOURCE == "schedule" && {RETRAIN_UNSET}'}]
     rules: list[dict[str, Any]] = []
+    if v.component and job.kind in ("drift", "export"):
+        flag = "drift" if job.kind == "drift" else "onnx"
+        rules.append({"if": f'"$[[ inputs.{flag} ]]" != "true"', "when": "never"})
+    if job.kind == "drift":
+        return [*rules, {"if": f'$CI_PIPELINE_SOURCE == "schedule" && {RETRAIN_UNSET}'}]
     if job.kind == "deploy":
         rules.append({"if": "$CI_COMMIT_BRANCH != $CI_DEFAULT_BRANCH", "when": "never"})
     if job.kind == "report":
-        return [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"',
-                 "changes": {"paths": v.changes}}]
-    sources = '$CI_PIPELINE_SOURCE == "push"' if job.kind == "deploy" else (
-        '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"'
+        return [
+            *rules,
+            {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "changes": {"paths": v.changes}},
+        ]
+    sources = (
+        '$CI_PIPELINE_SOURCE == "push"'
+        if job.kind == "deploy"
+        else ('$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"')
     )
     rules += [
         {"if": _retrain_match(v.model), "when": when},
@@ -87,7 +96,9 @@ def _install_lines(job: Job, v: Values) -> list[str]:
         lines = [shlex.join(["python", "-m", "pip", "install", *install_args(v.install, extras)])]
     if job.runs_user_code and v.requirements:
         if v.component:
-            lines.append('if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi')
+            lines.append(
+                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
+            )
         else:
             lines.append(shlex.join(["python", "-m", "pip", "install", "-r", v.requirements]))
     return lines
@@ -101,8 +112,13 @@ def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if job.kind == "train":
         # The train step decides by its own input hash whether the cached model is still
         # good, so one cache per model is enough.
-        caches.append({"key": f"ci-mlops-{v.model}-model",
-                       "paths": [f".ci-mlops/{v.model}/"], "policy": "pull-push"})
+        caches.append(
+            {
+                "key": f"ci-mlops-{v.model}-model",
+                "paths": [f".ci-mlops/{v.model}/"],
+                "policy": "pull-push",
+            }
+        )
     return caches
 
 
@@ -114,18 +130,17 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
         out["tags"] = v.tags
     out["interruptible"] = job.kind != "deploy"
     out["timeout"] = f"{job.timeout_minutes} minutes"
-    variables: dict[str, str] = {"PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
-                                 "GX_ANALYTICS_ENABLED": "false"}
+    variables: dict[str, str] = {
+        "PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
     if v.component:
         variables["MLOPS_INSTALL"] = v.install
         if job.runs_user_code:
             variables["MLOPS_REQUIREMENTS"] = v.requirements or ""
     out["variables"] = variables
     out["cache"] = _cache(job, v)
-    if job.needs:
-        out["needs"] = [_needs_key(n, v) for n in job.needs]
-    else:
-        out["needs"] = []
+    out["needs"] = [_need(n, v) for n in job.needs]
     out["before_script"] = _install_lines(job, v)
     if job.model:
         variables["MLOPS_MODEL"] = v.model
@@ -134,18 +149,27 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
     if job.artifacts and name:
         out["artifacts"] = _artifacts(job, v.model)
     if job.environment:
-        out["environment"] = {"name": f"{job.environment}/{v.model}", "deployment_tier":
-                              _tier(job.environment), "action": "start"}
+        out["environment"] = {
+            "name": f"{job.environment}/{v.model}",
+            "deployment_tier": _tier(job.environment),
+            "action": "start",
+        }
         out["resource_group"] = f"deploy-{v.model}-{job.environment}"
     if job.when == "manual":
         out["allow_failure"] = True
-    out["retry"] = {"max": 2, "when": ["runner_system_failure", "stuck_or_timeout_failure",
-                                        "api_failure"]}
+    out["retry"] = {
+        "max": 2,
+        "when": ["runner_system_failure", "stuck_or_timeout_failure", "api_failure"],
+    }
     if job.model:
         out["rules"] = _rules(job, v)
     else:
-        out["rules"] = [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"',
-                         "changes": {"paths": v.changes}}]
+        out["rules"] = [
+            {
+                "if": '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"',
+                "changes": {"paths": v.changes},
+            }
+        ]
     return out
 
 
@@ -164,18 +188,28 @@ def command_line(job: Job, spec_file: str) -> str:
     return " ".join(words)
 
 
-def _needs_key(key: str, v: Values) -> str:
+def _need(key: str, v: Values) -> str | dict[str, Any]:
     _, kind = key.split(":", 1)
-    return f"{v.model}:{kind}"
+    name = f"{v.model}:{kind}"
+    # In the components ONNX export can be switched off by an input, so jobs after it
+    # must not require it.
+    if v.component and kind == "export":
+        return {"job": name, "optional": True}
+    return name
 
 
 def _artifacts(job: Job, model: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": f"{model}-{job.kind}", "paths": [f".ci-mlops/{model}/"],
-                           "expire_in": "30 days"}
+    out: dict[str, Any] = {
+        "name": f"{model}-{job.kind}",
+        "paths": [f".ci-mlops/{model}/"],
+        "expire_in": "30 days",
+    }
     if job.always_keep_artifacts:
         out["when"] = "always"
     if job.junit:
-        out["reports"] = {"junit": job.junit.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")}
+        out["reports"] = {
+            "junit": job.junit.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")
+        }
     return out
 
 
@@ -186,17 +220,29 @@ def _tier(environment: str) -> str:
 
 def values_for(spec: Spec, mp: ModelPlan) -> Values:
     rt = spec.runtime
-    return Values(model=mp.model.name, changes=list(mp.watched), image=rt.image,
-                  requirements=rt.requirements, install=rt.install, tags=list(rt.tags),
-                  python=rt.python)
+    return Values(
+        model=mp.model.name,
+        changes=list(mp.watched),
+        image=rt.image,
+        requirements=rt.requirements,
+        install=rt.install,
+        tags=list(rt.tags),
+        python=rt.python,
+    )
 
 
 def validate_job(spec: Spec, plan: Plan, mode: str) -> dict[str, Any]:
     """The job that fails when the committed pipeline no longer matches the spec."""
     job = replace(plan.validate, args=(*plan.validate.args, "--platform", "gitlab", "--mode", mode))
-    v = Values(model="", changes=[plan.spec_file, ".gitlab-ci.yml"], image=spec.runtime.image,
-               requirements=None, install=spec.runtime.install, tags=list(spec.runtime.tags),
-               python=spec.runtime.python)
+    v = Values(
+        model="",
+        changes=[plan.spec_file, ".gitlab-ci.yml"],
+        image=spec.runtime.image,
+        requirements=None,
+        install=spec.runtime.install,
+        tags=list(spec.runtime.tags),
+        python=spec.runtime.python,
+    )
     return render_job(job, v, plan.spec_file)
 
 
@@ -211,5 +257,95 @@ def render_inline(spec: Spec, plan: Plan) -> dict[str, Any]:
     return doc
 
 
+COMPONENT_KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy", "drift")
+
+
+def component_inputs(spec: Spec) -> dict[str, Any]:
+    """The ``spec:inputs`` header of every component, with the spec defaults."""
+    rt = spec.runtime
+    return {
+        "model": {
+            "description": "Model name, as in mlops.yaml.",
+            "regex": "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$",
+        },
+        "spec": {"default": "mlops.yaml", "description": "Path of the model spec."},
+        "paths": {
+            "type": "array",
+            "default": ["**/*"],
+            "description": "Files whose change runs the model's jobs (code and data).",
+        },
+        "image": {"default": rt.image, "description": "Job image."},
+        "python": {"default": rt.python, "description": "Python version (cache key)."},
+        "install": {
+            "default": rt.install,
+            "description": "pip arguments that install ci-mlops; {extras} is replaced per job.",
+            "regex": "^[^$`'\"\\\\;&|<>]+$",
+        },
+        "requirements": {"default": "", "description": "Your requirements file, if any."},
+        "tags": {"type": "array", "default": [], "description": "Runner tags."},
+        "onnx": {"type": "boolean", "default": True, "description": "Export to ONNX."},
+        "drift": {
+            "type": "boolean",
+            "default": False,
+            "description": "Run the drift check in scheduled pipelines.",
+        },
+    }
+
+
+def component_values(spec: Spec) -> Values:
+    return Values(
+        model="$[[ inputs.model ]]",
+        changes="$[[ inputs.paths ]]",
+        image="$[[ inputs.image ]]",
+        requirements="$[[ inputs.requirements ]]",
+        install="$[[ inputs.install ]]",
+        tags="$[[ inputs.tags ]]",
+        python="$[[ inputs.python ]]",
+        component=True,
+    )
+
+
+def render_components(spec: Spec, plan: Plan) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Component name -> (spec header, jobs). ``plan`` is the plan of the symbolic model."""
+    v = component_values(spec)
+    header = {"spec": {"inputs": component_inputs(spec)}}
+    spec_file = "$[[ inputs.spec ]]"
+    plan_jobs = plan.models[0].jobs
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for kind in COMPONENT_KINDS:
+        chosen = {j.key: render_job(j, v, spec_file) for j in plan_jobs if j.kind == kind}
+        out[kind] = (header, chosen)
+    out["pipeline"] = (header, {j.key: render_job(j, v, spec_file) for j in plan_jobs})
+    return out
+
+
+def caller_inputs(spec: Spec, mp: ModelPlan) -> dict[str, Any]:
+    """The inputs a project passes to the pipeline component for one model."""
+    rt = spec.runtime
+    return {
+        "model": mp.model.name,
+        "spec": "mlops.yaml",
+        "paths": list(mp.watched),
+        "image": rt.image,
+        "python": rt.python,
+        "install": rt.install,
+        "requirements": rt.requirements or "",
+        "tags": list(rt.tags),
+        "onnx": mp.model.export.onnx,
+        "drift": mp.drift,
+    }
+
+
 def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:
-    raise NotImplementedError
+    """A thin ``.gitlab-ci.yml`` that includes the released pipeline component per model."""
+    tpl = spec.runtime.templates
+    doc: dict[str, Any] = {"stages": list(STAGES), "workflow": workflow_rules()}
+    doc["include"] = []
+    for mp in plan.models:
+        inputs = caller_inputs(spec, mp)
+        inputs["spec"] = plan.spec_file
+        doc["include"].append(
+            {"component": f"{tpl.gitlab}/pipeline@{tpl.version}", "inputs": inputs}
+        )
+    doc[plan.validate.key] = validate_job(spec, plan, "include")
+    return doc

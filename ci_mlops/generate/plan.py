@@ -126,27 +126,73 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
 
     data_dir = f".ci-mlops/{name}"
     jobs = [
-        Job(key("data-test"), "data-test", name, ("data-test", *base), timeout_minutes=timeout,
-            junit=f"{data_dir}/data-test.junit.xml", always_keep_artifacts=True),
-        Job(key("train"), "train", name, ("train", *base), needs=(key("data-test"),),
-            timeout_minutes=model.train.timeout_minutes + 10),
-        Job(key("evaluate"), "evaluate", name, ("evaluate", *base), needs=(key("train"),),
-            timeout_minutes=timeout, junit=f"{data_dir}/evaluate.junit.xml",
-            always_keep_artifacts=True),
+        Job(
+            key("data-test"),
+            "data-test",
+            name,
+            ("data-test", *base),
+            timeout_minutes=timeout,
+            junit=f"{data_dir}/data-test.junit.xml",
+            always_keep_artifacts=True,
+        ),
+        Job(
+            key("train"),
+            "train",
+            name,
+            ("train", *base),
+            needs=(key("data-test"),),
+            timeout_minutes=model.train.timeout_minutes + 10,
+        ),
+        Job(
+            key("evaluate"),
+            "evaluate",
+            name,
+            ("evaluate", *base),
+            needs=(key("train"),),
+            timeout_minutes=timeout,
+            junit=f"{data_dir}/evaluate.junit.xml",
+            always_keep_artifacts=True,
+        ),
     ]
     checks = [key("evaluate")]
     if model.export.onnx:
-        jobs.append(Job(key("export"), "export", name, ("export", *base), needs=(key("train"),),
-                        timeout_minutes=timeout, always_keep_artifacts=True))
+        jobs.append(
+            Job(
+                key("export"),
+                "export",
+                name,
+                ("export", *base),
+                needs=(key("train"),),
+                timeout_minutes=timeout,
+                always_keep_artifacts=True,
+            )
+        )
         checks.append(key("export"))
-    jobs.append(Job(key("report"), "report", name, ("report", *base),
-                    needs=(key("data-test"), *checks), timeout_minutes=timeout, artifacts=True,
-                    always_keep_artifacts=True))
+    jobs.append(
+        Job(
+            key("report"),
+            "report",
+            name,
+            ("report", *base),
+            needs=(key("data-test"), *checks),
+            timeout_minutes=timeout,
+            artifacts=True,
+            always_keep_artifacts=True,
+        )
+    )
     previous: tuple[str, ...] = ()
     for env in model.deploy.environments:
-        job = Job(key(f"deploy-{env.name}"), "deploy", name,
-                  ("deploy", *base, "--environment", env.name), needs=(*checks, *previous),
-                  environment=env.name, when=env.when, timeout_minutes=timeout, artifacts=False)
+        job = Job(
+            key(f"deploy-{env.name}"),
+            "deploy",
+            name,
+            ("deploy", *base, "--environment", env.name),
+            needs=(*checks, *previous),
+            environment=env.name,
+            when=env.when,
+            timeout_minutes=timeout,
+            artifacts=False,
+        )
         jobs.append(job)
         previous = (job.key,)
     if model.retrain.drift:
@@ -167,15 +213,38 @@ def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
         )
         for m in spec.models
     )
-    validate = Job("ci-mlops:validate", "validate", None,
-                   ("generate", "--spec", spec_file, "--check"), timeout_minutes=10,
-                   artifacts=False)
+    validate = Job(
+        "ci-mlops:validate",
+        "validate",
+        None,
+        ("generate", "--spec", spec_file, "--check"),
+        timeout_minutes=10,
+        artifacts=False,
+    )
     return Plan(spec_file=spec_file, models=models, validate=validate)
 
 
 def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
     """pip arguments that install ci-mlops with ``extras`` from the spec's install setting."""
-    text = install.replace("{extras}", ",".join(extras)) if extras else (
-        install.replace("[{extras}]", "").replace("{extras}", "")
+    text = (
+        install.replace("{extras}", ",".join(extras))
+        if extras
+        else (install.replace("[{extras}]", "").replace("{extras}", ""))
     )
     return text.split()
+
+
+TEMPLATE_ENVIRONMENTS = (("staging", "auto"), ("production", "manual"))
+
+
+def template_misfit(model: Model) -> str | None:
+    """Why ``model`` cannot use the released templates (include mode), or None."""
+    envs = tuple((e.name, e.when) for e in model.deploy.environments)
+    if envs != TEMPLATE_ENVIRONMENTS:
+        return (
+            f"model {model.name!r}: include mode deploys to staging (auto) then production "
+            "(manual); other environments need --mode inline"
+        )
+    if model.train.timeout_minutes > 60:
+        return f"model {model.name!r}: include mode allows training for 60 minutes at most; use --mode inline"
+    return None

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from ci_mlops import atomic
+from ci_mlops.errors import UsageError
 from ci_mlops.generate import github, gitlab
-from ci_mlops.generate.plan import build_plan
+from ci_mlops.generate.plan import build_plan, template_misfit
 from ci_mlops.generate.yamlout import dump, header
 from ci_mlops.spec.model import Spec
 
@@ -30,13 +31,28 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
     """The generated files' paths (relative to the output folder) and texts."""
     spec_file = spec.path.name
     plan = build_plan(spec, spec_file)
+    if mode == "include":
+        for mp in plan.models:
+            reason = template_misfit(mp.model)
+            if reason:
+                raise UsageError(reason)
     out: dict[str, str] = {}
     if platform in ("gitlab", "all"):
-        doc = gitlab.render_inline(spec, plan) if mode == "inline" else gitlab.render_caller(spec, plan)
-        out[GITLAB_FILE] = header(spec_file, regenerate_command(spec_file, "gitlab", mode)) + dump(doc)
+        doc = (
+            gitlab.render_inline(spec, plan)
+            if mode == "inline"
+            else gitlab.render_caller(spec, plan)
+        )
+        out[GITLAB_FILE] = header(spec_file, regenerate_command(spec_file, "gitlab", mode)) + dump(
+            doc
+        )
     if platform in ("github", "all"):
-        doc = github.render_inline(spec, plan) if mode == "inline" else github.render_caller(spec, plan)
-        text = github.annotate_pins(dump(doc))
+        doc = (
+            github.render_inline(spec, plan)
+            if mode == "inline"
+            else github.render_caller(spec, plan)
+        )
+        text = github.annotate_pins(dump(doc), spec)
         out[GITHUB_FILE] = header(spec_file, regenerate_command(spec_file, "github", mode)) + text
     return out
 
