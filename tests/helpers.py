@@ -59,6 +59,7 @@ def run_cli(
         [*cli_command(), *map(str, args)],
         cwd=cwd,
         env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,  # a command that prompts would fail, not hang
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,277 @@
+"""``ci-mlops init``: write a commented starter spec from what the folder already holds.
+
+Nothing is asked: data files, a requirements file and a training script are found by
+name, and every guess is marked with a comment so the user knows what to check.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ci_mlops import atomic
+from ci_mlops.errors import UsageError
+
+SCHEMA_URL = "https://raw.githubusercontent.com/ci-mlops/ci-mlops/main/ci_mlops/spec/schema.json"
+DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+# Paths the schema refuses: control characters, quotes, $, backquotes, backslashes.
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f$`'\"\\]")
+_PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_EVAL_WORDS = ("eval", "valid", "test")
+_TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")
+
+
+@dataclass(frozen=True)
+class Data:
+    """What the starter found for one dataset role."""
+
+    path: str | None = None
+    features: str | None = None
+    labels: str | None = None
+    target: str = "target"
+    note: str = ""
+
+
+def write_starter(path: Path, name: str | None = None, force: bool = False) -> Path:
+    """Write a starter spec at ``path``; refuse to overwrite one unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UsageError(f"{path}: already exists; use --force to overwrite it")
+    folder = path.resolve().parent
+    atomic.write_text(path, starter_text(folder, model_name(name, folder)))
+    return path
+
+
+def model_name(name: str | None, folder: Path) -> str:
+    """``name`` if it is a valid model name, else the folder's name made into one."""
+    if name is not None:
+        if not NAME_PATTERN.match(name):
+            raise UsageError(
+                f"--name {name!r}: use lower-case letters, digits and dashes, starting with "
+                f"a letter, at most 40 characters (e.g. {sanitize_name(name)!r})"
+            )
+        return name
+    return sanitize_name(folder.name)
+
+
+def sanitize_name(raw: str) -> str:
+    """Turn any text into a valid model name (``My Model_2`` → ``my-model-2``)."""
+    name = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"model-{name}".strip("-")
+    return name[:40].rstrip("-")
+
+
+def find_data(folder: Path) -> list[str]:
+    """Data files in ``folder/data/`` and at the top level, relative to ``folder``."""
+    found = []
+    for where in (folder / "data", folder):
+        if where.is_dir():
+            found += sorted(
+                p.relative_to(folder).as_posix()
+                for p in where.iterdir()
+                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+            )
+    return [f for f in found if not _UNSAFE_PATH.search(f)]
+
+
+def choose_data(files: list[str], folder: Path) -> tuple[Data, Data]:
+    """Pick the train and eval datasets from the data files found."""
+    if not files:
+        note = "no data files found: put your data here (CSV or Parquet)"
+        return Data(path="data/train.csv", note=note), Data(path="data/eval.csv", note=note)
+    train = _role(files, ("train",), folder)
+    evaluation = _role(files, _EVAL_WORDS, folder)
+    if train is None and evaluation is None:
+        only = Data(path=files[0], target=_guess_target(folder / files[0]))
+        note = "the same file as the training data: hold out rows for evaluation"
+        return only, Data(path=only.path, target=only.target, note=note)
+    if train is None or evaluation is None:
+        found = train or evaluation
+        assert found is not None
+        note = "the same data for training and evaluation: hold out rows for evaluation"
+        return found, Data(found.path, found.features, found.labels, found.target, note)
+    return train, evaluation
+
+
+def _has_word(file: str, word: str) -> bool:
+    """Whether a word of the file's name starts with ``word`` (``training`` yes, ``latest``
+    no for ``test``)."""
+    return any(part.startswith(word) for part in re.split(r"[^a-z0-9]+", Path(file).stem.lower()))
+
+
+def _role(files: list[str], words: tuple[str, ...], folder: Path) -> Data | None:
+    for word in words:
+        matches = [f for f in files if _has_word(f, word)]
+        if not matches:
+            continue
+        features = next((f for f in matches if _has_word(f, "feature")), None)
+        labels = next((f for f in matches if _has_word(f, "label")), None)
+        if features and labels:
+            return Data(features=features, labels=labels, target=_guess_target(folder / labels))
+        return Data(path=matches[0], target=_guess_target(folder / matches[0]))
+    return None
+
+
+def _guess_target(file: Path) -> str:
+    """A column named like a target, else the last column (CSV only), else ``target``."""
+    if file.suffix.lower() != ".csv":
+        return "target"
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return "target"
+    columns = [c.strip() for c in header if c.strip() and not _UNSAFE_PATH.search(c)]
+    for column in columns:
+        if column.lower() in _TARGET_NAMES:
+            return column
+    return columns[-1] if columns else "target"
+
+
+def find_requirements(folder: Path) -> str | None:
+    """``requirements.txt``, else the first ``requirements/*.txt``, else None."""
+    if (folder / "requirements.txt").is_file():
+        return "requirements.txt"
+    found = sorted((folder / "requirements").glob("*.txt"))
+    for preferred in ("base.txt", "main.txt", "prod.txt", "requirements.txt"):
+        if (folder / "requirements" / preferred).is_file():
+            return f"requirements/{preferred}"
+    return f"requirements/{found[0].name}" if found else None
+
+
+def find_train_script(folder: Path) -> str | None:
+    """``train.py`` or ``src/train.py``, whichever exists first."""
+    for candidate in ("train.py", "src/train.py"):
+        if (folder / candidate).is_file():
+            return candidate
+    return None
+
+
+def starter_text(folder: Path, name: str) -> str:
+    """The starter spec for ``folder``, as YAML text with comments."""
+    train, evaluation = choose_data(find_data(folder), folder)
+    requirements = find_requirements(folder)
+    script = find_train_script(folder)
+    paths = [p for p in (script or "train.py", requirements) if p]
+    return "".join(
+        [
+            _header(),
+            _runtime(requirements),
+            _model_head(name, paths, script),
+            "    # Data, with Great Expectations checks run before training.\n",
+            "    data:\n",
+            _dataset("train", train),
+            _dataset("eval", evaluation),
+            _train(script),
+            _rest(),
+        ]
+    )
+
+
+def _q(value: str) -> str:
+    """A YAML scalar: plain when safe, else double-quoted (JSON strings are valid YAML)."""
+    return value if _PLAIN_SCALAR.match(value) else json.dumps(value)
+
+
+def _header() -> str:
+    return (
+        f"# yaml-language-server: $schema={SCHEMA_URL}\n"
+        "# ci-mlops model spec: the single source of truth for this model's pipeline.\n"
+        "# Check it with `ci-mlops validate`; run it locally with `ci-mlops run`;\n"
+        "# write the CI files with `ci-mlops generate`.\n"
+        "version: 1\n\n"
+    )
+
+
+def _runtime(requirements: str | None) -> str:
+    req = (
+        f"  requirements: {_q(requirements)}\n"
+        if requirements
+        else "  # requirements: requirements.txt   # no requirements file found\n"
+    )
+    return (
+        "# Where the CI jobs run. Your requirements file is installed in every job that\n"
+        "# runs your code, and is the cache key.\n"
+        "runtime:\n"
+        '  python: "3.11"\n'
+        f"{req}\n"
+    )
+
+
+def _model_head(name: str, paths: list[str], script: str | None) -> str:
+    path_note = "" if script else "   # train.py does not exist yet"
+    return (
+        "models:\n"
+        f"  - name: {name}   # lower-case letters, digits and dashes\n"
+        "    version: 0.1.0\n"
+        "    framework: sklearn   # or pytorch, onnx: what the training command writes\n"
+        "    # A guess: nothing in the folder says. Use regression to predict numbers\n"
+        "    # (then gate rmse, mae, r2 or mape below).\n"
+        "    task: classification\n"
+        "    # Code whose change runs this model's jobs (its data files count too).\n"
+        f"    paths: [{', '.join(_q(p) for p in paths)}]{path_note}\n"
+    )
+
+
+def _dataset(role: str, data: Data) -> str:
+    lines = [f"      {role}:" + (f"   # {data.note}" if data.note else "")]
+    if data.path:
+        lines.append(f"        path: {_q(data.path)}")
+    else:
+        lines.append(f"        features: {_q(data.features or '')}")
+        lines.append(f"        labels: {_q(data.labels or '')}")
+    lines.append(f"        target: {_q(data.target)}   # the column to predict")
+    lines.append("        expectations:")
+    lines.append(f"          - expect_column_values_to_not_be_null: {{column: {_q(data.target)}}}")
+    if role == "train":
+        lines.append("          - expect_table_row_count_to_be_between: {min_value: 1}")
+    return "\n".join(lines) + "\n"
+
+
+def _train(script: str | None) -> str:
+    note = (
+        ""
+        if script
+        else "      # Write train.py: read $MLOPS_TRAIN_DATA, $MLOPS_TARGET and $MLOPS_PARAMS,\n"
+        "      # write the fitted model to $MLOPS_MODEL_PATH (joblib for sklearn).\n"
+    )
+    return (
+        "    # How to train: a shell command that writes the model to $MLOPS_MODEL_PATH.\n"
+        "    train:\n"
+        f"{note}"
+        f"      command: python {_q(script or 'train.py')}\n"
+        "      params: {}   # passed as $MLOPS_PARAMS (JSON) and $MLOPS_PARAM_<NAME>\n"
+        "      timeout_minutes: 30\n"
+    )
+
+
+def _rest() -> str:
+    return (
+        "    # Metrics computed on the eval data, each with its quality gate: min/max bound\n"
+        "    # the value, max_drop/max_relative_drop compare with the default branch's model.\n"
+        "    metrics:\n"
+        "      accuracy: {min: 0.8, max_drop: 0.02}\n"
+        "      f1: {min: 0.8}\n"
+        "      roc_auc: {}   # reported, not gated\n"
+        "    baseline:\n"
+        "      if_missing: pass   # the first run has nothing to compare with\n"
+        "    # Convert to ONNX and check it gives the same answers as the native model.\n"
+        "    export:\n"
+        "      onnx: true\n"
+        "      tolerance: 0.0001\n"
+        "    # Where a model that passed its gates goes, in promotion order.\n"
+        "    deploy:\n"
+        "      target: auto   # the platform's registry in CI, .mlops-registry locally\n"
+        "      environments:\n"
+        "        - {name: staging, when: auto}\n"
+        "        - {name: production, when: manual}\n"
+        "    # Retrain on a schedule (cron, UTC) or when data changes; check for drift.\n"
+        "    # retrain:\n"
+        '    #   schedule: "0 4 * * 1"\n'
+        "    #   on_data_change: [data/train.csv]\n"
+    )
