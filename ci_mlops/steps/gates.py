@@ -149,7 +149,9 @@ def _check(
         )
     if baseline is None:
         ok = if_no_baseline == "pass"
-        message = f"{name}: no baseline to compare with (baseline.if_missing: {if_no_baseline})"
+        message = (
+            f"{name} {rule}: no baseline to compare with (baseline.if_missing: {if_no_baseline})"
+        )
         return Check(name, rule, threshold, value, None, None, ok, message)
     return _change_check(gate, rule, threshold, value, baseline)
 
