@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ci_mlops.errors import UsageError
 from ci_mlops.spec.model import Model, Spec
 
 
@@ -66,3 +69,18 @@ class Platform(ABC):
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""
         return ""
+
+    def live(self, model: Model, environment: str) -> Published | None:
+        """The version ``environment`` points at, with its files' checksums; None when
+        nothing is deployed there or the platform cannot tell."""
+        return None
+
+    def verify(self, model: Model, version: str) -> Published:
+        """Re-check every stored file of ``version`` against its recorded checksum."""
+        raise UsageError(f"verifying stored versions is not supported on {self.name}")
+
+    @contextmanager
+    def exclusive(self, model: Model) -> Iterator[None]:
+        """Hold off other deploys of ``model`` while one publishes and promotes; a
+        platform whose API serialises these itself needs no lock."""
+        yield
