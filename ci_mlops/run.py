@@ -1,0 +1,220 @@
+"""``ci-mlops run``: the job plan the generator renders, run on this machine.
+
+Jobs run in dependency order, in this process, and the run stops at the first failing
+job. A job whose inputs (the files it reads and its part of the spec) are unchanged since
+its last successful run, and whose outputs are still there, is skipped: that is what makes
+a second run cheap. Training keeps its own cache (see ``steps/train.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ci_mlops import atomic, log
+from ci_mlops.errors import MlopsError, UsageError
+from ci_mlops.generate.plan import Job, build_plan
+from ci_mlops.spec.model import Model, Spec
+
+LOCAL_KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy")
+CACHE_FILE = "run-cache.json"
+
+# What each job writes into the model folder; a cached job is re-run if one is missing.
+OUTPUTS = {
+    "data-test": ("data-test.json",),
+    "evaluate": ("metrics.json", "gates.json"),
+    "export": ("export.json",),
+    "report": ("report.md",),
+}
+# What each job reads from the model folder, besides the spec and data.
+READS = {
+    "data-test": (),
+    "evaluate": ("{model}",),
+    "export": ("{model}",),
+    "report": ("data-test.json", "metrics.json", "gates.json", "export.json"),
+}
+
+
+def run_pipeline(
+    spec: Spec, *, steps: Iterable[str] = (), models: list[Model], force: bool = False
+) -> int:
+    """Run the selected steps (default: all local ones) for ``models``; return 0."""
+    wanted = _wanted_kinds(tuple(steps))
+    plan = build_plan(spec, spec.path.name)
+    selected = {m.name for m in models}
+    jobs = [j for mp in plan.models if mp.model.name in selected for j in mp.jobs]
+    jobs = [j for j in jobs if j.kind in wanted and _runs_locally(j)]
+    started = time.perf_counter()
+    for number, job in enumerate(jobs, 1):
+        model = spec.model(job.model or "")
+        _run_job(spec, model, job, f"[{number}/{len(jobs)}]", force=force)
+    log.info(f"pipeline finished in {time.perf_counter() - started:.1f}s")
+    for model in models:
+        _print_outputs(spec, model)
+    return 0
+
+
+def _wanted_kinds(steps: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [s for s in steps if s not in LOCAL_KINDS]
+    if unknown:
+        raise UsageError(f"unknown step {unknown[0]!r} (steps: {', '.join(LOCAL_KINDS)})")
+    return steps or LOCAL_KINDS
+
+
+def _runs_locally(job: Job) -> bool:
+    if job.kind == "deploy" and job.when == "manual":
+        log.info(
+            f"{job.key}: manual in CI, skipped here; run "
+            f"`ci-mlops deploy --model {job.model} --environment {job.environment}`"
+        )
+        return False
+    return True
+
+
+def _run_job(spec: Spec, model: Model, job: Job, counter: str, *, force: bool) -> None:
+    label = f"{counter} {job.key}"
+    fingerprint = _fingerprint(spec, model, job)
+    if not force and fingerprint and _cached(spec, model, job, fingerprint):
+        log.info(f"{label}: inputs unchanged, skipped (cached)")
+        return
+    log.info(f"{label} ...")
+    start = time.perf_counter()
+    try:
+        _ACTIONS[job.kind](spec, model, job, force)
+    except MlopsError:
+        log.info(f"{label}: failed after {time.perf_counter() - start:.1f}s")
+        raise
+    log.info(f"{label}: ok ({time.perf_counter() - start:.1f}s)")
+    if fingerprint:
+        _remember(spec, model, job, fingerprint)
+
+
+def _data_test(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import data_test
+
+    data_test.run(spec, model)
+
+
+def _train(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import train
+
+    train.run(spec, model, force=force)
+
+
+def _evaluate(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import evaluate
+
+    evaluate.run(spec, model, baseline=None)
+
+
+def _export(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import export
+
+    export.run(spec, model)
+
+
+def _report(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import report
+
+    report.run(spec, model, post=False)
+
+
+def _deploy(spec: Spec, model: Model, job: Job, force: bool) -> None:
+    from ci_mlops.steps import deploy
+
+    deploy.run(spec, model, environment=job.environment, rollback=False)
+
+
+_ACTIONS: dict[str, Callable[[Spec, Model, Job, bool], None]] = {
+    "data-test": _data_test,
+    "train": _train,
+    "evaluate": _evaluate,
+    "export": _export,
+    "report": _report,
+    "deploy": _deploy,
+}
+
+
+def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
+    """A hash of everything ``job`` reads; None for jobs that are never skipped here
+    (training decides for itself; deploys always run)."""
+    if job.kind not in OUTPUTS:
+        return None
+    digest = hashlib.sha256()
+    digest.update(json.dumps(asdict(model), sort_keys=True, default=str).encode())
+    digest.update(job.kind.encode())
+    workdir = spec.workdir(model)
+    files = [spec.root / f for f in model.data_files]
+    files += [workdir / name.format(model=model.model_file) for name in READS[job.kind]]
+    if job.kind == "evaluate":
+        files += sorted(
+            (spec.root / model.deploy.registry / model.name).glob("environments/*.json")
+        )
+    for path in files:
+        digest.update(str(path).encode())
+        digest.update(atomic.sha256_file(path).encode() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def _cache_path(spec: Spec, model: Model) -> Path:
+    return spec.workdir(model) / CACHE_FILE
+
+
+def _read_cache(spec: Spec, model: Model) -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_path(spec, model).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cached(spec: Spec, model: Model, job: Job, fingerprint: str) -> bool:
+    if _read_cache(spec, model).get(job.kind) != fingerprint:
+        return False
+    workdir = spec.workdir(model)
+    return all((workdir / name).is_file() for name in OUTPUTS[job.kind])
+
+
+def _remember(spec: Spec, model: Model, job: Job, fingerprint: str) -> None:
+    cache = _read_cache(spec, model)
+    cache[job.kind] = fingerprint
+    atomic.write_json(_cache_path(spec, model), cache)
+
+
+def _print_outputs(spec: Spec, model: Model) -> None:
+    workdir = spec.workdir(model)
+    lines = [f"{model.name}:"]
+    for label, path in (
+        ("report", workdir / "report.md"),
+        ("ONNX model", workdir / "model.onnx"),
+        ("metrics", workdir / "metrics.json"),
+    ):
+        if path.is_file():
+            lines.append(f"  {label + ':':<16}{_rel(path)}")
+    live = _live_entry(spec, model)
+    if live:
+        lines.append(f"  {'registry entry:':<16}{live}")
+    print("\n".join(lines))
+
+
+def _live_entry(spec: Spec, model: Model) -> str | None:
+    registry = spec.root / model.deploy.registry / model.name
+    for env in model.deploy.environments:
+        pointer = registry / "environments" / f"{env.name}.json"
+        try:
+            version = json.loads(pointer.read_text("utf-8"))["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return f"{_rel(registry / 'versions' / str(version))} ({env.name})"
+    return None
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
