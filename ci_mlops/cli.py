@@ -227,10 +227,13 @@ def data_test(spec_path: Path, debug: bool, models: tuple[str, ...]) -> int:
 def train(spec_path: Path, debug: bool, models: tuple[str, ...], force: bool) -> int:
     """Run the spec's training command.
 
-    The command gets MLOPS_MODEL_PATH (where to write the model), MLOPS_PARAMS (JSON),
-    MLOPS_PARAM_<NAME>, MLOPS_TRAIN_DATA, MLOPS_TRAIN_LABELS and MLOPS_TARGET. Training
-    is skipped when the model's inputs (code, data, params, spec) are unchanged, unless
-    --force or MLOPS_RETRAIN names the model.
+    The command runs with /bin/sh in the spec's folder and gets MLOPS_MODEL_NAME,
+    MLOPS_MODEL_PATH (where to write the model), MLOPS_PARAMS (JSON), MLOPS_PARAM_<NAME>,
+    MLOPS_TRAIN_DATA, MLOPS_TRAIN_LABELS, MLOPS_EVAL_DATA, MLOPS_EVAL_LABELS and
+    MLOPS_TARGET. MLOPS_MODEL_PATH is a temporary file: the model moves to
+    .ci-mlops/<model>/ only when the command succeeds, so a failed run keeps the old one.
+    Training is skipped when the model's inputs (code, data, params, spec) are unchanged,
+    unless --force is given or MLOPS_RETRAIN is 1, true, all or names the model.
 
     \b
     Example:
@@ -312,26 +315,46 @@ def report(spec_path: Path, debug: bool, models: tuple[str, ...], post: bool) ->
 
 @main.command(context_settings=CONTEXT)
 @model_option
-@click.option("--environment", "-e", default=None, help="Environment to deploy to (default: the first one).")
-@click.option("--rollback", is_flag=True, help="Point the environment back at its previous version.")
+@click.option(
+    "--environment", "-e", default=None, help="Environment to deploy to (default: the first one)."
+)
+@click.option(
+    "--rollback", is_flag=True, help="Point the environment back at its previous version."
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Deploy nothing; re-check the checksums of the version live in the environment.",
+)
 @common
 def deploy(
-    spec_path: Path, debug: bool, models: tuple[str, ...], environment: str | None, rollback: bool
+    spec_path: Path,
+    debug: bool,
+    models: tuple[str, ...],
+    environment: str | None,
+    rollback: bool,
+    verify: bool,
 ) -> int:
     """Publish the model and point an environment at it.
 
-    Refuses a model without a passing verdict for its exact sha256.
+    Refuses a model without a passing verdict for its exact sha256, or whose ONNX
+    export failed or changed. A later environment (production) gets the version live
+    in the one before it (staging) when the model is the same file. Exits 1 when the
+    model may not ship or --verify finds a changed file.
 
     \b
     Examples:
       ci-mlops deploy --model churn -e staging
       ci-mlops deploy --model churn -e production --rollback
+      ci-mlops deploy --model churn -e production --verify
     """
     from ci_mlops.steps import deploy as step
 
     spec = _load(spec_path)
     return _each(
-        spec, models, lambda m: step.run(spec, m, environment=environment, rollback=rollback)
+        spec,
+        models,
+        lambda m: step.run(spec, m, environment=environment, rollback=rollback, verify=verify),
     )
 
 

@@ -1,0 +1,186 @@
+"""Deploy: publish the judged model to the platform's registry and point an environment
+at it; roll an environment back; verify what an environment runs.
+
+A model is deployed only with a passing verdict (gates.json) for its exact sha256, and
+only with an ONNX export that passed and still matches export.json. An environment after
+the first (production after staging) gets the very version live in the environment
+before it when the model is the same file, so what was tried is what ships.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ci_mlops import log
+from ci_mlops.atomic import sha256_file
+from ci_mlops.errors import CheckFailed, StepError, UsageError
+from ci_mlops.platforms import Platform, Published, detect
+from ci_mlops.spec.model import Model, Spec
+
+# What a version holds besides the model file, in the order a reader looks for them.
+COMPANIONS = ("model.onnx", "metrics.json", "gates.json", "export.json", "report.md")
+
+
+def run(
+    spec: Spec,
+    model: Model,
+    environment: str | None = None,
+    rollback: bool = False,
+    verify: bool = False,
+) -> dict[str, Any]:
+    """Deploy ``model`` to ``environment`` (default: the spec's first environment).
+
+    ``rollback`` points the environment back at its previous version instead;
+    ``verify`` re-checks the files of the version live there. Raises CheckFailed when
+    the model may not ship (no passing verdict, changed files) or verification fails."""
+    if rollback and verify:
+        raise UsageError("--rollback and --verify do not go together: run one, then the other")
+    env = _environment(spec, model, environment)
+    platform = _platform(spec, model)
+    if rollback:
+        return _rollback(platform, model, env)
+    if verify:
+        return _verify(platform, model, env)
+    files = _deployable(spec, model)
+    with platform.exclusive(model):
+        published, action = _place(platform, model, env, files)
+        platform.promote(model, env, published.version)
+    print(f"{action} {model.name} {published.version} to {env}: {published.location}")
+    return {
+        "environment": env,
+        "version": published.version,
+        "location": published.location,
+        "action": action,
+    }
+
+
+def _environment(spec: Spec, model: Model, environment: str | None) -> str:
+    names = [e.name for e in model.deploy.environments]
+    if environment is None:
+        return names[0]
+    if environment not in names:
+        raise UsageError(
+            f"{spec.path}: model {model.name} has no environment {environment!r} "
+            f"(environments: {', '.join(names)})"
+        )
+    return environment
+
+
+def _platform(spec: Spec, model: Model) -> Platform:
+    target = model.deploy.target
+    return detect(spec) if target == "auto" else detect(spec, target)
+
+
+def _rollback(platform: Platform, model: Model, env: str) -> dict[str, Any]:
+    version = platform.rollback(model, env)
+    print(f"rolled back {model.name} in {env}: {version} is live now")
+    return {"environment": env, "version": version, "action": "rolled back"}
+
+
+def _verify(platform: Platform, model: Model, env: str) -> dict[str, Any]:
+    live = platform.live(model, env)
+    if live is None:
+        raise StepError(f"{model.name}: nothing is deployed to {env}, so nothing to verify")
+    checked = platform.verify(model, live.version)
+    print(
+        f"verified {model.name} {checked.version} in {env}: "
+        f"{len(checked.files)} files match their checksums ({checked.location})"
+    )
+    return {"environment": env, "version": checked.version, "action": "verified"}
+
+
+def _place(
+    platform: Platform, model: Model, env: str, files: dict[str, Path]
+) -> tuple[Published, str]:
+    """Reuse the version live in the environment before ``env`` when it holds this very
+    model file; otherwise publish a new version."""
+    names = [e.name for e in model.deploy.environments]
+    index = names.index(env)
+    model_sha = sha256_file(files[model.model_file])
+    if index > 0:
+        earlier = platform.live(model, names[index - 1])
+        if earlier is not None and earlier.files.get(model.model_file) == model_sha:
+            return earlier, "promoted"
+        log.warn(
+            f"{model.name}: this model is not the one live in {names[index - 1]}; "
+            f"publishing it straight to {env}"
+        )
+    version = model.version + platform.version_suffix()
+    return platform.publish(model, version, files), "deployed"
+
+
+def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
+    """The files to publish, after proving the model may ship; CheckFailed otherwise."""
+    workdir = spec.workdir(model)
+    model_path = workdir / model.model_file
+    if not model_path.is_file():
+        raise StepError(f"{model_path}: no trained model; run `ci-mlops train` first")
+    model_sha = sha256_file(model_path)
+    _require_verdict(workdir / "gates.json", model_path, model_sha)
+    exported = _require_export(workdir, model, model_path, model_sha)
+    files = {model.model_file: model_path}
+    for name in COMPANIONS:
+        if name == "model.onnx" and not exported:
+            continue
+        if (workdir / name).is_file():
+            files.setdefault(name, workdir / name)
+    return files
+
+
+def _require_verdict(gates: Path, model_path: Path, model_sha: str) -> None:
+    if not gates.is_file():
+        raise CheckFailed(f"{gates}: no verdict for this model; run `ci-mlops evaluate` first")
+    verdict = _read_json(gates)
+    if verdict.get("passed") is not True:
+        raise CheckFailed(f"{gates}: the model failed its quality gates; it may not be deployed")
+    judged = verdict.get("model_sha256")
+    if judged != model_sha:
+        raise CheckFailed(
+            f"{model_path}: sha256 {model_sha} is not the model {gates.name} judged "
+            f"({judged}); run `ci-mlops evaluate` again"
+        )
+
+
+def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: str) -> bool:
+    """Check the ONNX export of this model; True when model.onnx is to ship with it."""
+    record_path = workdir / "export.json"
+    if not model.export.onnx:
+        return False
+    if not record_path.is_file():
+        raise CheckFailed(f"{record_path}: not found; run `ci-mlops export` before deploying")
+    record = _read_json(record_path)
+    if record.get("skipped"):
+        raise CheckFailed(
+            f"{record_path}: written with ONNX export off; run `ci-mlops export` again"
+        )
+    if record.get("passed") is not True:
+        raise CheckFailed(
+            f"{record_path}: the ONNX export failed its parity check; it may not be deployed"
+        )
+    if record.get("model_sha256") != model_sha:
+        raise CheckFailed(
+            f"{model_path}: sha256 {model_sha} is not the model {record_path.name} exported "
+            f"({record.get('model_sha256')}); run `ci-mlops export` again"
+        )
+    onnx_path = workdir / "model.onnx"
+    if not onnx_path.is_file():
+        raise CheckFailed(f"{onnx_path}: not found, but {record_path.name} says it was exported")
+    actual = sha256_file(onnx_path)
+    if actual != record.get("onnx_sha256"):
+        raise CheckFailed(
+            f"{onnx_path}: sha256 {actual} does not match {record.get('onnx_sha256')} "
+            f"recorded in {record_path.name}; the file changed after export"
+        )
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StepError(f"{path}: unreadable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise StepError(f"{path}: expected a JSON object")
+    return data
