@@ -67,7 +67,7 @@ def test_generate_writes_atomically_and_check_detects_stale_files(tmp_path: Path
     spec.write_text(spec.read_text().replace('"30 5 1 * *"', '"0 6 * * 0"'))
     stale = run_cli("generate", "--check", cwd=project)
     assert stale.code == 1
-    assert "+    - cron: 0 6 * * 0" in stale.stdout
+    assert "+  - cron: 0 6 * * 0" in stale.stdout
     assert "out of date" in stale.stderr
     assert (project / GITLAB_FILE).read_text() == gitlab_before
 
