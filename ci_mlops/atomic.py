@@ -6,7 +6,6 @@ the same folder, is flushed to disk, and replaces the target with one rename.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -50,6 +49,8 @@ def copy_file(source: Path, target: Path) -> None:
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's content."""
+    import hashlib  # not at module level: `generate` imports this module and must start fast
+
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

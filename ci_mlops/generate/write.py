@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 
@@ -91,6 +90,8 @@ def _print_diff(target: Path, current: str | None, text: str) -> None:
     if current is None:
         print(f"{target}: missing")
         return
+    import difflib  # only needed when a file is stale
+
     diff = difflib.unified_diff(
         current.splitlines(keepends=True),
         text.splitlines(keepends=True),

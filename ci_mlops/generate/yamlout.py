@@ -10,7 +10,6 @@ from typing import Any
 
 import yaml
 
-
 _Base: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
