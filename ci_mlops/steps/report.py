@@ -1,0 +1,462 @@
+"""The report step: one Markdown report per model, for people reviewing a change.
+
+Reads what the other steps left in ``.ci-mlops/<model>/`` (gates.json, metrics.json,
+data-test.json, export.json, plots/*.png) and renders, verdict first: the metrics with
+baseline, change and gate; the data tests; the ONNX export; the plots. A step that did
+not run is shown as "not run", never as an error.
+
+The report starts with a hidden marker line, ``<!-- ci-mlops:report model=<name> -->``,
+by which a platform finds its earlier comment and updates it instead of adding
+another. Plots are linked as ``plots/<file>.png``, relative to the model's working
+folder (where report.md is written); a platform that uploads them swaps those links
+for the uploaded URLs, or passes ``images`` to :func:`render`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ci_mlops import __version__, atomic, log
+from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
+
+MARKER = "<!-- ci-mlops:report model={name} -->"
+# GitHub refuses comments over 65,536 characters; leave room for the platform's edits.
+LIMIT = 65_000
+MISSING = object()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The step files a report is made of; MISSING when the step did not run, a str
+    (the reason) when the file is there but unreadable."""
+
+    gates: Any
+    metrics: Any
+    data_test: Any
+    export: Any
+    plots: list[Path]
+    model_sha256: str | None
+
+
+def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
+    """Write report.md, print it, and with ``post`` hand it to the platform (a merge or
+    pull request comment and the job summary in CI; nothing on a laptop)."""
+    workdir = spec.workdir(model)
+    inputs = read_inputs(workdir, model)
+    markdown = render(spec, model)
+    path = workdir / "report.md"
+    atomic.write_text(path, markdown)
+    print(markdown)
+    posted = _publish(spec, model, markdown, inputs.plots) if post else None
+    return {"model": model.name, "path": str(path), "posted": posted, "passed": _passed(inputs)}
+
+
+def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str | None:
+    """Post or update the report comment and add it to the job summary; returns where
+    it was posted, or None when there is nothing to comment on."""
+    from ci_mlops.platforms import detect
+
+    platform = detect(spec)
+    where = platform.post_report(model, markdown, images)
+    platform.job_summary(markdown)
+    if where:
+        log.info(f"{model.name}: report posted to {where}")
+    return where
+
+
+def render(spec: Spec, model: Model, images: Mapping[str, str] | None = None) -> str:
+    """The report of ``model`` as Markdown. ``images`` maps a plot's relative link
+    (``plots/roc_curve.png``) to the URL to show instead."""
+    inputs = read_inputs(spec.workdir(model), model)
+    head = [MARKER.format(name=model.name), _title(model, inputs), _verdict(inputs)]
+    sections = {
+        "failed checks": _failures_section(inputs),
+        "metrics": _metrics_section(model, inputs),
+        "data tests": _data_test_section(inputs.data_test),
+        "ONNX export": _export_section(inputs.export),
+        "plots": _plots_section(inputs.plots, images or {}),
+    }
+    footer = f"<sub>ci-mlops {__version__} · {_model_line(model, inputs)}</sub>"
+    return _fit("\n\n".join(head), sections, footer)
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def read_inputs(workdir: Path, model: Model) -> Inputs:
+    """Whatever the earlier steps left behind."""
+    plots_dir = workdir / "plots"
+    plots = sorted(plots_dir.glob("*.png")) if plots_dir.is_dir() else []
+    model_path = workdir / model.model_file
+    sha = atomic.sha256_file(model_path) if model_path.is_file() else None
+    return Inputs(
+        gates=_read(workdir / "gates.json"),
+        metrics=_read(workdir / "metrics.json"),
+        data_test=_read(workdir / "data-test.json"),
+        export=_read(workdir / "export.json"),
+        plots=plots,
+        model_sha256=sha,
+    )
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        return MISSING
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{path.name} is unreadable ({type(exc).__name__})"
+    return data if isinstance(data, dict) else f"{path.name} is not a JSON object"
+
+
+def _passed(inputs: Inputs) -> bool | None:
+    """The overall verdict: None when nothing was judged yet."""
+    judged = any(isinstance(x, dict) for x in (inputs.gates, inputs.data_test, inputs.export))
+    return (_failure_count(inputs) == 0) if judged else None
+
+
+def _failure_count(inputs: Inputs) -> int:
+    """Failed checks of every kind: quality gates, data-test expectations, ONNX parity."""
+    count = len(_failed_checks(inputs.gates)) if isinstance(inputs.gates, dict) else 0
+    if isinstance(inputs.data_test, dict):
+        count += len(_failed_expectations(inputs.data_test))
+    if isinstance(inputs.export, dict) and inputs.export.get("passed") is False:
+        count += 1
+    return count
+
+
+# --- verdict ------------------------------------------------------------------------
+
+
+def _title(model: Model, inputs: Inputs) -> str:
+    passed = _passed(inputs)
+    if passed is None:
+        icon, outcome = "⚪", "not evaluated yet"
+    elif not passed:
+        count = _failure_count(inputs)
+        icon, outcome = "❌", f"failed ({count} check{'s' if count != 1 else ''} failed)"
+    elif _integrity_warnings(inputs):
+        icon, outcome = "⚠️", "passed, but for another model file: evaluate again"
+    else:
+        icon, outcome = "✅", "passed"
+    return f"## {icon} {model.name} {model.version}: {outcome}"
+
+
+def _verdict(inputs: Inputs) -> str:
+    """One line per kind of check: quality gates, data tests, ONNX parity."""
+    lines = [_gates_line(inputs.gates)]
+    if isinstance(inputs.data_test, dict):
+        lines.append(_data_test_line(inputs.data_test))
+    export = inputs.export
+    if isinstance(export, dict) and not export.get("skipped"):
+        ok = bool(export.get("passed"))
+        message = _md(str(export.get("message") or ("passed" if ok else "failed")))
+        lines.append(f"{_icon(ok)} ONNX parity: {message}")
+    return "<br>\n".join(lines)
+
+
+def _gates_line(gates: Any) -> str:
+    if not isinstance(gates, dict):
+        return f"⚪ quality gates: {'not run' if gates is MISSING else gates}"
+    checks, failed = gates.get("checks") or [], _failed_checks(gates)
+    if failed:
+        return f"❌ quality gates: {len(failed)} of {len(checks)} checks failed"
+    return f"✅ quality gates: all {len(checks)} checks passed"
+
+
+def _data_test_line(data: dict[str, Any]) -> str:
+    total = sum(len(_entries(r)) for r in (data.get("datasets") or {}).values())
+    bad = len(_failed_expectations(data))
+    if bad:
+        return f"❌ data tests: {bad} of {total} expectations failed"
+    return f"✅ data tests: all {total} expectations passed"
+
+
+def _icon(ok: bool) -> str:
+    return "✅" if ok else "❌"
+
+
+def _failures_section(inputs: Inputs) -> str:
+    """Every failed gate check, one line each, then anything that makes the verdict
+    stale. (Failed expectations are listed under Data tests; parity is one line above.)"""
+    gates = _failed_checks(inputs.gates) if isinstance(inputs.gates, dict) else []
+    items = [f"- ❌ {_md(str(c.get('message', '')))}" for c in gates]
+    items += [f"- ⚠️ {line}" for line in _integrity_warnings(inputs)]
+    return "\n".join(items)
+
+
+def _failed_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in gates.get("checks") or [] if isinstance(c, dict) and not c.get("passed")]
+
+
+def _integrity_warnings(inputs: Inputs) -> list[str]:
+    """A verdict only speaks for the model file it judged."""
+    judged = inputs.gates.get("model_sha256") if isinstance(inputs.gates, dict) else None
+    scored = inputs.metrics.get("model_sha256") if isinstance(inputs.metrics, dict) else None
+    out = []
+    if judged and inputs.model_sha256 and judged != inputs.model_sha256:
+        out.append(
+            f"the verdict is for model sha256 `{judged[:12]}`, but the model file now has "
+            f"`{inputs.model_sha256[:12]}`: evaluate again"
+        )
+    if judged and scored and judged != scored:
+        out.append("metrics.json and gates.json are from different models")
+    return out
+
+
+def _model_line(model: Model, inputs: Inputs) -> str:
+    sha = inputs.model_sha256
+    text = f"model `{model.model_file}`" + (f" sha256 `{sha[:12]}`" if sha else " (not found)")
+    if isinstance(inputs.metrics, dict) and inputs.metrics.get("n_samples") is not None:
+        text += f" · {inputs.metrics['n_samples']} eval rows"
+    return text
+
+
+# --- metrics ------------------------------------------------------------------------
+
+
+def _metrics_section(model: Model, inputs: Inputs) -> str:
+    metrics = inputs.metrics
+    if metrics is MISSING:
+        return "### Metrics\n\nNot run (no metrics.json): run `ci-mlops evaluate`."
+    if not isinstance(metrics, dict):
+        return f"### Metrics\n\n⚠️ {metrics}"
+    values: dict[str, Any] = metrics.get("metrics") or {}
+    baseline_info = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
+    before: dict[str, Any] = (baseline_info or {}).get("metrics") or {}
+    checks = inputs.gates.get("checks") or [] if isinstance(inputs.gates, dict) else []
+    rows = ["| metric | baseline | this run | change | gate |", "|---|---:|---:|---|---|"]
+    for name in dict.fromkeys([*model.metrics, *values]):
+        value, base = _number(values.get(name)), _number(before.get(name))
+        mine = [c for c in checks if c.get("metric") == name]
+        rows.append(
+            f"| {name} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
+        )
+    parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info)]
+    parts += _metric_notes(metrics)
+    return "\n\n".join(parts)
+
+
+def _change(metric: str, value: float | None, base: float | None) -> str:
+    """``+0.012 (+1.3%), better``: the sign, the percentage and what it means for a
+    metric of this direction."""
+    if value is None or base is None or math.isnan(value) or math.isnan(base):
+        return "—"
+    delta = value - base
+    if delta == 0:
+        return "0 (0%), unchanged"
+    pct = f" ({delta / abs(base) * 100:+.1f}%)" if base != 0 else ""
+    better = (delta > 0) == HIGHER_IS_BETTER.get(metric, True)
+    return f"{delta:+.4g}{pct}, {'better' if better else 'worse'}"
+
+
+def _gate(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return "—"
+    failed = [c for c in checks if not c.get("passed")]
+    shown = failed or checks
+    rules = ", ".join(_rule(c) for c in shown)
+    return f"❌ {rules}" if failed else f"✅ {rules}"
+
+
+def _rule(check: dict[str, Any]) -> str:
+    rule, threshold = check.get("rule", "?"), _number(check.get("threshold"))
+    if threshold is None:
+        limit = "?"
+    elif rule == "max_relative_drop":
+        limit = f"{threshold * 100:g}%"
+    else:
+        limit = f"{threshold:g}"
+    text = f"{rule} {limit}"
+    if rule in ("max_drop", "max_relative_drop") and check.get("baseline") is None:
+        text += " (no baseline)"
+    return text
+
+
+def _baseline_line(baseline: dict[str, Any] | None) -> str:
+    if baseline is None:
+        return "No baseline: first run (change gates follow `baseline.if_missing`)."
+    return f"Baseline: {_md(str(baseline.get('source', 'unknown')))}."
+
+
+def _metric_notes(metrics: dict[str, Any]) -> list[str]:
+    lines = []
+    averaging = metrics.get("averaging") or {}
+    groups: dict[str, list[str]] = {}
+    for metric, how in averaging.items():
+        groups.setdefault(str(how), []).append(metric)
+    lines += [f"{', '.join(names)}: {_md(how)}" for how, names in groups.items()]
+    for metric, why in (metrics.get("notes") or {}).items():
+        lines.append(f"{metric} is undefined: {_md(str(why))}")
+    return ["<sub>" + "<br>".join(lines) + "</sub>"] if lines else []
+
+
+# --- data tests ---------------------------------------------------------------------
+
+
+def _data_test_section(data: Any) -> str:
+    if data is MISSING:
+        return "### Data tests\n\nNot run (no data-test.json)."
+    if not isinstance(data, dict):
+        return f"### Data tests\n\n⚠️ {data}"
+    datasets = data.get("datasets") or {}
+    rows = ["| dataset | rows | passed | failed |", "|---|---:|---:|---:|"]
+    for role, report in datasets.items():
+        entries = _entries(report)
+        failed = sum(not _ok(e) for e in entries)
+        rows.append(
+            f"| {_md(str(role))} | {report.get('rows', '—')} | {len(entries) - failed} | {failed} |"
+        )
+    parts = ["### Data tests", "\n".join(rows)]
+    failing = [
+        f"- ❌ `{_md(str(role))}`: {_expectation_line(e)}" for role, e in _failed_expectations(data)
+    ]
+    if failing:
+        parts.append("\n".join(failing))
+    return "\n\n".join(parts)
+
+
+def _entries(report: Any) -> list[dict[str, Any]]:
+    entries = report.get("expectations") if isinstance(report, dict) else None
+    return [e for e in entries or [] if isinstance(e, dict)]
+
+
+def _ok(entry: dict[str, Any]) -> bool:
+    return bool(entry.get("success", entry.get("passed", False)))
+
+
+def _failed_expectations(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    datasets = data.get("datasets") or {}
+    return [(str(role), e) for role, r in datasets.items() for e in _entries(r) if not _ok(e)]
+
+
+def _expectation_line(entry: dict[str, Any]) -> str:
+    """``expect_column_values_to_be_between`` on column `bmi`: 3 unexpected (...)."""
+    kwargs = entry.get("kwargs") or {}
+    text = f"`{_md(str(entry.get('name', 'expectation')))}`"
+    if "column" in kwargs:
+        text += f" on column `{_md(str(kwargs['column']))}`"
+    message = str(entry.get("error") or entry.get("message") or "")
+    count = entry.get("unexpected_count")
+    if count is not None and "unexpected" not in message:
+        text += f": {count} unexpected"
+        return text + (f" ({_md(message)})" if message and message != "passed" else "")
+    return text + (f": {_md(message)}" if message and message != "passed" else "")
+
+
+# --- ONNX ---------------------------------------------------------------------------
+
+
+def _export_section(data: Any) -> str:
+    if data is MISSING:
+        return "### ONNX export\n\nNot run (no export.json)."
+    if not isinstance(data, dict):
+        return f"### ONNX export\n\n⚠️ {data}"
+    if data.get("skipped"):
+        return "### ONNX export\n\nNot run (export.onnx is off in the spec)."
+    icon = "✅" if data.get("passed") else "❌"
+    diff, tolerance = data.get("max_abs_diff"), data.get("tolerance")
+    lines = [f"- {icon} parity: max abs diff {_sci(diff)} (tolerance {_sci(tolerance)})"]
+    if data.get("label_mismatches") is not None:
+        allowed = data.get("max_label_mismatches")
+        lines.append(
+            f"- label mismatches: {data['label_mismatches']}"
+            + (f" (allowed {allowed})" if allowed is not None else "")
+        )
+    lines.append(f"- {_speed(data.get('latency') or {})}")
+    if data.get("opset") is not None:
+        lines.append(f"- opset {data['opset']}")
+    return "### ONNX export\n\n" + "\n".join(lines)
+
+
+def _speed(latency: dict[str, Any]) -> str:
+    native, onnx = latency.get("native_batch1_ms"), latency.get("onnx_batch1_ms")
+    speedup = latency.get("batch1_speedup")
+    text = f"batch-1 latency: native {_ms(native)}, onnxruntime {_ms(onnx)}"
+    if isinstance(speedup, int | float):
+        if speedup >= 1:
+            text += f": onnxruntime is {speedup:.1f}x faster"
+        elif speedup > 0:
+            text += f": onnxruntime is {1 / speedup:.1f}x slower"
+    return text
+
+
+# --- plots --------------------------------------------------------------------------
+
+
+def _plots_section(plots: list[Path], images: Mapping[str, str]) -> str:
+    if not plots:
+        return "### Plots\n\nNone (run `ci-mlops evaluate`)."
+    links = []
+    for path in plots:
+        relative = f"plots/{path.name}"
+        title = path.stem.replace("_", " ")
+        links.append(f"![{title}]({images.get(relative, relative)})")
+    return "### Plots\n\n" + "\n".join(links)
+
+
+# --- size ---------------------------------------------------------------------------
+
+
+def _fit(head: str, sections: dict[str, str], footer: str) -> str:
+    """Join the parts; while too long, cut the longest section at a line boundary and
+    say so, so the verdict and every section heading survive."""
+
+    def joined() -> str:
+        return "\n\n".join([head, *filter(None, sections.values()), footer]) + "\n"
+
+    text = joined()
+    while len(text) > LIMIT:
+        name = max(sections, key=lambda key: len(sections[key]))
+        trimmed = _trim(sections[name], len(text) - LIMIT, name)
+        if len(trimmed) >= len(sections[name]):  # nothing left to cut
+            return text[: LIMIT - 2] + "…\n"
+        sections[name] = trimmed
+        text = joined()
+    return text
+
+
+def _trim(section: str, over: int, name: str) -> str:
+    note = f"\n\n_… {name} trimmed to fit the comment size limit; the full results are in the job's artifacts._"
+    lines = section.splitlines()
+    kept = len(section) - over - len(note)
+    while lines and len("\n".join(lines)) > max(kept, 0):
+        lines.pop()
+    return "\n".join(lines) + note
+
+
+# --- formatting ---------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _sci(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "n/a"
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.3g} ms" if isinstance(value, int | float) else "n/a"
+
+
+def _md(text: str) -> str:
+    """Data-derived text made safe for one Markdown table cell or list item."""
+    return (
+        text.replace("\r", " ")
+        .replace("\n", " ")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+    )

@@ -1,0 +1,348 @@
+"""The report step: marker, verdict, metrics table that agrees with metrics.json,
+direction-aware changes, data-test and ONNX sections (or "not run"), plots, the size
+limit, and never crashing on missing or broken inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_mlops.spec.check import load_spec
+from ci_mlops.steps import report
+from tests.helpers import Result, copy_example
+from tests.steps.trained import clone, invoke, read_json, train_example, trained_example, workdir
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """breast-cancer trained and evaluated against a baseline that is worse on
+    accuracy and better on log_loss; no data-test or export run."""
+    tmp = tmp_path_factory.mktemp("report")
+    folder = trained_example("breast-cancer", tmp)
+    baseline = tmp / "baseline.json"
+    baseline.write_text(json.dumps({"metrics": {"accuracy": 0.9, "log_loss": 0.01, "f1": 0.95}}))
+    assert invoke(folder, "evaluate", "--baseline", str(baseline)).code == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reported(evaluated: Path) -> tuple[Path, Result]:
+    return evaluated, invoke(evaluated, "report", "--no-post")
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The metrics table: metric -> [baseline, this run, change, gate]."""
+    section = markdown.split("### Metrics", 1)[1].split("###", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 5 and cells[0] != "metric":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def render(folder: Path, images: dict[str, str] | None = None) -> str:
+    spec = load_spec(folder / "mlops.yaml")
+    return report.render(spec, spec.models[0], images)
+
+
+def write(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data))
+
+
+# --- the report of a passing run ------------------------------------------------------
+
+
+def test_report_starts_with_the_marker_and_the_verdict(reported: tuple[Path, Result]) -> None:
+    folder, result = reported
+    assert result.code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "<!-- ci-mlops:report model=breast-cancer -->"
+    assert lines[2] == "## ✅ breast-cancer 1.0.0: passed"
+    assert "✅ quality gates: all 7 checks passed" in result.stdout
+    assert (workdir(folder) / "report.md").read_text("utf-8") == result.stdout.rstrip("\n") + "\n"
+
+
+def test_table_numbers_match_metrics_json(reported: tuple[Path, Result]) -> None:
+    folder, result = reported
+    metrics = read_json(workdir(folder) / "metrics.json")
+    rows = table_rows(result.stdout)
+    assert list(rows) == ["accuracy", "roc_auc", "f1", "log_loss", "precision", "recall"]
+    for name, value in metrics["metrics"].items():
+        assert rows[name][1] == f"{value:.4g}", name
+    for name, value in metrics["baseline"]["metrics"].items():
+        assert rows[name][0] == f"{value:.4g}", name
+    assert rows["precision"][0] == "—" and rows["precision"][2] == "—"
+
+
+def test_change_has_sign_percent_and_direction(reported: tuple[Path, Result]) -> None:
+    folder, result = reported
+    values = read_json(workdir(folder) / "metrics.json")["metrics"]
+    rows = table_rows(result.stdout)
+    accuracy = values["accuracy"] - 0.9
+    assert rows["accuracy"][2] == f"{accuracy:+.4g} ({accuracy / 0.9 * 100:+.1f}%), better"
+    # log_loss went up: a positive change that is worse, since lower is better.
+    log_loss = values["log_loss"] - 0.01
+    assert rows["log_loss"][2] == f"{log_loss:+.4g} ({log_loss / 0.01 * 100:+.1f}%), worse"
+    assert rows["f1"][2].startswith("+") and rows["f1"][2].endswith("better")
+
+
+def test_gate_column_names_the_rules(reported: tuple[Path, Result]) -> None:
+    _, result = reported
+    rows = table_rows(result.stdout)
+    assert rows["accuracy"][3] == "✅ min 0.93, max_drop 0.02"
+    assert rows["roc_auc"][3] == "✅ min 0.97, max_drop 0.01 (no baseline)"
+    assert rows["f1"][3] == "✅ min 0.93, max_relative_drop 3%"
+    assert rows["recall"][3] == "—"
+
+
+def test_steps_that_did_not_run_are_shown_as_not_run(reported: tuple[Path, Result]) -> None:
+    _, result = reported
+    assert "### Data tests\n\nNot run (no data-test.json)." in result.stdout
+    assert "### ONNX export\n\nNot run (no export.json)." in result.stdout
+
+
+def test_plots_are_linked_relative_to_the_report(reported: tuple[Path, Result]) -> None:
+    folder, result = reported
+    assert "![confusion matrix](plots/confusion_matrix.png)" in result.stdout
+    assert "![roc curve](plots/roc_curve.png)" in result.stdout
+    for link in ("plots/confusion_matrix.png", "plots/roc_curve.png"):
+        assert (workdir(folder) / link).is_file()  # the links resolve from report.md
+
+
+def test_render_swaps_plot_links_for_uploaded_urls(evaluated: Path) -> None:
+    url = "https://gitlab.example.invalid/uploads/abc/roc_curve.png"
+    markdown = render(evaluated, {"plots/roc_curve.png": url})
+    assert f"![roc curve]({url})" in markdown
+    assert "![confusion matrix](plots/confusion_matrix.png)" in markdown
+
+
+def test_posting_on_a_laptop_writes_the_report_and_posts_nothing(
+    evaluated: Path, tmp_path: Path
+) -> None:
+    folder = clone(evaluated, tmp_path)
+    result = invoke(folder, "report")  # --post is the default
+    assert result.code == 0, result.output
+    assert (workdir(folder) / "report.md").read_text("utf-8").startswith("<!-- ci-mlops:report")
+
+
+# --- failing runs ---------------------------------------------------------------------
+
+
+def test_a_failed_gate_leads_the_report_with_every_failed_check(tmp_path: Path) -> None:
+    folder = trained_example("diabetes", tmp_path)
+    better = tmp_path / "better.json"
+    write(better, {"metrics": {"rmse": 40.0, "r2": 0.7}})
+    assert invoke(folder, "evaluate", "--baseline", str(better)).code == 1
+    result = invoke(folder, "report", "--no-post")
+    assert result.code == 0, result.output  # the report reports; evaluate failed the job
+    head = result.stdout.split("### Metrics")[0]
+    assert "## ❌ diabetes 1.0.0: failed (2 checks failed)" in head
+    assert "❌ quality gates: 2 of 5 checks failed" in head
+    failed = [line for line in head.splitlines() if line.startswith("- ❌ ")]
+    assert len(failed) == 2
+    assert any(line.startswith("- ❌ rmse got worse by") for line in failed)
+    assert any(line.startswith("- ❌ r2 got worse by") for line in failed)
+    rows = table_rows(result.stdout)
+    assert rows["rmse"][3] == "❌ max_relative_drop 5%"
+    assert rows["r2"][3] == "❌ max_drop 0.03"
+    assert rows["mae"][3] == "✅ max 52"
+    assert rows["rmse"][2].endswith("worse") and rows["rmse"][2].startswith("+")
+
+
+def test_a_model_retrained_after_evaluation_is_flagged(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    train_example(folder, C=0.5)
+    markdown = render(folder)
+    assert "passed, but for another model file: evaluate again" in markdown
+    assert "- ⚠️ the verdict is for model sha256" in markdown
+
+
+# --- data tests and ONNX --------------------------------------------------------------
+
+DATA_TEST = {
+    "model": "breast-cancer",
+    "success": False,
+    "datasets": {
+        "train": {
+            "rows": 426,
+            "expectations": [
+                {
+                    "name": "expect_column_values_to_not_be_null",
+                    "kwargs": {"column": "mean_radius"},
+                    "success": True,
+                },
+                {
+                    "name": "expect_column_values_to_be_between",
+                    "kwargs": {"column": "mean_radius", "min_value": 5, "max_value": 20},
+                    "success": False,
+                    "unexpected_count": 12,
+                    "message": "12 unexpected of 426 rows (2.8%), e.g. 20.5, 25.2",
+                },
+            ],
+        },
+        "eval": {
+            "rows": 143,
+            "expectations": [
+                {
+                    "name": "expect_column_values_to_be_in_set",
+                    "kwargs": {"column": "target", "value_set": [0, 1]},
+                    "success": False,
+                    "unexpected_count": 3,
+                },
+            ],
+        },
+    },
+}
+
+EXPORT = {
+    "passed": True,
+    "message": "within tolerance",
+    "max_abs_diff": 2.4e-07,
+    "tolerance": 0.0001,
+    "label_mismatches": 0,
+    "max_label_mismatches": 0,
+    "opset": 17,
+    "latency": {"native_batch1_ms": 0.9, "onnx_batch1_ms": 0.03, "batch1_speedup": 30.0},
+}
+
+
+def test_data_test_summary_lists_each_failing_expectation(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    write(workdir(folder) / "data-test.json", DATA_TEST)
+    markdown = render(folder)
+    assert "## ❌ breast-cancer 1.0.0: failed (2 checks failed)" in markdown
+    assert "❌ data tests: 2 of 3 expectations failed" in markdown
+    section = markdown.split("### Data tests")[1].split("###")[0]
+    assert "| train | 426 | 1 | 1 |" in section and "| eval | 143 | 0 | 1 |" in section
+    assert (
+        "- ❌ `train`: `expect_column_values_to_be_between` on column `mean_radius`: "
+        "12 unexpected of 426 rows (2.8%), e.g. 20.5, 25.2" in section
+    )
+    assert (
+        "- ❌ `eval`: `expect_column_values_to_be_in_set` on column `target`: 3 unexpected"
+        in section
+    )
+
+
+def test_onnx_section_shows_parity_and_speed_up(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    write(workdir(folder) / "export.json", EXPORT)
+    section = render(folder).split("### ONNX export")[1].split("###")[0]
+    assert "- ✅ parity: max abs diff 2.4e-07 (tolerance 0.0001)" in section
+    assert "- label mismatches: 0 (allowed 0)" in section
+    assert "native 0.9 ms, onnxruntime 0.03 ms: onnxruntime is 30.0x faster" in section
+
+
+def test_failed_parity_fails_the_report(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    message = "max |diff| 0.02 exceeds the tolerance 0.0001; 3 labels differ (allowed: 0)"
+    write(
+        workdir(folder) / "export.json",
+        {
+            **EXPORT,
+            "passed": False,
+            "message": message,
+            "max_abs_diff": 0.02,
+            "label_mismatches": 3,
+        },
+    )
+    markdown = render(folder)
+    assert "## ❌ breast-cancer 1.0.0: failed (1 check failed)" in markdown
+    assert "❌ ONNX parity: " + message.replace("|", "\\|") in markdown  # \| renders as |
+    assert "- ❌ parity: max abs diff 0.02 (tolerance 0.0001)" in markdown
+
+
+def test_export_turned_off_is_not_run(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    write(workdir(folder) / "export.json", {"skipped": True})
+    assert "Not run (export.onnx is off in the spec)." in render(folder)
+
+
+@pytest.mark.slow
+def test_real_data_test_and_export_results_appear(tmp_path: Path) -> None:
+    folder = trained_example("breast-cancer", tmp_path)
+    assert invoke(folder, "data-test").code == 0
+    assert invoke(folder, "evaluate").code == 0
+    assert invoke(folder, "export").code == 0
+    markdown = invoke(folder, "report", "--no-post").stdout
+    assert "## ✅ breast-cancer 1.0.0: passed" in markdown
+    data_test = read_json(workdir(folder) / "data-test.json")
+    total = sum(len(d["expectations"]) for d in data_test["datasets"].values())
+    assert f"✅ data tests: all {total} expectations passed" in markdown
+    export = read_json(workdir(folder) / "export.json")
+    assert f"max abs diff {export['max_abs_diff']:.3g}" in markdown
+    assert f"onnxruntime is {export['latency']['batch1_speedup']:.1f}x" in markdown
+
+
+# --- missing and broken inputs --------------------------------------------------------
+
+
+def test_a_report_before_any_step_ran_is_all_not_run(tmp_path: Path) -> None:
+    folder = copy_example("breast-cancer", tmp_path)
+    result = invoke(folder, "report", "--no-post")
+    assert result.code == 0, result.output
+    out = result.stdout
+    assert "## ⚪ breast-cancer 1.0.0: not evaluated yet" in out
+    assert "⚪ quality gates: not run" in out
+    assert "Not run (no metrics.json): run `ci-mlops evaluate`." in out
+    assert "Not run (no data-test.json)." in out and "Not run (no export.json)." in out
+    assert "None (run `ci-mlops evaluate`)." in out
+    assert "model `model.joblib` (not found)" in out
+
+
+def test_broken_inputs_are_named_not_crashed_on(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    (workdir(folder) / "gates.json").write_text("{truncated")
+    (workdir(folder) / "data-test.json").write_text("[]")
+    result = invoke(folder, "report", "--no-post")
+    assert result.code == 0, result.output
+    assert "⚪ quality gates: gates.json is unreadable (JSONDecodeError)" in result.stdout
+    assert "⚠️ data-test.json is not a JSON object" in result.stdout
+
+
+def test_data_values_cannot_break_the_markdown(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    entry = {
+        "name": "expect_column_values_to_be_in_set",
+        "kwargs": {"column": "a|b"},
+        "success": False,
+        "message": "1 unexpected: <script>x</script>\nsecond line",
+    }
+    write(
+        workdir(folder) / "data-test.json",
+        {"datasets": {"eval": {"rows": 1, "expectations": [entry]}}},
+    )
+    section = render(folder).split("### Data tests")[1].split("###")[0]
+    assert "<script>" not in section and "&lt;script&gt;" in section
+    assert "`a\\|b`" in section
+    assert "second line" in section and "\nsecond line" not in section
+
+
+def test_a_huge_report_is_trimmed_below_the_comment_limit(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    failing = [
+        {
+            "name": "expect_column_values_to_be_between",
+            "kwargs": {"column": f"feature_{i}"},
+            "success": False,
+            "unexpected_count": i,
+            "message": f"{i} unexpected of 426 rows, e.g. " + ", ".join(["123.456"] * 5),
+        }
+        for i in range(3000)
+    ]
+    write(
+        workdir(folder) / "data-test.json",
+        {"datasets": {"train": {"rows": 426, "expectations": failing}}},
+    )
+    markdown = render(folder)
+    assert len(markdown) <= report.LIMIT
+    assert markdown.startswith("<!-- ci-mlops:report model=breast-cancer -->\n")
+    assert "failed (3000 checks failed)" in markdown
+    assert "data tests trimmed to fit the comment size limit" in markdown
+    # Only the longest section was cut: the others are whole.
+    assert "| accuracy |" in markdown and "![roc curve](plots/roc_curve.png)" in markdown
+    assert "- ❌ `train`: `expect_column_values_to_be_between` on column `feature_0`" in markdown
