@@ -1,0 +1,453 @@
+"""GitLab through python-gitlab: merge-request notes, baselines from job artifacts, the
+generic package registry and pipeline triggers.
+
+Tokens. A job's ``CI_JOB_TOKEN`` may read job artifacts, read and write the generic
+package registry and trigger pipelines, so those calls use it. It may not post notes or
+upload images: that needs ``GITLAB_TOKEN``, a project access token with the ``api``
+scope. Outside a job ``GITLAB_TOKEN`` serves for everything.
+
+Retries. python-gitlab retries 429 and 5xx answers itself, backing off (or waiting
+``Retry-After``); ci-mlops only bounds the number of retries (``MLOPS_API_RETRIES``,
+default 5).
+
+Versions. A model published from pipeline 42 is ``<version>-pipeline.42`` (the pipeline's
+IID). A ``+`` build suffix would be semver-proper, but it must be escaped in every URL
+of the package API and is easily mangled into a space; ``-pipeline.N`` is safe anywhere.
+
+Environments. GitLab has no place for "which model version is in staging" that a job
+token may write, so ci-mlops keeps it in the generic package registry: package
+``<model>-environments``, version ``0.0.0``, one file per environment (``staging.json``)
+holding the current version and the stack of earlier ones. Promote pushes, rollback pops
+and uploads the file again; the registry serves the newest upload of a file name. This
+needs duplicate generic packages to be allowed for that package name (GitLab's default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import gitlab
+import requests
+
+from ci_mlops import log
+from ci_mlops.atomic import sha256_file
+from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.remote import (
+    ApiError,
+    api_error,
+    checksums_file,
+    env_flag,
+    has_marker,
+    parse_metrics,
+    replace_image_links,
+    retries,
+    sha256_bytes,
+    unreachable,
+    with_marker,
+)
+from ci_mlops.spec.model import Model, Spec
+
+T = TypeVar("T")
+
+ENVIRONMENTS_VERSION = "0.0.0"
+TIMEOUT_SECONDS = 60
+NOTE_HINT = (
+    "posting notes needs a project access token with api scope in GITLAB_TOKEN; "
+    "CI_JOB_TOKEN cannot post notes"
+)
+NO_TOKEN_WARNING = (
+    "GITLAB_TOKEN is not set, so the report was not posted to the merge request: "
+    "CI_JOB_TOKEN cannot post notes or upload images. Create a project access token with "
+    "the api scope (Settings > Access tokens) and add it as a masked CI/CD variable named "
+    "GITLAB_TOKEN. The report is still in the job's artifacts."
+)
+
+
+@dataclass(frozen=True)
+class GitLabEnv:
+    """The CI variables a GitLab job sets (and the tokens ci-mlops is given)."""
+
+    api_url: str
+    project_id: str
+    mr_iid: str
+    default_branch: str
+    commit_sha: str
+    pipeline_source: str
+    pipeline_iid: str
+    pipeline_url: str
+    project_url: str
+    job_token: str
+    api_token: str
+    trigger_token: str
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> GitLabEnv:
+        env = os.environ if env is None else env
+        return cls(
+            api_url=env.get("CI_API_V4_URL", "").rstrip("/"),
+            project_id=env.get("CI_PROJECT_ID", ""),
+            mr_iid=env.get("CI_MERGE_REQUEST_IID", ""),
+            default_branch=env.get("CI_DEFAULT_BRANCH", ""),
+            commit_sha=env.get("CI_COMMIT_SHA", ""),
+            pipeline_source=env.get("CI_PIPELINE_SOURCE", ""),
+            pipeline_iid=env.get("CI_PIPELINE_IID") or env.get("CI_PIPELINE_ID", ""),
+            pipeline_url=env.get("CI_PIPELINE_URL", ""),
+            project_url=env.get("CI_PROJECT_URL", "").rstrip("/"),
+            job_token=env.get("CI_JOB_TOKEN", ""),
+            api_token=env.get("GITLAB_TOKEN", ""),
+            trigger_token=env.get("MLOPS_TRIGGER_TOKEN", ""),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.job_token, self.api_token, self.trigger_token)
+
+
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab's client with a bound on its own retry loop for 429/5xx answers."""
+
+    max_retries = 5
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("max_retries", self.max_retries)
+        return super().http_request(*args, **kwargs)
+
+
+class GitLabPlatform(Platform):
+    """The GitLab CI platform (see the module docstring for tokens and storage)."""
+
+    name = "gitlab"
+
+    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.env = GitLabEnv.read(env)
+        self._clients: dict[str, gitlab.Gitlab] = {}
+
+    # -- clients -------------------------------------------------------------------
+
+    def _client(self, token_kind: str) -> gitlab.Gitlab:
+        """A client authenticated with ``job`` (CI_JOB_TOKEN, else GITLAB_TOKEN), ``api``
+        (GITLAB_TOKEN only) or ``none``."""
+        if token_kind not in self._clients:
+            self._clients[token_kind] = self._new_client(token_kind)
+        return self._clients[token_kind]
+
+    def _new_client(self, token_kind: str) -> gitlab.Gitlab:
+        api = self._require("CI_API_V4_URL", self.env.api_url)
+        if not api.endswith("/api/v4"):
+            raise PlatformError(f"CI_API_V4_URL must end with /api/v4 (got {api!r})")
+        auth: dict[str, Any] = {}
+        if token_kind == "api" or (token_kind == "job" and not self.env.job_token):
+            if not self.env.api_token:
+                raise PlatformError(
+                    "no GitLab token: inside a job CI_JOB_TOKEN is set automatically; "
+                    "elsewhere set GITLAB_TOKEN to a project access token with api scope"
+                )
+            auth["private_token"] = self.env.api_token
+        elif token_kind == "job":
+            auth["job_token"] = self.env.job_token
+        client = _Gitlab(
+            api.removesuffix("/api/v4"),
+            retry_transient_errors=True,
+            keep_base_url=True,
+            timeout=TIMEOUT_SECONDS,
+            **auth,
+        )
+        client.max_retries = retries()
+        return client
+
+    def _project(self, token_kind: str) -> Any:
+        pid = self._require("CI_PROJECT_ID", self.env.project_id)
+        return self._client(token_kind).projects.get(pid, lazy=True)
+
+    def _require(self, name: str, value: str) -> str:
+        if not value:
+            raise PlatformError(f"{name} is not set; GitLab sets it in CI jobs")
+        return value
+
+    def _call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
+        """Run one API action; turn any failure into an ApiError without secrets."""
+        try:
+            return action()
+        except gitlab.exceptions.GitlabError as exc:
+            error = api_error(
+                endpoint,
+                exc.response_code or 0,
+                self._hint(exc.response_code, hint),
+                server_message=exc.error_message if isinstance(exc.error_message, str) else None,
+                secrets=self.env.secrets,
+            )
+        except requests.RequestException as exc:
+            error = unreachable(endpoint, "GitLab", exc)
+        raise error
+
+    @staticmethod
+    def _hint(status: int | None, hint: str) -> str:
+        if status == 401:
+            return "the token was rejected (expired, revoked or mistyped); " + hint
+        return hint
+
+    def _path(self, rest: str) -> str:
+        return f"/projects/{self.env.project_id}{rest}"
+
+    # -- merge-request report ------------------------------------------------------
+
+    def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:
+        """Create or update the model's one note on the merge request.
+
+        The note is found again by its hidden marker line AND its author (the user
+        behind GITLAB_TOKEN), so a comment that quotes the report is never overwritten.
+        Images are uploaded to the project and their relative links rewritten. Without
+        GITLAB_TOKEN nothing is posted (a warning says why) unless MLOPS_REQUIRE_COMMENT
+        is true, which makes it an error."""
+        if not self.env.mr_iid:
+            log.info("not a merge-request pipeline: report not posted")
+            return None
+        if not self.env.api_token:
+            if env_flag("MLOPS_REQUIRE_COMMENT"):
+                raise PlatformError(
+                    NO_TOKEN_WARNING.replace(", so the report was", ": the report was")
+                )
+            log.warn(NO_TOKEN_WARNING)
+            return None
+        project = self._project("api")
+        body = self._embed_images(project, model, with_marker(markdown, model), images)
+        mr = project.mergerequests.get(self.env.mr_iid, lazy=True)
+        notes = self._path(f"/merge_requests/{self.env.mr_iid}/notes")
+        note = self._find_note(mr, model, notes)
+        if note is None:
+            note = self._call(f"POST {notes}", NOTE_HINT, lambda: mr.notes.create({"body": body}))
+            log.info(f"posted the {model.name} report to merge request !{self.env.mr_iid}")
+        else:
+            note.body = body
+            self._call(f"PUT {notes}/{note.id}", NOTE_HINT, note.save)
+            log.info(f"updated the {model.name} report on merge request !{self.env.mr_iid}")
+        return self._note_url(note.id)
+
+    def _own_user_id(self) -> int:
+        client = self._client("api")
+        self._call("GET /user", "GITLAB_TOKEN must be a valid token with api scope", client.auth)
+        assert client.user is not None
+        return int(client.user.id)
+
+    def _find_note(self, mr: Any, model: Model, endpoint: str) -> Any | None:
+        user_id = self._own_user_id()
+
+        def search() -> Any | None:
+            for note in mr.notes.list(iterator=True, sort="asc", order_by="created_at"):
+                author = (note.attributes.get("author") or {}).get("id")
+                if author == user_id and has_marker(note.attributes.get("body"), model):
+                    return note
+            return None
+
+        return self._call(f"GET {endpoint}", NOTE_HINT, search)
+
+    def _embed_images(self, project: Any, model: Model, body: str, images: list[Path]) -> str:
+        workdir = self.spec.workdir(model)
+        hint = "uploading images needs GITLAB_TOKEN with api scope"
+        for image in images:
+            uploaded = self._upload(project, image, hint)
+            body, found = replace_image_links(body, image, workdir, str(uploaded["url"]))
+            if not found:
+                body += f"\n\n{uploaded['markdown']}"
+        return body
+
+    def _upload(self, project: Any, image: Path, hint: str) -> dict[str, Any]:
+        def upload() -> dict[str, Any]:
+            return dict(project.upload(image.name, filepath=str(image)))
+
+        return self._call(f"POST {self._path('/uploads')}", hint, upload)
+
+    def _note_url(self, note_id: int) -> str:
+        if self.env.project_url:
+            return f"{self.env.project_url}/-/merge_requests/{self.env.mr_iid}#note_{note_id}"
+        return f"merge request !{self.env.mr_iid}, note {note_id}"
+
+    # -- baseline ------------------------------------------------------------------
+
+    def fetch_baseline(self, model: Model) -> Baseline | None:
+        """metrics.json from the latest successful ``<model>:evaluate`` job on the default
+        branch (the generated pipeline names the job so). None when there is none, or
+        its artifacts expired. Works with CI_JOB_TOKEN."""
+        branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
+        job = f"{model.name}:evaluate"
+        artifact = f".ci-mlops/{model.name}/metrics.json"
+        ref = quote(branch, safe="")
+        project = self._project("job")
+        endpoint = f"GET {self._path(f'/jobs/artifacts/{ref}/raw/{artifact}')}?job={job}"
+        hint = "reading job artifacts needs CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with read_api scope"
+        try:
+            raw = self._call(endpoint, hint, lambda: project.artifacts.raw(ref, artifact, job))
+        except ApiError as exc:
+            if exc.status not in (404, 410):
+                raise
+            log.info(f"no baseline: no successful {job} job on {branch} (or its artifacts expired)")
+            return None
+        source = f"latest successful {job} job on {branch}"
+        return Baseline(metrics=parse_metrics(raw, source), source=source)
+
+    # -- package registry ----------------------------------------------------------
+
+    def version_suffix(self) -> str:
+        """``-pipeline.<IID>`` (see the module docstring for why not ``+``)."""
+        return f"-pipeline.{self.env.pipeline_iid}" if self.env.pipeline_iid else ""
+
+    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
+        """Upload ``files`` and a SHA256SUMS listing as generic package ``<model>``
+        ``version``, then download each file back and compare its sha256."""
+        sums = {name: sha256_file(path) for name, path in files.items()}
+        uploads = {name: path.read_bytes() for name, path in files.items()}
+        uploads["SHA256SUMS"] = checksums_file(sums)
+        for name, data in uploads.items():
+            self._put_file(model.name, version, name, data)
+        for name, data in uploads.items():
+            self._verify_file(model.name, version, name, sha256_bytes(data))
+        log.info(f"published {model.name} {version}: {len(uploads)} files, checksums verified")
+        location = f"{self.env.api_url}{self._package_path(model.name, version)}".rstrip("/")
+        return Published(version=version, location=location, files=sums)
+
+    def _package_path(self, package: str, version: str, file_name: str = "") -> str:
+        return self._path(f"/packages/generic/{package}/{version}/{file_name}")
+
+    def _put_file(self, package: str, version: str, name: str, data: bytes) -> None:
+        packages = self._project("job").generic_packages
+        hint = (
+            "publishing needs CI_JOB_TOKEN or GITLAB_TOKEN with api scope, and duplicate "
+            f"generic packages allowed for {package}"
+        )
+        self._call(
+            f"PUT {self._package_path(package, version, name)}",
+            hint,
+            lambda: packages.upload(
+                package_name=package, package_version=version, file_name=name, data=data
+            ),
+        )
+
+    def _get_file(self, package: str, version: str, name: str) -> bytes:
+        packages = self._project("job").generic_packages
+        data = self._call(
+            f"GET {self._package_path(package, version, name)}",
+            "reading the package registry needs CI_JOB_TOKEN or GITLAB_TOKEN with read_api scope",
+            lambda: packages.download(
+                package_name=package, package_version=version, file_name=name
+            ),
+        )
+        return bytes(data)
+
+    def _verify_file(self, package: str, version: str, name: str, expected: str) -> None:
+        actual = sha256_bytes(self._get_file(package, version, name))
+        if actual != expected:
+            raise PlatformError(
+                f"{package} {version}/{name}: the registry returned sha256 {actual[:12]}..., "
+                f"but {expected[:12]}... was uploaded; the upload is corrupt, publish again"
+            )
+
+    # -- environments --------------------------------------------------------------
+
+    def promote(self, model: Model, environment: str, version: str) -> None:
+        """Point ``environment`` at a published ``version``, keeping the old one."""
+        self._require_published(model, version)
+        record = self._read_environment(model, environment)
+        history = list(record.get("history", []))
+        current = record.get("version")
+        if current == version:
+            log.info(f"{model.name} {environment} already runs {version}")
+            return
+        if current:
+            history.append(current)
+        self._write_environment(model, environment, version, history)
+        log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
+
+    def rollback(self, model: Model, environment: str) -> str:
+        """Point ``environment`` back at the version it ran before; return it."""
+        record = self._read_environment(model, environment)
+        history = list(record.get("history", []))
+        if not history:
+            raise UsageError(
+                f"{model.name} {environment}: no earlier version to roll back to "
+                f"(now: {record.get('version') or 'nothing deployed'})"
+            )
+        previous = str(history.pop())
+        self._write_environment(model, environment, previous, history)
+        log.info(f"{model.name} {environment}: rolled back {record.get('version')} -> {previous}")
+        return previous
+
+    def _require_published(self, model: Model, version: str) -> None:
+        try:
+            self._get_file(model.name, version, "SHA256SUMS")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise UsageError(
+                f"{model.name} {version} is not in the package registry; publish it first"
+            ) from None
+
+    def _read_environment(self, model: Model, environment: str) -> dict[str, Any]:
+        try:
+            raw = self._get_file(
+                f"{model.name}-environments", ENVIRONMENTS_VERSION, f"{environment}.json"
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return {}
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            raise PlatformError(
+                f"{model.name}-environments/{environment}.json in the package registry is not JSON"
+            ) from None
+        return record if isinstance(record, dict) else {}
+
+    def _write_environment(
+        self, model: Model, environment: str, version: str, history: list[str]
+    ) -> None:
+        record = {
+            "model": model.name,
+            "environment": environment,
+            "version": version,
+            "history": history,
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "pipeline": self.env.pipeline_url or self.env.pipeline_iid or None,
+        }
+        data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        self._put_file(
+            f"{model.name}-environments", ENVIRONMENTS_VERSION, f"{environment}.json", data
+        )
+
+    # -- retraining ----------------------------------------------------------------
+
+    def trigger_retrain(self, model: Model, reason: str) -> str:
+        """Start a default-branch pipeline with ``MLOPS_RETRAIN=<model>``.
+
+        Uses MLOPS_TRIGGER_TOKEN (a pipeline trigger token) when set, else the job's
+        CI_JOB_TOKEN. A pipeline started with the job token has CI_PIPELINE_SOURCE
+        ``pipeline``; one started with a trigger token has ``trigger``."""
+        token = self.env.trigger_token or self.env.job_token
+        if not token:
+            raise PlatformError(
+                "cannot trigger a pipeline: set MLOPS_TRIGGER_TOKEN to a pipeline trigger "
+                "token (Settings > CI/CD > Pipeline trigger tokens), or run inside a GitLab job"
+            )
+        branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
+        kind = "job" if (self.env.job_token or self.env.api_token) else "none"
+        project = self._project(kind)
+        variables = {"MLOPS_RETRAIN": model.name, "MLOPS_RETRAIN_REASON": reason[:1000]}
+        pipeline = self._call(
+            f"POST {self._path('/trigger/pipeline')}",
+            "the trigger token was refused: check MLOPS_TRIGGER_TOKEN, or that this "
+            "project's CI_JOB_TOKEN may run its pipelines",
+            lambda: project.trigger_pipeline(ref=branch, token=token, variables=variables),
+        )
+        attrs = pipeline.attributes
+        where = attrs.get("web_url") or f"pipeline #{attrs.get('iid') or attrs.get('id')}"
+        log.info(f"triggered retraining of {model.name} on {branch}: {where}")
+        return str(where)

@@ -1,0 +1,181 @@
+"""What the GitLab and GitHub platforms share: API errors that never carry a secret, the
+hidden marker that finds a model's report comment again, and settings read from the
+environment.
+
+Error messages are written from scratch out of the request's method and path, the HTTP
+status and a hint; the SDK's own exception text (which can echo URLs, headers or the
+server's reply) is never embedded, and errors are raised outside the ``except`` block so
+that no traceback chains back to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from pathlib import Path
+
+from ci_mlops.errors import PlatformError
+from ci_mlops.spec.model import Model
+
+# How many times to retry 429 and 5xx answers before giving up (both SDKs back off).
+DEFAULT_RETRIES = 5
+REPORT_MARKER = "<!-- ci-mlops:report model={name} -->"
+_SERVER_NOTE_LIMIT = 160
+
+
+class ApiError(PlatformError):
+    """An API request failed; ``status`` is the HTTP status, or 0 when none came back."""
+
+    def __init__(self, message: str, *, endpoint: str, status: int) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+def api_error(
+    endpoint: str,
+    status: int,
+    hint: str,
+    *,
+    server_message: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> ApiError:
+    """``METHOD /path: 403 Forbidden (server says: ...) - hint``, with secrets masked."""
+    text = f"{endpoint}: {status_text(status)}"
+    note = _short(server_message)
+    if note:
+        text += f" (server says: {note})"
+    if hint:
+        text += f" \N{EM DASH} {hint}"
+    return ApiError(redact(text, secrets), endpoint=endpoint, status=status)
+
+
+def unreachable(endpoint: str, what: str, exc: BaseException) -> ApiError:
+    """The request got no HTTP answer (connection refused, timeout, retries exhausted)."""
+    return ApiError(
+        f"{endpoint}: no usable answer from the {what} API ({type(exc).__name__}: "
+        "connection failed, timed out or retries ran out); check the API URL, the network "
+        "and the service's status, then retry",
+        endpoint=endpoint,
+        status=0,
+    )
+
+
+def status_text(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every secret (and its URL-quoted form) in ``text`` with ``***``."""
+    from urllib.parse import quote
+
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
+def _short(message: str | None) -> str:
+    if not message:
+        return ""
+    flat = " ".join(str(message).split())
+    return (
+        flat
+        if len(flat) <= _SERVER_NOTE_LIMIT
+        else flat[: _SERVER_NOTE_LIMIT - 1] + "\N{HORIZONTAL ELLIPSIS}"
+    )
+
+
+def marker(model: Model) -> str:
+    """The hidden HTML comment that identifies ``model``'s report comment."""
+    return REPORT_MARKER.format(name=model.name)
+
+
+def with_marker(markdown: str, model: Model) -> str:
+    """``markdown`` starting with the model's marker (added when the report lacks it)."""
+    tag = marker(model)
+    if tag in markdown.split("\n", 1)[0]:
+        return markdown
+    return f"{tag}\n{markdown.replace(tag, '')}"
+
+
+def has_marker(body: str | None, model: Model) -> bool:
+    """True when ``body`` starts with the model's marker line.
+
+    Only the first line counts, so a comment that quotes the marker further down (a
+    reply, a copy of the report) is not mistaken for the report itself."""
+    if not body:
+        return False
+    return body.lstrip().split("\n", 1)[0].strip() == marker(model)
+
+
+def image_names(image: Path, root: Path) -> list[str]:
+    """How a report may refer to ``image``: relative to ``root``, as given, or by name."""
+    names = []
+    with contextlib.suppress(ValueError):
+        names.append(image.resolve().relative_to(root.resolve()).as_posix())
+    return list(dict.fromkeys([*names, image.as_posix(), image.name]))
+
+
+def replace_image_links(markdown: str, image: Path, root: Path, target: str) -> tuple[str, bool]:
+    """Point Markdown/HTML references to ``image`` (see :func:`image_names`) at
+    ``target``. Returns the new text and whether anything matched."""
+    found = False
+    for name in image_names(image, root):
+        pattern = re.compile(r"(\]\(|src=\")(?:\./)?" + re.escape(name) + r"(?=[)\"\s])")
+        markdown, count = pattern.subn(lambda m: m.group(1) + target, markdown)
+        found = found or count > 0
+    return markdown, found
+
+
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get(name, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PlatformError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise PlatformError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def retries() -> int:
+    """How often to retry 429/5xx answers (MLOPS_API_RETRIES, default 5)."""
+    return int(env_number("MLOPS_API_RETRIES", DEFAULT_RETRIES))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checksums_file(sums: Mapping[str, str]) -> bytes:
+    """A ``sha256sum``-compatible SHA256SUMS listing."""
+    return "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode()
+
+
+def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
+    """The ``metrics`` mapping of a metrics.json read from ``source``."""
+    import json
+
+    try:
+        data = json.loads(raw)
+        metrics = data["metrics"]
+        return {str(k): float(v) for k, v in metrics.items() if v is not None}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise PlatformError(
+            f"{source}: metrics.json is not a ci-mlops metrics file (no 'metrics' mapping of numbers)"
+        ) from None
