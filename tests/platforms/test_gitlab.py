@@ -438,5 +438,6 @@ def test_tokens_never_reach_output_logs_or_tracebacks(
         texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
     everything = "\n".join(texts)
     assert "403 Forbidden" in everything
+    assert "/api/v4/projects/42/merge_requests/7/notes" in caplog.text  # urllib3's request log
     for secret in (GITLAB_TOKEN, gitlab_api.job_token, TRIGGER_TOKEN):
         assert secret not in everything

@@ -1,0 +1,687 @@
+"""GitHub through PyGithub: pull-request comments, baselines from workflow artifacts,
+releases as the model registry, deployments as environment pointers, and dispatches.
+
+Token. Everything uses ``GITHUB_TOKEN`` (pass ``${{ github.token }}`` in the step's
+``env``). The permissions each call needs: ``pull-requests: write`` to comment,
+``actions: read`` to download the baseline artifact, ``contents: write`` to publish a
+release or send a repository dispatch, ``deployments: write`` to promote or roll back,
+``actions: write`` for a workflow dispatch. Pull requests from forks get a read-only
+token, so the comment step cannot post there.
+
+Retries. PyGithub's ``GithubRetry`` retries 5xx, 429 and rate-limited 403 answers with
+back-off (bounded by ``MLOPS_API_RETRIES``, default 5) and spaces writes out by
+``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5).
+
+Images. GitHub strips ``data:`` URIs from comments and has no API to attach an image to
+one, and ci-mlops does not push plots to a third-party host or into the repository.
+Each image in the report becomes a link to the run's artifacts (the evaluate job uploads
+``.ci-mlops/<model>/``, plots included, as ``<model>-evaluate``); the numbers themselves
+are in the report's tables, which GitHub renders natively.
+
+Registry. Version ``V`` of model ``M`` is the release tagged ``M-vV`` (``V`` carries
+``-run.<run number>``), made on the commit that built it and never marked "latest".
+Assets: the files given plus SHA256SUMS. After upload each asset's checksum is checked:
+against the ``digest`` GitHub computes from the bytes it received where the API
+returns one, otherwise by downloading the asset back.
+
+Environments. Promotion creates a GitHub deployment (task ``deploy:<model>``, ref the
+release tag) whose payload holds the version and the stack of earlier ones, and marks
+it successful, so the repository's Environments page shows what runs where. Rollback
+reads the newest such deployment and deploys the version below the top of its stack.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from github import Auth, Github, GithubException, GithubRetry
+from github.GithubObject import NotSet
+from requests.adapters import HTTPAdapter
+
+from ci_mlops import log
+from ci_mlops.atomic import sha256_file, write_text
+from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.remote import (
+    ApiError,
+    api_error,
+    checksums_file,
+    env_flag,
+    env_number,
+    has_marker,
+    image_names,
+    parse_metrics,
+    retries,
+    sha256_bytes,
+    unreachable,
+    with_marker,
+)
+from ci_mlops.spec.model import Model, Spec
+
+T = TypeVar("T")
+
+BODY_LIMIT = 65_536
+SUMMARY_LIMIT = 1024 * 1024
+DEFAULT_BOT_LOGIN = "github-actions[bot]"
+MAX_BASELINE_RUNS = 20
+TIMEOUT_SECONDS = 60
+COMMENT_HINT = (
+    "commenting needs `pull-requests: write` for GITHUB_TOKEN "
+    "(pull requests from forks only get a read-only token)"
+)
+TOKEN_MISSING = (
+    "GITHUB_TOKEN is not set: add `env: GITHUB_TOKEN: ${{ github.token }}` to the step "
+    "and grant the job the permissions it needs"
+)
+_IMAGE = r"!\[(?P<alt>[^\]]*)\]\((?:\./)?{name}(?:\s+\"[^\"]*\")?\)|<img\b[^>]*\bsrc=\"(?:\./)?{name}\"[^>]*>"
+
+
+@dataclass(frozen=True)
+class GitHubEnv:
+    """The variables a GitHub Actions job sets (and the settings ci-mlops reads)."""
+
+    api_url: str
+    server_url: str
+    repository: str
+    event_name: str
+    event_path: str
+    sha: str
+    ref_name: str
+    token: str
+    step_summary: str
+    run_number: str
+    run_id: str
+    bot_login: str
+    workflow: str
+    dispatch: str
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> GitHubEnv:
+        env = os.environ if env is None else env
+        return cls(
+            api_url=env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+            server_url=env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/"),
+            repository=env.get("GITHUB_REPOSITORY", ""),
+            event_name=env.get("GITHUB_EVENT_NAME", ""),
+            event_path=env.get("GITHUB_EVENT_PATH", ""),
+            sha=env.get("GITHUB_SHA", ""),
+            ref_name=env.get("GITHUB_REF_NAME", ""),
+            token=env.get("GITHUB_TOKEN", ""),
+            step_summary=env.get("GITHUB_STEP_SUMMARY", ""),
+            run_number=env.get("GITHUB_RUN_NUMBER", ""),
+            run_id=env.get("GITHUB_RUN_ID", ""),
+            bot_login=env.get("MLOPS_BOT_LOGIN", ""),
+            workflow=env.get("MLOPS_WORKFLOW", "mlops.yml"),
+            dispatch=env.get("MLOPS_DISPATCH", "workflow"),
+        )
+
+    @property
+    def run_url(self) -> str:
+        if not (self.repository and self.run_id):
+            return ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+
+class GitHubPlatform(Platform):
+    """The GitHub Actions platform (see the module docstring for what lives where)."""
+
+    name = "github"
+
+    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.env = GitHubEnv.read(env)
+        self._github: Github | None = None
+        self._event_data: dict[str, Any] | None = None
+
+    # -- client and helpers ----------------------------------------------------------
+
+    def _retry(self) -> GithubRetry:
+        return GithubRetry(
+            total=retries(),
+            backoff_factor=0.5,
+            status_forcelist=[429, *range(500, 600)],
+        )
+
+    def _client(self) -> Github:
+        if self._github is None:
+            if not self.env.token:
+                raise PlatformError(TOKEN_MISSING)
+            _quiet_pygithub()
+            writes = env_number("MLOPS_GITHUB_WRITE_INTERVAL", 0.5)
+            self._github = Github(
+                base_url=self.env.api_url,
+                auth=Auth.Token(self.env.token),
+                retry=self._retry(),
+                timeout=TIMEOUT_SECONDS,
+                seconds_between_requests=min(writes, 0.25),
+                seconds_between_writes=writes,
+                lazy=True,
+            )
+        return self._github
+
+    def _repo(self) -> Any:
+        if not self.env.repository:
+            raise PlatformError("GITHUB_REPOSITORY is not set; GitHub Actions sets it in every job")
+        return self._client().get_repo(self.env.repository)
+
+    def _path(self, rest: str = "") -> str:
+        return f"/repos/{self.env.repository}{rest}"
+
+    def _call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
+        """Run one API action; turn any failure into an ApiError without secrets."""
+        try:
+            return action()
+        except GithubException as exc:
+            data = exc.data if isinstance(exc.data, dict) else {}
+            message = data.get("message") if isinstance(data.get("message"), str) else None
+            error = api_error(
+                endpoint,
+                exc.status,
+                self._hint(exc.status, hint),
+                server_message=message,
+                secrets=(self.env.token,),
+            )
+        except requests.RequestException as exc:
+            error = unreachable(endpoint, "GitHub", exc)
+        raise error
+
+    @staticmethod
+    def _hint(status: int, hint: str) -> str:
+        if status == 401:
+            return "GITHUB_TOKEN was rejected (expired or mistyped)"
+        if status == 404:
+            return hint + " (GitHub also answers 404 when the token cannot see the resource)"
+        return hint
+
+    def _event(self) -> dict[str, Any]:
+        if self._event_data is None:
+            self._event_data = {}
+            if self.env.event_path and Path(self.env.event_path).is_file():
+                try:
+                    data = json.loads(Path(self.env.event_path).read_text(encoding="utf-8"))
+                except ValueError:
+                    raise PlatformError(
+                        f"{self.env.event_path}: event payload is not JSON"
+                    ) from None
+                self._event_data = data if isinstance(data, dict) else {}
+        return self._event_data
+
+    def _pr_number(self) -> int | None:
+        event = self._event()
+        pull = event.get("pull_request")
+        if isinstance(pull, dict) and isinstance(pull.get("number"), int):
+            return int(pull["number"])
+        issue = event.get("issue")
+        if (
+            isinstance(issue, dict)
+            and issue.get("pull_request")
+            and isinstance(issue.get("number"), int)
+        ):
+            return int(issue["number"])
+        return None
+
+    def _default_branch(self, repo: Any) -> str:
+        known = (self._event().get("repository") or {}).get("default_branch")
+        if isinstance(known, str) and known:
+            return known
+        return str(
+            self._call(
+                f"GET {self._path()}",
+                "reading the repository needs `contents: read`",
+                lambda: repo.default_branch,
+            )
+        )
+
+    def _download(self, url: str, endpoint: str, hint: str) -> bytes:
+        """GET binary content, following GitHub's redirect to signed storage URLs.
+
+        The token goes only to the API host; storage URLs are pre-signed, and sending
+        the token elsewhere would leak it."""
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=self._retry())
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        headers = {
+            "Authorization": f"Bearer {self.env.token}",
+            "Accept": "application/octet-stream",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        try:
+            response = session.get(
+                url, headers=headers, allow_redirects=False, timeout=TIMEOUT_SECONDS
+            )
+            if response.is_redirect and "Location" in response.headers:
+                location = response.headers["Location"]
+                same_host = urlsplit(location).netloc in ("", urlsplit(url).netloc)
+                response = session.get(
+                    requests.compat.urljoin(url, location),
+                    headers=headers if same_host else {"Accept": "application/octet-stream"},
+                    timeout=TIMEOUT_SECONDS,
+                )
+        except GithubException as exc:  # GithubRetry raises it for a 403 it will not retry
+            error = api_error(endpoint, exc.status, self._hint(exc.status, hint))
+        except requests.RequestException as exc:
+            error = unreachable(endpoint, "GitHub", exc)
+        else:
+            if response.status_code < 400:
+                return response.content
+            error = api_error(endpoint, response.status_code, hint, secrets=(self.env.token,))
+        finally:
+            session.close()
+        raise error
+
+    # -- pull-request report ---------------------------------------------------------
+
+    def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:
+        """Create or update the model's one comment on the pull request.
+
+        The comment is found again by its hidden marker line AND the bot's login
+        (MLOPS_BOT_LOGIN, else the token's user, else ``github-actions[bot]``), so a
+        comment quoting the report is never touched. Images become links to the run's
+        artifacts; a body over GitHub's 65,536-character limit is cut with a note."""
+        number = self._pr_number()
+        if number is None:
+            log.info("not a pull-request event: report not posted")
+            return None
+        if not self.env.token:
+            if env_flag("MLOPS_REQUIRE_COMMENT"):
+                raise PlatformError(TOKEN_MISSING)
+            log.warn(TOKEN_MISSING + "; the report was not posted (it is in the run's artifacts)")
+            return None
+        body = self._fit(self._link_images(model, with_marker(markdown, model), images))
+        issue = self._repo().get_issue(number)
+        endpoint = self._path(f"/issues/{number}/comments")
+        comment = self._find_comment(issue, model, endpoint)
+        if comment is None:
+            comment = self._call(
+                f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
+            )
+            log.info(f"posted the {model.name} report to pull request #{number}")
+        else:
+            self._call(
+                f"PATCH {self._path(f'/issues/comments/{comment.id}')}",
+                COMMENT_HINT,
+                lambda: comment.edit(body),
+            )
+            log.info(f"updated the {model.name} report on pull request #{number}")
+        return str(comment.html_url)
+
+    def _bot_login(self) -> str:
+        if self.env.bot_login:
+            return self.env.bot_login
+        user = self._client().get_user()
+        try:
+            return str(self._call("GET /user", "GITHUB_TOKEN was refused", lambda: user.login))
+        except ApiError as exc:
+            # A workflow's GITHUB_TOKEN is an installation token: /user answers 403.
+            if exc.status != 403:
+                raise
+            return DEFAULT_BOT_LOGIN
+
+    def _find_comment(self, issue: Any, model: Model, endpoint: str) -> Any | None:
+        login = self._bot_login()
+
+        def search() -> Any | None:
+            for comment in issue.get_comments():
+                if comment.user.login == login and has_marker(comment.body, model):
+                    return comment
+            return None
+
+        return self._call(f"GET {endpoint}", COMMENT_HINT, search)
+
+    def _link_images(self, model: Model, body: str, images: list[Path]) -> str:
+        artifact = f"{model.name}-evaluate"
+        for image in images:
+            label = f"{image.name} (in the `{artifact}` artifact of this run)"
+            link = (
+                f"[\N{BAR CHART} {label}]({self.env.run_url}#artifacts)"
+                if self.env.run_url
+                else label
+            )
+            for name in image_names(image, self.spec.workdir(model)):
+                pattern = re.compile(_IMAGE.format(name=re.escape(name)))
+                body = pattern.sub(_constant(link), body)
+        return body
+
+    def _fit(self, body: str) -> str:
+        if len(body) <= BODY_LIMIT:
+            return body
+        where = (
+            f"the run's artifacts ({self.env.run_url})"
+            if self.env.run_url
+            else "the job's artifacts"
+        )
+        note = f"\n\n---\n*Report cut to fit GitHub's {BODY_LIMIT:,}-character comment limit; the full report is in {where}.*\n"
+        return body[: BODY_LIMIT - len(note)] + note
+
+    def job_summary(self, markdown: str) -> None:
+        """Append ``markdown`` to the job's summary page (GITHUB_STEP_SUMMARY)."""
+        if not self.env.step_summary:
+            return
+        path = Path(self.env.step_summary)
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        text = old + markdown.rstrip("\n") + "\n\n"
+        if len(text.encode()) > SUMMARY_LIMIT:
+            log.warn("the job summary would exceed GitHub's 1 MiB limit; not added")
+            return
+        write_text(path, text)
+
+    # -- baseline --------------------------------------------------------------------
+
+    def fetch_baseline(self, model: Model) -> Baseline | None:
+        """metrics.json from the ``<model>-evaluate`` artifact of the newest successful
+        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) on the default branch,
+        looking back over at most 20 runs. None, with the reason logged, when there is
+        no such run or its artifact expired. Needs ``actions: read``."""
+        repo = self._repo()
+        branch = self._default_branch(repo)
+        name = f"{model.name}-evaluate"
+        workflow = self.env.workflow
+        endpoint = f"GET {self._path(f'/actions/workflows/{workflow}/runs')}?branch={branch}&status=success"
+        try:
+            found = self._call(
+                endpoint,
+                "listing runs needs `actions: read`",
+                lambda: self._find_artifact(repo, branch, name),
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            log.info(f"no baseline: workflow {workflow} is not on {branch} yet")
+            return None
+        if found is None:
+            log.info(
+                f"no baseline: no successful run of {workflow} on {branch} has an artifact named {name} (among its latest {MAX_BASELINE_RUNS} successful runs)"
+            )
+            return None
+        run, artifact = found
+        source = f"run #{run.run_number} of {workflow} on {branch} ({str(run.head_sha)[:7]}), artifact {name}"
+        if artifact.expired:
+            log.info(
+                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
+            )
+            return None
+        try:
+            archive = self._download(
+                artifact.archive_download_url,
+                f"GET {self._path(f'/actions/artifacts/{artifact.id}/zip')}",
+                "downloading artifacts needs `actions: read`",
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 410):
+                raise
+            log.info(
+                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
+            )
+            return None
+        return Baseline(
+            metrics=parse_metrics(_metrics_from_zip(archive, model, source), source), source=source
+        )
+
+    def _find_artifact(self, repo: Any, branch: str, name: str) -> tuple[Any, Any] | None:
+        runs = repo.get_workflow(self.env.workflow).get_runs(branch=branch, status="success")
+        for index, run in enumerate(runs):
+            if index >= MAX_BASELINE_RUNS:
+                break
+            if run.event in ("pull_request", "pull_request_target"):
+                continue  # a fork's branch may be called like the default branch
+            for artifact in run.get_artifacts():
+                if artifact.name == name:
+                    return run, artifact
+        return None
+
+    # -- registry --------------------------------------------------------------------
+
+    def version_suffix(self) -> str:
+        """``-run.<GITHUB_RUN_NUMBER>``."""
+        return f"-run.{self.env.run_number}" if self.env.run_number else ""
+
+    def _tag(self, model: Model, version: str) -> str:
+        return f"{model.name}-v{version}"
+
+    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
+        """Create (or reuse, on a re-run) release ``<model>-v<version>``, upload ``files``
+        plus SHA256SUMS as assets, and verify each asset's checksum."""
+        sums = {name: sha256_file(path) for name, path in files.items()}
+        uploads = {name: path.read_bytes() for name, path in files.items()}
+        uploads["SHA256SUMS"] = checksums_file(sums)
+        release = self._release(model, version, create=True)
+        existing = self._call(
+            f"GET {self._path(f'/releases/{release.id}/assets')}",
+            "reading releases needs `contents: read`",
+            lambda: {asset.name: asset for asset in release.get_assets()},
+        )
+        for name, data in uploads.items():
+            if name in existing:  # a re-run of the same run: replace the asset
+                self._call(
+                    f"DELETE {self._path(f'/releases/assets/{existing[name].id}')}",
+                    "replacing assets needs `contents: write`",
+                    existing[name].delete_asset,
+                )
+            asset = self._upload_asset(release, name, data)
+            self._verify_asset(asset, name, data)
+        log.info(f"published {model.name} {version}: {len(uploads)} assets, checksums verified")
+        return Published(version=version, location=str(release.html_url), files=sums)
+
+    def _release(self, model: Model, version: str, *, create: bool) -> Any:
+        repo = self._repo()
+        tag = self._tag(model, version)
+        hint = "releases need `contents: write`"
+        try:
+            return self._call(
+                f"GET {self._path(f'/releases/tags/{tag}')}", hint, lambda: repo.get_release(tag)
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            if not create:
+                raise UsageError(
+                    f"{model.name} {version}: no release tagged {tag}; publish it first"
+                ) from None
+        return self._call(
+            f"POST {self._path('/releases')}",
+            hint,
+            lambda: repo.create_git_release(
+                tag,
+                name=f"{model.name} {version}",
+                message=f"Model {model.name} {version}, published by ci-mlops.\n\n{model.description}".strip(),
+                target_commitish=self.env.sha or self.env.ref_name or NotSet,
+                make_latest="false",
+            ),
+        )
+
+    def _upload_asset(self, release: Any, name: str, data: bytes) -> Any:
+        content_type = (
+            "text/plain"
+            if name == "SHA256SUMS" or name.endswith(".md")
+            else "application/octet-stream"
+        )
+        return self._call(
+            f"POST {self._path(f'/releases/{release.id}/assets')}?name={name}",
+            "uploading release assets needs `contents: write`",
+            lambda: release.upload_asset_from_memory(
+                io.BytesIO(data), len(data), name, content_type=content_type
+            ),
+        )
+
+    def _verify_asset(self, asset: Any, name: str, data: bytes) -> None:
+        expected = sha256_bytes(data)
+        digest = asset.digest if isinstance(getattr(asset, "digest", None), str) else None
+        if digest and digest.startswith("sha256:"):
+            actual = digest.removeprefix("sha256:")
+        else:
+            actual = sha256_bytes(
+                self._download(
+                    str(asset.url),
+                    f"GET {self._path(f'/releases/assets/{asset.id}')}",
+                    "downloading release assets needs `contents: read`",
+                )
+            )
+        if actual != expected or int(asset.size) != len(data):
+            raise PlatformError(
+                f"release asset {name}: GitHub holds sha256 {actual[:12]}... ({asset.size} bytes), "
+                f"but {expected[:12]}... ({len(data)} bytes) was uploaded; the upload is corrupt, publish again"
+            )
+
+    # -- environments ----------------------------------------------------------------
+
+    def promote(self, model: Model, environment: str, version: str) -> None:
+        """Deploy release ``<model>-v<version>`` to ``environment`` (a GitHub deployment)."""
+        release = self._release(model, version, create=False)
+        state = self._environment_state(model, environment)
+        current = state.get("version")
+        if current == version:
+            log.info(f"{model.name} {environment} already runs {version}")
+            return
+        history = (
+            [*state.get("history", []), current] if current else list(state.get("history", []))
+        )
+        self._deploy(model, environment, version, history, str(release.html_url))
+        log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
+
+    def rollback(self, model: Model, environment: str) -> str:
+        """Deploy the version ``environment`` ran before the current one; return it."""
+        state = self._environment_state(model, environment)
+        history = list(state.get("history", []))
+        if not history:
+            raise UsageError(
+                f"{model.name} {environment}: no earlier version to roll back to "
+                f"(now: {state.get('version') or 'nothing deployed'})"
+            )
+        previous = str(history.pop())
+        release = self._release(model, previous, create=False)
+        self._deploy(model, environment, previous, history, str(release.html_url))
+        log.info(f"{model.name} {environment}: rolled back {state.get('version')} -> {previous}")
+        return previous
+
+    def _environment_state(self, model: Model, environment: str) -> dict[str, Any]:
+        repo = self._repo()
+        task = f"deploy:{model.name}"
+
+        def newest() -> Any | None:
+            for deployment in repo.get_deployments(task=task, environment=environment):
+                return deployment
+            return None
+
+        deployment = self._call(
+            f"GET {self._path('/deployments')}?task={task}&environment={environment}",
+            "reading deployments needs `deployments: read`",
+            newest,
+        )
+        if deployment is None:
+            return {}
+        payload = deployment.payload
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload) if payload else {}
+            except ValueError:
+                payload = {}
+        return payload if isinstance(payload, dict) else {}
+
+    def _deploy(
+        self, model: Model, environment: str, version: str, history: list[str], url: str
+    ) -> None:
+        repo = self._repo()
+        hint = "deployments need `deployments: write`"
+        deployment = self._call(
+            f"POST {self._path('/deployments')}",
+            hint,
+            lambda: repo.create_deployment(
+                ref=self._tag(model, version),
+                task=f"deploy:{model.name}",
+                auto_merge=False,
+                required_contexts=[],
+                payload={"model": model.name, "version": version, "history": history},
+                environment=environment,
+                description=f"{model.name} {version}"[:140],
+                production_environment=environment == "production",
+            ),
+        )
+        self._call(
+            f"POST {self._path(f'/deployments/{deployment.id}/statuses')}",
+            hint,
+            lambda: deployment.create_status("success", environment_url=url, auto_inactive=True),
+        )
+
+    # -- retraining ------------------------------------------------------------------
+
+    def trigger_retrain(self, model: Model, reason: str) -> str:
+        """Start the workflow on the default branch with input ``retrain=<model>``, or
+        (MLOPS_DISPATCH=repository) send a ``ci-mlops-retrain`` repository dispatch."""
+        repo = self._repo()
+        branch = self._default_branch(repo)
+        if self.env.dispatch == "repository":
+            self._call(
+                f"POST {self._path('/dispatches')}",
+                "repository dispatches need `contents: write`",
+                lambda: repo.create_repository_dispatch(
+                    "ci-mlops-retrain", {"model": model.name, "reason": reason[:1000]}
+                ),
+            )
+            where = f"repository dispatch ci-mlops-retrain for {model.name}"
+        else:
+            where = self._dispatch_workflow(repo, model, branch)
+        log.info(f"triggered retraining of {model.name} on {branch}: {where}")
+        return where
+
+    def _dispatch_workflow(self, repo: Any, model: Model, branch: str) -> str:
+        workflow = repo.get_workflow(self.env.workflow)
+        endpoint = f"POST {self._path(f'/actions/workflows/{self.env.workflow}/dispatches')}"
+        hint = f"workflow dispatches need `actions: write`, and {self.env.workflow} must declare a `retrain` input"
+        inputs = {"retrain": model.name}
+        try:
+            run = self._call(
+                endpoint,
+                hint,
+                lambda: workflow.create_dispatch(
+                    branch, inputs, throw=True, return_run_details=True
+                ),
+            )
+        except ApiError as exc:
+            # Servers older than the run-details API refuse the field: ask without it.
+            if exc.status not in (400, 422) or "return_run_details" not in str(exc):
+                raise
+            self._call(endpoint, hint, lambda: workflow.create_dispatch(branch, inputs, throw=True))
+            return f"workflow {self.env.workflow} on {branch}"
+        url = getattr(run, "html_url", None) if not isinstance(run, bool) else None
+        return str(url) if url else f"workflow {self.env.workflow} on {branch}"
+
+
+def _quiet_pygithub() -> None:
+    """PyGithub logs INFO lines to stderr by default, such as "GET /user failed with 403"
+    on every workflow-token run; ci-mlops explains such answers itself. A level someone
+    set on purpose (anything but the library's INFO) is left alone."""
+    logger = logging.getLogger("github")
+    if logger.level == logging.INFO:
+        logger.setLevel(logging.WARNING)
+
+
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement that inserts ``text`` as it is (no backslash escapes)."""
+    return lambda _match: text
+
+
+def _metrics_from_zip(archive: bytes, model: Model, source: str) -> bytes:
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
+            names = [n for n in bundle.namelist() if n.rsplit("/", 1)[-1] == "metrics.json"]
+            preferred = [
+                n for n in names if n in ("metrics.json", f".ci-mlops/{model.name}/metrics.json")
+            ]
+            chosen = (preferred or sorted(names, key=len))[:1]
+            if not chosen:
+                raise PlatformError(f"{source}: the artifact holds no metrics.json")
+            return bundle.read(chosen[0])
+    except zipfile.BadZipFile:
+        raise PlatformError(f"{source}: the artifact download is not a zip archive") from None
