@@ -57,7 +57,7 @@ test: venv install tools lint
 	$(VENV)/bin/pytest
 
 demo: venv install
-	cd examples/breast-cancer && ../../$(VENV)/bin/ci-mlops run
+	cd examples/breast-cancer && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ci-mlops run
 
 bench: install
 	@shopt -s nullglob; scripts=(benchmarks/*.py); \

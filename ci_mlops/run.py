@@ -77,6 +77,9 @@ def _runs_locally(job: Job) -> bool:
 
 def _run_job(spec: Spec, model: Model, job: Job, counter: str, *, force: bool) -> None:
     label = f"{counter} {job.key}"
+    if job.kind == "deploy" and not force and _already_live(spec, model, job.environment):
+        log.info(f"{label}: this model is already live in {job.environment}, skipped")
+        return
     fingerprint = _fingerprint(spec, model, job)
     if not force and fingerprint and _cached(spec, model, job, fingerprint):
         log.info(f"{label}: inputs unchanged, skipped (cached)")
@@ -140,8 +143,9 @@ _ACTIONS: dict[str, Callable[[Spec, Model, Job, bool], None]] = {
 
 
 def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
-    """A hash of everything ``job`` reads; None for jobs that are never skipped here
-    (training decides for itself; deploys always run)."""
+    """A hash of everything ``job`` reads; None for jobs this runner does not skip by
+    fingerprint (training decides for itself; a deploy is skipped when the model is
+    already live)."""
     if job.kind not in OUTPUTS:
         return None
     digest = hashlib.sha256()
@@ -150,7 +154,9 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
     workdir = spec.workdir(model)
     files = [spec.root / f for f in model.data_files]
     files += [workdir / name.format(model=model.model_file) for name in READS[job.kind]]
-    if job.kind == "evaluate":
+    if job.kind == "evaluate" and not _already_live(spec, model, model.deploy.environments[0].name):
+        # The baseline is an input too, unless it is this very model: judged against
+        # itself it passes whatever passed without a baseline, so both count as none.
         files += sorted(
             (spec.root / model.deploy.registry / model.name).glob("environments/*.json")
         )
@@ -158,6 +164,27 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
         digest.update(str(path).encode())
         digest.update(atomic.sha256_file(path).encode() if path.is_file() else b"-")
     return digest.hexdigest()
+
+
+def _already_live(spec: Spec, model: Model, environment: str | None) -> bool:
+    """Whether the local registry's ``environment`` runs exactly the model in the
+    model folder now."""
+    model_file = spec.workdir(model) / model.model_file
+    if environment is None or model.deploy.target not in ("auto", "local"):
+        return False
+    if not model_file.is_file():
+        return False
+    from ci_mlops.platforms.local import LocalRegistry
+
+    registry = LocalRegistry(spec.root / model.deploy.registry)
+    try:
+        pointer = registry.pointer(model.name, environment)
+        if not pointer:
+            return False
+        live = registry.manifest(model.name, str(pointer["version"])).get("model_sha256")
+    except (MlopsError, KeyError, TypeError):
+        return False
+    return bool(live) and live == atomic.sha256_file(model_file)
 
 
 def _cache_path(spec: Spec, model: Model) -> Path:
