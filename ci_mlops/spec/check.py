@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import glob
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,75 +50,149 @@ def schema_problems(doc: Located) -> list[Problem]:
 def _explain(error: jsonschema.ValidationError, doc: Located) -> Iterator[Problem]:
     path: JsonPath = tuple(error.absolute_path)
     validator = error.validator
+    if _is_property_name_error(error):
+        yield _property_name_problem(error, path, doc)
+        return
     if validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted((error.schema.get("properties") or {}).keys())
+        allowed = sorted((_schema_of(error).get("properties") or {}).keys())
         extra = [k for k in error.instance if k not in allowed]
         for key in extra:
-            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            yield doc.problem((*path, key), f"unknown key {key!r}{hint}", key=True)
+            yield doc.problem((*path, key), _unknown("key", key, allowed), key=True)
         if extra:
             return
+    # A problem with a whole mapping or list points at its key: the value of a block
+    # mapping starts on the line below, away from what the user has to look at.
+    container = isinstance(error.instance, dict | list)
     if validator in ("oneOf", "anyOf") and error.context:
         if _is_dataset_choice(error):
-            yield doc.problem(path, "give either 'path', or both 'features' and 'labels'")
+            message = "give either 'path', or both 'features' and 'labels'"
+            yield doc.problem(path, message, key=container)
             return
         best = jsonschema.exceptions.best_match(error.context)
         yield from _explain(best, doc)
         return
-    if validator == "propertyNames":
-        yield from _explain_property_names(error, path, doc)
-        return
-    yield doc.problem(path, _message(error))
+    yield doc.problem(path, _message(error), key=container)
+
+
+def _is_property_name_error(error: jsonschema.ValidationError) -> bool:
+    """jsonschema reports a bad key found by ``propertyNames`` as an error of the inner
+    keyword (pattern, enum) whose instance is the key and whose path is the mapping."""
+    schema_path = list(error.absolute_schema_path)
+    return len(schema_path) >= 2 and schema_path[-2] == "propertyNames"
+
+
+def _property_name_problem(
+    error: jsonschema.ValidationError, path: JsonPath, doc: Located
+) -> Problem:
+    key = str(error.instance)
+    where = (*path, key)
+    sch = _schema_of(error)
+    if error.validator == "enum":
+        known = [str(k) for k in sch["enum"]]
+        return doc.problem(where, _unknown("metric", key, known, label="known"), key=True)
+    parent = path[-1] if path else ""
+    if parent == "params":
+        message = f"{key!r} is not a valid parameter name: use letters, digits and _, not starting with a digit"
+    elif str(sch.get("pattern", "")).startswith("^expect_"):
+        message = (
+            f"{key!r} is not an expectation: expectation names start with expect_ and use "
+            "lower-case letters, digits and _ (e.g. expect_column_values_to_not_be_null)"
+        )
+    else:
+        message = f"{key!r} is not a valid name here: {_pattern_hint(sch)}"
+    return doc.problem(where, message, key=True)
+
+
+def _unknown(what: str, key: str, allowed: list[str], *, label: str = "allowed") -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    listed = f" ({guess}{label}: {', '.join(allowed)})" if allowed else ""
+    return f"unknown {what} {key!r}{listed}"
+
+
+def _schema_of(error: jsonschema.ValidationError) -> dict[str, Any]:
+    """The subschema that failed (typed loosely by jsonschema's stubs)."""
+    return dict(error.schema) if isinstance(error.schema, dict) else {}
 
 
 def _is_dataset_choice(error: jsonschema.ValidationError) -> bool:
-    branches = error.schema.get(error.validator) or []
+    branches = _schema_of(error).get(str(error.validator)) or []
     return any(b.get("required") == ["features", "labels"] for b in branches)
 
 
-def _explain_property_names(
-    error: jsonschema.ValidationError, path: JsonPath, doc: Located
-) -> Iterator[Problem]:
-    rule = error.schema.get("propertyNames") or {}
-    for key in error.instance if isinstance(error.instance, dict) else ():
-        if "enum" in rule and key not in rule["enum"]:
-            options = ", ".join(rule["enum"])
-            yield doc.problem((*path, key), f"unknown metric {key!r} (known: {options})", key=True)
-        elif "pattern" in rule and not jsonschema.Draft202012Validator(rule).is_valid(key):
-            yield doc.problem((*path, key), f"{key!r} is not a valid name here", key=True)
-
-
 def _message(error: jsonschema.ValidationError) -> str:
-    v, inst, sch = error.validator, error.instance, error.schema
+    v, inst, sch = str(error.validator), error.instance, _schema_of(error)
     if v == "type":
         want = sch["type"] if isinstance(sch["type"], list) else [sch["type"]]
-        names = " or ".join(_TYPE_NAMES.get(t, t) for t in want)
-        return f"expected {names}, got {_describe(inst)}"
+        quote = want == ["string"] and isinstance(inst, int | float) and not isinstance(inst, bool)
+        hint = " (write it in quotes)" if quote else ""
+        return f"expected {_type_names(want)}, got {_describe(inst)}{hint}"
     if v == "required":
         missing = [k for k in sch["required"] if isinstance(inst, dict) and k not in inst]
         return f"missing required key {missing[0]!r}" if missing else error.message
     if v == "enum":
-        return f"{inst!r} is not allowed (choose one of: {', '.join(map(str, sch['enum']))})"
+        options = [str(o) for o in sch["enum"]]
+        close = difflib.get_close_matches(str(inst), options, n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        return f"{inst!r} is not allowed ({guess}choose one of: {', '.join(options)})"
     if v == "const":
         return f"must be {sch['const']!r}, got {inst!r}"
     if v == "pattern":
         return f"{_short(inst)!r} is not allowed here: {_pattern_hint(sch)}"
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{inst!r} is out of range ({error.message.split(' is ', 1)[-1]})"
+    if v in _BOUNDS:
+        return f"{inst!r} is out of range: {_BOUNDS[v]} {sch[v]!r}"
     if v in ("minItems", "minProperties"):
         return "must not be empty"
     if v == "maxProperties":
         return "name exactly one expectation per list item"
     if v in ("minLength", "maxLength"):
-        return f"length {len(inst)} is out of range ({v.replace('Length', '')} {sch[v]})"
+        bound = "at least" if v == "minLength" else "at most"
+        return f"must be {bound} {sch[v]} character{'s' * (sch[v] != 1)} long, is {len(str(inst))}"
     return error.message
 
 
+_BOUNDS = {
+    "minimum": "the smallest allowed value is",
+    "maximum": "the largest allowed value is",
+    "exclusiveMinimum": "it must be greater than",
+    "exclusiveMaximum": "it must be less than",
+}
+
+# What each pattern of the schema means, in words. A pattern not listed here is shown
+# as it is.
+_SAFE_TEXT = "^[^\\x00-\\x1f$`'\\\"\\\\]+$"
+_PATTERN_HINTS = {
+    _SAFE_TEXT: "quotes, $, backquotes, backslashes and control characters are not allowed",
+    "^[^\\x00-\\x1f$`'\\\"\\\\;&|<>]+$": (
+        "quotes, $, backquotes, backslashes, ;, &, |, <, > and control characters are not allowed"
+    ),
+    "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$": (
+        "use lower-case letters, digits and dashes, starting with a letter and not ending "
+        "with a dash, at most 40 characters"
+    ),
+    "^3\\.[0-9]{1,2}$": 'write the Python version as a quoted string such as "3.11"',
+    "^[0-9]+\\.[0-9]+\\.[0-9]+$": "use a version such as 1.2.3",
+    "^[0-9a-f]{40}$": "use a full 40-character commit SHA in lower-case hex",
+    "^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$": "use module:Class, e.g. nets:Classifier",
+}
+
+
 def _pattern_hint(sch: dict[str, Any]) -> str:
-    desc = sch.get("description")
-    if desc and "letters" in desc:
-        return desc
-    return "it contains characters that are not allowed (quotes, $, backslashes, control characters)"
+    pattern = str(sch.get("pattern", ""))
+    if pattern in _PATTERN_HINTS:
+        return _PATTERN_HINTS[pattern]
+    return f"it must match {pattern}"
+
+
+def _type_names(types: list[str]) -> str:
+    if len(types) == 1:
+        return _TYPE_NAMES.get(types[0], types[0])
+    # In a list, "true or false" would read as two choices.
+    names = [_TYPE_NAMES_IN_LIST.get(t, _TYPE_NAMES.get(t, t)) for t in types]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+_TYPE_NAMES_IN_LIST = {"boolean": "a boolean"}
 
 
 def _short(value: Any) -> str:
@@ -147,7 +222,10 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
         name = model["name"]
         if name in seen:
             problems.append(
-                doc.problem((*here, "name"), f"duplicate model name {name!r} (first at models[{seen[name]}])")
+                doc.problem(
+                    (*here, "name"),
+                    f"duplicate model name {name!r} (first at models[{seen[name]}])",
+                )
             )
         seen.setdefault(name, i)
         problems += _metric_problems(doc, here, model)
@@ -164,7 +242,7 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
         req = (doc.data.get("runtime") or {}).get("requirements")
         if req and not (root / req).is_file():
             problems.append(doc.problem(("runtime", "requirements"), f"file not found: {req}"))
-    return problems
+    return sorted(problems, key=lambda p: (p.line, p.column, p.path))
 
 
 def _metric_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
@@ -182,7 +260,9 @@ def _metric_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> lis
             )
         gate = gate or {}
         if "min" in gate and "max" in gate and gate["min"] > gate["max"]:
-            out.append(doc.problem((*where, "min"), f"min {gate['min']} is above max {gate['max']}"))
+            out.append(
+                doc.problem((*where, "min"), f"min {gate['min']} is above max {gate['max']}")
+            )
     return out
 
 
@@ -193,7 +273,10 @@ def _environment_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -
     for j, env in enumerate(envs):
         if env["name"] in seen:
             out.append(
-                doc.problem((*here, "deploy", "environments", j, "name"), f"duplicate environment {env['name']!r}")
+                doc.problem(
+                    (*here, "deploy", "environments", j, "name"),
+                    f"duplicate environment {env['name']!r}",
+                )
             )
         seen.add(env["name"])
     return out
@@ -201,11 +284,15 @@ def _environment_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -
 
 def _framework_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
     if model["framework"] != "pytorch" and "model_class" in model:
-        return [doc.problem((*here, "model_class"), "model_class is only used with framework: pytorch")]
+        return [
+            doc.problem((*here, "model_class"), "model_class is only used with framework: pytorch")
+        ]
     return []
 
 
-def _file_problems(doc: Located, here: JsonPath, model: dict[str, Any], root: Path) -> list[Problem]:
+def _file_problems(
+    doc: Located, here: JsonPath, model: dict[str, Any], root: Path
+) -> list[Problem]:
     out = []
     for role, ds in (model.get("data") or {}).items():
         for key in ("path", "features", "labels"):
