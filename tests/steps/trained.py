@@ -1,7 +1,7 @@
 """Builders for steps that need a trained model: example copies with a model in place.
 
-The model is produced the way the train step produces it: the example's own training
-script, run in a subprocess with the MLOPS_* variables set.
+The model is produced by ``ci-mlops train``, which runs the example's own training
+script and records the model's sha256 in train.json.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from click.testing import CliRunner
 
 from ci_mlops.cli import main
@@ -24,12 +25,28 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def train_example(folder: Path, **params: Any) -> Path:
-    """Train the (single) model of the example in ``folder``, with ``params`` overriding
-    the spec's; return the model file."""
+    """Train the (single) model of the example in ``folder`` with ``ci-mlops train
+    --force``, ``params`` overriding the spec's; return the model file."""
+    if params:
+        spec_file = folder / "mlops.yaml"
+        data = yaml.safe_load(spec_file.read_text("utf-8"))
+        data["models"][0]["train"]["params"].update(params)
+        spec_file.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    # The spec's command says `python`: make that this interpreter.
+    path_var = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    result = CliRunner(env={"PATH": path_var}).invoke(
+        main, ["train", "--force", "--spec", str(folder / "mlops.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    return workdir(folder) / load_spec(folder / "mlops.yaml").models[0].model_file
+
+
+def train_behind_the_back(folder: Path, **params: Any) -> Path:
+    """Replace the model file by running the training script directly, as a person
+    might: train.json is not updated. Returns the model file."""
     spec = load_spec(folder / "mlops.yaml")
     model = spec.models[0]
     path = spec.workdir(model) / model.model_file
-    path.parent.mkdir(parents=True, exist_ok=True)
     train = model.train_data
     assert train is not None
     env = {
