@@ -1,0 +1,78 @@
+"""``validate`` and ``generate`` stay light: they never import the ML, data or platform
+libraries, so they start fast in pre-commit hooks and in CI's first job."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import EXAMPLE_NAMES, copy_example
+
+HEAVY = (
+    "great_expectations",
+    "pandas",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "sklearn",
+    "skl2onnx",
+    "torch",
+    "matplotlib",
+    "gitlab",
+    "github",
+)
+# "import time:   self [us] | cumulative | <indent>package.module"
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| (?P<module>\s*\S+)$")
+
+COMMANDS = {
+    "validate": [["validate"]],
+    # Write the pipelines first so that --check compares against fresh files.
+    "generate --check": [["generate"], ["generate", "--check"]],
+}
+
+
+def imported_modules(args: list[str], spec: Path) -> set[str]:
+    """Run ``python -X importtime -m ci_mlops ARGS --spec SPEC``; the modules it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ci_mlops", *args, "--spec", str(spec)],
+        cwd=spec.parent,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    problems = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 0, "\n".join(problems)
+    assert "Traceback" not in proc.stderr
+    modules = {m["module"].strip() for m in map(IMPORT_LINE.match, proc.stderr.splitlines()) if m}
+    assert "ci_mlops.cli" in modules, "importtime output was not parsed"
+    return modules
+
+
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_imports_no_heavy_library(tmp_path: Path, command: str, example: str) -> None:
+    spec = copy_example(example, tmp_path) / "mlops.yaml"
+    for args in COMMANDS[command]:
+        modules = imported_modules(args, spec)
+        heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+        assert heavy == [], f"`ci-mlops {' '.join(args)}` imported {heavy[:10]}"
+
+
+def test_the_check_sees_a_heavy_import(tmp_path: Path) -> None:
+    """The parser would report numpy if it were imported: prove it with -X importtime on
+    a command line that imports it on purpose."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import numpy"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    modules = {m["module"].strip() for m in map(IMPORT_LINE.match, proc.stderr.splitlines()) if m}
+    assert "numpy" in modules
