@@ -51,7 +51,7 @@ from requests.adapters import HTTPAdapter
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_text
-from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
@@ -61,6 +61,7 @@ from ci_mlops.platforms.remote import (
     env_number,
     has_marker,
     image_names,
+    parse_checksums,
     parse_metrics,
     retries,
     sha256_bytes,
@@ -85,6 +86,10 @@ TOKEN_MISSING = (
     "and grant the job the permissions it needs"
 )
 _IMAGE = r"!\[(?P<alt>[^\]]*)\]\((?:\./)?{name}(?:\s+\"[^\"]*\")?\)|<img\b[^>]*\bsrc=\"(?:\./)?{name}\"[^>]*>"
+
+_RELATIVE_IMAGE = re.compile(
+    r"!\[[^\]]*\]\((?!https?://|/|data:|#)(?P<path>[^)\s]+)(?:\s+\"[^\"]*\")?\)"
+)
 
 
 @dataclass(frozen=True)
@@ -354,6 +359,20 @@ class GitHubPlatform(Platform):
                 body = pattern.sub(_constant(link), body)
         return body
 
+    def _link_relative_images(self, markdown: str) -> str:
+        """Relative image links cannot render on GitHub: link to the run's artifacts."""
+
+        def link(match: re.Match[str]) -> str:
+            name = Path(match.group("path")).name
+            label = f"{name} (in this run's artifacts)"
+            return (
+                f"[\N{BAR CHART} {label}]({self.env.run_url}#artifacts)"
+                if self.env.run_url
+                else label
+            )
+
+        return _RELATIVE_IMAGE.sub(link, markdown)
+
     def _fit(self, body: str) -> str:
         if len(body) <= BODY_LIMIT:
             return body
@@ -371,7 +390,7 @@ class GitHubPlatform(Platform):
             return
         path = Path(self.env.step_summary)
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
-        text = old + markdown.rstrip("\n") + "\n\n"
+        text = old + self._link_relative_images(markdown).rstrip("\n") + "\n\n"
         if len(text.encode()) > SUMMARY_LIMIT:
             log.warn("the job summary would exceed GitHub's 1 MiB limit; not added")
             return
@@ -457,11 +476,7 @@ class GitHubPlatform(Platform):
         uploads = {name: path.read_bytes() for name, path in files.items()}
         uploads["SHA256SUMS"] = checksums_file(sums)
         release = self._release(model, version, create=True)
-        existing = self._call(
-            f"GET {self._path(f'/releases/{release.id}/assets')}",
-            "reading releases needs `contents: read`",
-            lambda: {asset.name: asset for asset in release.get_assets()},
-        )
+        existing = self._assets(release)
         for name, data in uploads.items():
             if name in existing:  # a re-run of the same run: replace the asset
                 self._call(
@@ -521,18 +536,62 @@ class GitHubPlatform(Platform):
         if digest and digest.startswith("sha256:"):
             actual = digest.removeprefix("sha256:")
         else:
-            actual = sha256_bytes(
-                self._download(
-                    str(asset.url),
-                    f"GET {self._path(f'/releases/assets/{asset.id}')}",
-                    "downloading release assets needs `contents: read`",
-                )
-            )
+            actual = sha256_bytes(self._asset_bytes(asset))
         if actual != expected or int(asset.size) != len(data):
             raise PlatformError(
                 f"release asset {name}: GitHub holds sha256 {actual[:12]}... ({asset.size} bytes), "
                 f"but {expected[:12]}... ({len(data)} bytes) was uploaded; the upload is corrupt, publish again"
             )
+
+    def verify(self, model: Model, version: str) -> Published:
+        """Download every asset of release ``<model>-v<version>`` and compare it with
+        its SHA256SUMS line."""
+        release = self._release(model, version, create=False)
+        assets = self._assets(release)
+        sums = self._checksums(model, version, assets)
+        problems = []
+        for name, expected in sorted(sums.items()):
+            if name not in assets:
+                problems.append(f"{name}: missing from the release")
+                continue
+            actual = sha256_bytes(self._asset_bytes(assets[name]))
+            if actual != expected:
+                problems.append(
+                    f"{name}: sha256 {actual[:12]}... differs from the recorded {expected[:12]}..."
+                )
+        if problems:
+            raise CheckFailed(f"release {self._tag(model, version)}: " + "; ".join(problems))
+        return Published(version=version, location=str(release.html_url), files=sums)
+
+    def live(self, model: Model, environment: str) -> Published | None:
+        """The version the newest ``deploy:<model>`` deployment to ``environment`` names,
+        with the checksums its release was published with."""
+        version = self._environment_state(model, environment).get("version")
+        if not version:
+            return None
+        release = self._release(model, str(version), create=False)
+        sums = self._checksums(model, str(version), self._assets(release))
+        return Published(version=str(version), location=str(release.html_url), files=sums)
+
+    def _assets(self, release: Any) -> dict[str, Any]:
+        return self._call(
+            f"GET {self._path(f'/releases/{release.id}/assets')}",
+            "reading releases needs `contents: read`",
+            lambda: {asset.name: asset for asset in release.get_assets()},
+        )
+
+    def _asset_bytes(self, asset: Any) -> bytes:
+        return self._download(
+            str(asset.url),
+            f"GET {self._path(f'/releases/assets/{asset.id}')}",
+            "downloading release assets needs `contents: read`",
+        )
+
+    def _checksums(self, model: Model, version: str, assets: dict[str, Any]) -> dict[str, str]:
+        tag = self._tag(model, version)
+        if "SHA256SUMS" not in assets:
+            raise PlatformError(f"release {tag} has no SHA256SUMS asset; publish it again")
+        return parse_checksums(self._asset_bytes(assets["SHA256SUMS"]), f"release {tag}/SHA256SUMS")
 
     # -- environments ----------------------------------------------------------------
 

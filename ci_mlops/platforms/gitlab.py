@@ -38,7 +38,7 @@ import requests
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file
-from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
@@ -46,6 +46,7 @@ from ci_mlops.platforms.remote import (
     checksums_file,
     env_flag,
     has_marker,
+    parse_checksums,
     parse_metrics,
     replace_image_links,
     retries,
@@ -311,8 +312,7 @@ class GitLabPlatform(Platform):
         for name, data in uploads.items():
             self._verify_file(model.name, version, name, sha256_bytes(data))
         log.info(f"published {model.name} {version}: {len(uploads)} files, checksums verified")
-        location = f"{self.env.api_url}{self._package_path(model.name, version)}".rstrip("/")
-        return Published(version=version, location=location, files=sums)
+        return self._published(model, version, sums)
 
     def _package_path(self, package: str, version: str, file_name: str = "") -> str:
         return self._path(f"/packages/generic/{package}/{version}/{file_name}")
@@ -350,6 +350,42 @@ class GitLabPlatform(Platform):
                 f"but {expected[:12]}... was uploaded; the upload is corrupt, publish again"
             )
 
+    def verify(self, model: Model, version: str) -> Published:
+        """Download every file of ``version`` and compare it with its SHA256SUMS line."""
+        sums = self._checksums(model, version)
+        problems = [
+            f"{name}: sha256 {actual[:12]}... differs from the recorded {expected[:12]}..."
+            for name, expected in sorted(sums.items())
+            if (actual := sha256_bytes(self._get_file(model.name, version, name))) != expected
+        ]
+        if problems:
+            raise CheckFailed(
+                f"{model.name} {version} in the package registry: " + "; ".join(problems)
+            )
+        return self._published(model, version, sums)
+
+    def live(self, model: Model, environment: str) -> Published | None:
+        """The version ``environment`` points at, with the checksums it was published with."""
+        version = self._read_environment(model, environment).get("version")
+        if not version:
+            return None
+        return self._published(model, str(version), self._checksums(model, str(version)))
+
+    def _checksums(self, model: Model, version: str) -> dict[str, str]:
+        try:
+            raw = self._get_file(model.name, version, "SHA256SUMS")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            raise UsageError(
+                f"{model.name} {version} is not in the package registry; publish it first"
+            ) from None
+        return parse_checksums(raw, f"{model.name} {version}/SHA256SUMS")
+
+    def _published(self, model: Model, version: str, sums: dict[str, str]) -> Published:
+        location = f"{self.env.api_url}{self._package_path(model.name, version)}".rstrip("/")
+        return Published(version=version, location=location, files=sums)
+
     # -- environments --------------------------------------------------------------
 
     def promote(self, model: Model, environment: str, version: str) -> None:
@@ -381,14 +417,7 @@ class GitLabPlatform(Platform):
         return previous
 
     def _require_published(self, model: Model, version: str) -> None:
-        try:
-            self._get_file(model.name, version, "SHA256SUMS")
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            raise UsageError(
-                f"{model.name} {version} is not in the package registry; publish it first"
-            ) from None
+        self._checksums(model, version)
 
     def _read_environment(self, model: Model, environment: str) -> dict[str, Any]:
         try:

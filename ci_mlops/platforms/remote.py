@@ -167,6 +167,19 @@ def checksums_file(sums: Mapping[str, str]) -> bytes:
     return "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode()
 
 
+def parse_checksums(raw: bytes, source: str) -> dict[str, str]:
+    """file name -> sha256 from a SHA256SUMS listing."""
+    sums: dict[str, str] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if not line.strip():
+            continue
+        if len(digest) != 64 or not name:
+            raise PlatformError(f"{source}: not a SHA256SUMS line: {line[:80]!r}")
+        sums[name.lstrip("*")] = digest.lower()
+    return sums
+
+
 def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
     """The ``metrics`` mapping of a metrics.json read from ``source``."""
     import json

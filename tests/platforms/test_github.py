@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms import detect
 from ci_mlops.platforms.github import BODY_LIMIT, GitHubPlatform
 from ci_mlops.platforms.remote import marker
@@ -191,6 +191,19 @@ def test_job_summary_appends_to_the_step_summary(spec: Spec, github_env: dict[st
     assert summary.read_text(encoding="utf-8") == "# earlier step\n## breast-cancer: passed\n\n"
 
 
+def test_job_summary_links_relative_images_to_the_runs_artifacts(
+    spec: Spec, github_env: dict[str, str]
+) -> None:
+    _platform(spec).job_summary("![roc](plots/roc.png)\n![logo](https://example.invalid/l.png)\n")
+    text = Path(github_env["GITHUB_STEP_SUMMARY"]).read_text(encoding="utf-8")
+    assert (
+        "roc.png (in this run's artifacts)](https://github.example.invalid/octo/models/actions/runs/990012#artifacts)"
+        in text
+    )
+    assert "![logo](https://example.invalid/l.png)" in text
+    assert "](plots/roc.png)" not in text
+
+
 def test_a_500_then_success_is_retried(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
@@ -219,7 +232,7 @@ def test_a_bad_token_is_a_401_error(
 ) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghs_wrongtoken123")
     with pytest.raises(
-        PlatformError, match="401 Unauthorized .*GITHUB_TOKEN was rejected"
+        PlatformError, match=r"401 Unauthorized .*GITHUB_TOKEN was rejected"
     ) as raised:
         _platform(spec).post_report(spec.models[0], "report\n", [])
     assert "ghs_wrongtoken123" not in str(raised.value)
@@ -422,9 +435,30 @@ def test_promote_and_rollback_use_deployments(
 def test_promoting_an_unpublished_version_is_refused(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
-    with pytest.raises(UsageError, match="no release tagged breast-cancer-v9.9.9"):
+    with pytest.raises(UsageError, match=r"no release tagged breast-cancer-v9\.9\.9"):
         _platform(spec).promote(spec.models[0], "staging", "9.9.9")
     assert github_api.deployments == []
+
+
+def test_live_and_verify_read_the_release_behind_the_newest_deployment(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    model = spec.models[0]
+    platform = _platform(spec)
+    published = platform.publish(model, "1.0.0-run.12", _publishable(spec))
+    platform.promote(model, "staging", published.version)
+
+    live = platform.live(model, "staging")
+    assert live is not None and live.version == "1.0.0-run.12"
+    assert live.files == published.files
+    assert platform.live(model, "production") is None
+    assert platform.verify(model, published.version).files == published.files
+
+    (release,) = github_api.releases
+    onnx = next(a for a in release["assets"] if a["name"] == "model.onnx")
+    github_api.blobs[f"assets/{onnx['id']}"] = b"tampered"
+    with pytest.raises(CheckFailed, match=r"model\.onnx: sha256 .* differs"):
+        platform.verify(model, published.version)
 
 
 # -- retraining ----------------------------------------------------------------------

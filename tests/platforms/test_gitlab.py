@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_mlops.errors import PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms import detect
 from ci_mlops.platforms.gitlab import GitLabPlatform
 from ci_mlops.platforms.remote import marker
@@ -357,6 +357,36 @@ def test_promoting_an_unpublished_version_is_refused(
     with pytest.raises(UsageError, match="not in the package registry"):
         _platform(spec).promote(spec.models[0], "staging", "9.9.9-pipeline.1")
     assert gitlab_api.calls("package_put") == []
+
+
+def test_live_names_the_version_and_the_checksums_it_was_published_with(
+    spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
+) -> None:
+    model = spec.models[0]
+    platform = _platform(spec)
+    published = platform.publish(model, "1.0.0-pipeline.17", _publishable(spec))
+    platform.promote(model, "staging", published.version)
+
+    live = platform.live(model, "staging")
+    assert live is not None
+    assert live.version == "1.0.0-pipeline.17"
+    assert live.files == published.files
+    assert platform.live(model, "production") is None
+
+
+def test_verify_downloads_every_file_and_names_one_that_changed(
+    spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
+) -> None:
+    model = spec.models[0]
+    platform = _platform(spec)
+    published = platform.publish(model, "1.0.0-pipeline.17", _publishable(spec))
+    assert platform.verify(model, published.version).files == published.files
+
+    # Someone uploads another model.onnx into the same version: the registry serves it.
+    gitlab_api.packages[("breast-cancer", published.version)].append(("model.onnx", b"tampered"))
+    with pytest.raises(CheckFailed, match=r"model\.onnx: sha256 .* differs") as raised:
+        platform.verify(model, published.version)
+    assert "model.joblib" not in str(raised.value)
 
 
 # -- retraining ----------------------------------------------------------------------
