@@ -153,7 +153,11 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
             "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
             "cancel-in-progress": False,
         }
-    env: dict[str, str] = {"MLOPS_SPEC": v.spec, "GX_ANALYTICS_ENABLED": "false"}
+    env: dict[str, str] = {
+        "MLOPS_SPEC": v.spec,
+        "MLOPS_WORKDIR": ".ci-mlops",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
     if mp:
         env["MLOPS_MODEL"] = v.model
     out["env"] = env

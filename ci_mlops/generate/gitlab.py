@@ -133,6 +133,7 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
     variables: dict[str, str] = {
         "PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
         "GX_ANALYTICS_ENABLED": "false",
+        "MLOPS_WORKDIR": ".ci-mlops",
     }
     if v.component:
         variables["MLOPS_INSTALL"] = v.install

@@ -6,6 +6,7 @@ its schema stay an input format.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,12 @@ class Spec:
         raise KeyError(f"no model named {name!r} in {self.path.name} (models: {known})")
 
     def workdir(self, model: Model) -> Path:
-        """The model's working folder, ``.ci-mlops/<model>/`` beside the spec."""
-        return self.root / ".ci-mlops" / model.name
+        """The model's working folder: ``.ci-mlops/<model>/`` beside the spec, or under
+        ``$MLOPS_WORKDIR`` when set. Generated pipelines set it to ``.ci-mlops`` so the
+        folder sits at the project root, where CI artifacts are collected, wherever the
+        spec is."""
+        base = os.environ.get("MLOPS_WORKDIR")
+        return (Path(base) if base else self.root / ".ci-mlops") / model.name
 
 
 def build_spec(data: dict[str, Any], path: Path) -> Spec:
