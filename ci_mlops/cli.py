@@ -358,6 +358,93 @@ def deploy(
     )
 
 
+PLATFORM_CHOICE = click.Choice(["local", "gitlab", "github"])
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option("--fail-on-drift", is_flag=True, help="Exit 1 when the dataset drifted.")
+@click.option(
+    "--platform",
+    type=PLATFORM_CHOICE,
+    default=None,
+    help="Where to start retraining (default: detected from the CI variables).",
+)
+@common
+def drift(
+    spec_path: Path,
+    debug: bool,
+    models: tuple[str, ...],
+    fail_on_drift: bool,
+    platform: str | None,
+) -> int:
+    """Compare current data with the reference data, column by column.
+
+    Numeric columns: PSI and the Kolmogorov-Smirnov test; categorical ones: chi-square
+    and Jensen-Shannon distance. Writes .ci-mlops/<model>/drift.json and drift.md. When
+    the dataset drifted and the spec says retrain: true, starts the retraining pipeline
+    (in CI; on a laptop it says how to retrain). Default: every model with a
+    retrain.drift section.
+
+    \b
+    Examples:
+      ci-mlops drift --model churn
+      ci-mlops drift --fail-on-drift     # exit 1 when drift is found
+    """
+    from ci_mlops.errors import CheckFailed, UsageError
+    from ci_mlops.steps import drift as step
+
+    spec = _load(spec_path)
+    chosen = [m for m in _selected(spec, models) if models or m.retrain.drift]
+    if not chosen:
+        raise UsageError(f"{spec_path}: no model has a retrain.drift section")
+    failures = []
+    for model in chosen:
+        try:
+            step.run(spec, model, fail_on_drift=fail_on_drift, platform=platform)
+        except CheckFailed as exc:
+            failures.append(str(exc))
+    if failures:
+        raise CheckFailed("; ".join(failures))
+    return 0
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--reason",
+    default="requested with ci-mlops retrain",
+    show_default=True,
+    help="Why, for the run's log.",
+)
+@click.option(
+    "--platform",
+    type=PLATFORM_CHOICE,
+    default=None,
+    help="Platform to start the pipeline on (default: detected from the CI variables).",
+)
+@common
+def retrain(
+    spec_path: Path, debug: bool, models: tuple[str, ...], reason: str, platform: str | None
+) -> int:
+    """Start the pipeline that retrains a model, on its default branch.
+
+    Works from another project's pipeline or a data pipeline given the platform's
+    variables: on GitLab CI_API_V4_URL, CI_PROJECT_ID, CI_DEFAULT_BRANCH and
+    MLOPS_TRIGGER_TOKEN (or a job's CI_JOB_TOKEN); on GitHub GITHUB_API_URL,
+    GITHUB_REPOSITORY and GITHUB_TOKEN.
+
+    \b
+    Examples:
+      ci-mlops retrain --model churn --reason "new labels"
+      ci-mlops retrain --model churn --platform gitlab
+    """
+    from ci_mlops.steps import retrain as step
+
+    spec = _load(spec_path, check_files=False)
+    return _each(spec, models, lambda m: step.run(spec, m, reason, platform=platform))
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("steps", nargs=-1, metavar="[STEP]...")
 @model_option
