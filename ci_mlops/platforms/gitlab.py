@@ -210,7 +210,8 @@ class GitLabPlatform(Platform):
         GITLAB_TOKEN nothing is posted (a warning says why) unless MLOPS_REQUIRE_COMMENT
         is true, which makes it an error."""
         if not self.env.mr_iid:
-            log.info("not a merge-request pipeline: report not posted")
+            source = self.env.pipeline_source or "not in a pipeline"
+            log.info(f"not a merge-request pipeline ({source}): report not posted")
             return None
         if not self.env.api_token:
             if env_flag("MLOPS_REQUIRE_COMMENT"):
@@ -446,6 +447,7 @@ class GitLabPlatform(Platform):
             "history": history,
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "pipeline": self.env.pipeline_url or self.env.pipeline_iid or None,
+            "commit": self.env.commit_sha or None,
         }
         data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
         self._put_file(

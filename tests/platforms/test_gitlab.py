@@ -190,7 +190,18 @@ def test_a_403_on_notes_names_the_endpoint_and_the_scope_needed(
     assert "127.0.0.1" not in message
 
 
-def test_a_job_token_on_the_notes_endpoint_gets_403_from_gitlab(
+def test_the_fake_refuses_a_job_token_on_notes_as_gitlab_does(gitlab_api: FakeGitLab) -> None:
+    import gitlab
+
+    client = gitlab.Gitlab(gitlab_api.origin, job_token=gitlab_api.job_token)
+    mr = client.projects.get(42, lazy=True).mergerequests.get(MR, lazy=True)
+    with pytest.raises(gitlab.exceptions.GitlabCreateError) as raised:
+        mr.notes.create({"body": "hello"})
+    assert raised.value.response_code == 403
+    assert gitlab_api.notes == {}
+
+
+def test_a_job_token_stored_as_gitlab_token_is_rejected_and_explained(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Someone stores the job token as GITLAB_TOKEN: GitLab refuses it as a private token.
@@ -340,6 +351,8 @@ def test_promote_remembers_the_previous_version_and_rollback_returns_to_it(
     )
     assert record["version"] == "1.0.0-pipeline.2"
     assert record["history"] == ["1.0.0-pipeline.1"]
+    assert record["commit"] == gitlab_env["CI_COMMIT_SHA"]
+    assert record["pipeline"] == gitlab_env["CI_PIPELINE_URL"]
 
     assert platform.rollback(model, "staging") == "1.0.0-pipeline.1"
     record = json.loads(
