@@ -154,7 +154,9 @@ def validate(spec_path: Path, debug: bool, no_files: bool) -> int:
     """
     spec = _load(spec_path, check_files=not no_files)
     names = ", ".join(m.name for m in spec.models)
-    click.echo(f"{spec_path}: ok ({len(spec.models)} model{'s' * (len(spec.models) != 1)}: {names})")
+    click.echo(
+        f"{spec_path}: ok ({len(spec.models)} model{'s' * (len(spec.models) != 1)}: {names})"
+    )
     return 0
 
 
@@ -254,9 +256,7 @@ def train(spec_path: Path, debug: bool, models: tuple[str, ...], force: bool) ->
     help="metrics.json to compare with (default: the platform's default-branch run, or the local registry).",
 )
 @common
-def evaluate(
-    spec_path: Path, debug: bool, models: tuple[str, ...], baseline: Path | None
-) -> int:
+def evaluate(spec_path: Path, debug: bool, models: tuple[str, ...], baseline: Path | None) -> int:
     """Compute metrics on the eval data and apply the quality gates.
 
     Writes metrics.json, gates.json (verdict and the judged model's sha256), JUnit XML

@@ -56,7 +56,9 @@ def load_dataset(root: Path, dataset: Dataset, *, need_target: bool = True) -> L
         if target and target not in frame.columns:
             raise StepError(_missing(root / dataset.path, target, list(frame.columns)))
         if need_target and not target:
-            raise StepError(f"{root / dataset.path}: the spec names no target column for this dataset")
+            raise StepError(
+                f"{root / dataset.path}: the spec names no target column for this dataset"
+            )
         return Loaded(frame, target)
     assert dataset.features and dataset.labels
     features = read_table(root / dataset.features, dataset)
