@@ -281,7 +281,7 @@ class GitLabPlatform(Platform):
         its artifacts expired. Works with CI_JOB_TOKEN."""
         branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
         job = f"{model.name}:evaluate"
-        artifact = f".ci-mlops/{model.name}/metrics.json"
+        artifact = _artifact_path(model, "metrics.json")
         ref = quote(branch, safe="")
         project = self._project("job")
         endpoint = f"GET {self._path(f'/jobs/artifacts/{ref}/raw/{artifact}')}?job={job}"
@@ -482,3 +482,14 @@ class GitLabPlatform(Platform):
         where = attrs.get("web_url") or f"pipeline #{attrs.get('iid') or attrs.get('id')}"
         log.info(f"triggered retraining of {model.name} on {branch}: {where}")
         return str(where)
+
+
+def _artifact_path(model: Model, name: str) -> str:
+    """Where a job's artifacts hold the model's ``name``: under MLOPS_WORKDIR (relative
+    to the project's folder, as generated pipelines set it), else ``.ci-mlops``."""
+    base = Path(os.environ.get("MLOPS_WORKDIR") or ".ci-mlops")
+    if base.is_absolute():
+        project = os.environ.get("CI_PROJECT_DIR")
+        inside = bool(project) and base.is_relative_to(str(project))
+        base = base.relative_to(str(project)) if inside else Path(".ci-mlops")
+    return (base / model.name / name).as_posix()

@@ -266,6 +266,23 @@ def test_baseline_on_a_branch_with_a_slash_is_url_encoded(
     assert gitlab_api.calls("artifact_raw")[0].path.count("release%2F2.x") == 1
 
 
+@pytest.mark.parametrize("workdir", ["build/mlops", "/builds/group/project/build/mlops"])
+def test_baseline_is_read_where_mlops_workdir_put_it(
+    spec: Spec,
+    gitlab_api: FakeGitLab,
+    gitlab_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    workdir: str,
+) -> None:
+    monkeypatch.setenv("MLOPS_WORKDIR", workdir)
+    monkeypatch.setenv("CI_PROJECT_DIR", "/builds/group/project")
+    gitlab_api.artifacts[("main", JOB)] = {
+        "build/mlops/breast-cancer/metrics.json": b'{"metrics": {"accuracy": 0.9}}'
+    }
+    baseline = _platform(spec).fetch_baseline(spec.models[0])
+    assert baseline is not None and baseline.metrics == {"accuracy": 0.9}
+
+
 def test_no_baseline_is_none_with_a_reason(
     spec: Spec,
     gitlab_api: FakeGitLab,
