@@ -51,7 +51,8 @@ PERMISSIONS: dict[str, dict[str, str]] = {
     "evaluate": {"contents": "read", "actions": "read"},  # the baseline is a run artifact
     "export": {"contents": "read"},
     "report": {"contents": "read", "pull-requests": "write"},
-    "deploy": {"contents": "write"},  # models are published as release assets
+    # Models are release assets; environments are recorded as GitHub deployments.
+    "deploy": {"contents": "write", "deployments": "write"},
     "drift": {"contents": "read", "actions": "write"},  # retraining is a workflow dispatch
 }
 TOKEN_KINDS = ("evaluate", "report", "deploy", "drift")
@@ -286,7 +287,12 @@ def _validate_job(plan: Plan, mode: str) -> Job:
 
 
 REUSABLE_FILE = ".github/workflows/mlops.yml"
-CALLER_PERMISSIONS = {"actions": "write", "contents": "write", "pull-requests": "write"}
+CALLER_PERMISSIONS = {
+    "actions": "write",
+    "contents": "write",
+    "deployments": "write",
+    "pull-requests": "write",
+}
 
 
 def reusable_values(spec: Spec) -> Values:

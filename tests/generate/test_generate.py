@@ -121,7 +121,7 @@ def test_github_jobs_have_least_privilege(example: str) -> None:
         if job_id.endswith("-report"):
             assert writes == {"pull-requests"}
         elif "-deploy-" in job_id:
-            assert writes == {"contents"}
+            assert writes == {"contents", "deployments"}
         elif job_id.endswith("-drift"):
             assert writes == {"actions"}
         else:
