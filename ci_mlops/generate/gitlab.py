@@ -10,6 +10,7 @@ from typing import Any
 from ci_mlops.generate.plan import STAGES, Job, ModelPlan, Plan, install_args
 from ci_mlops.spec.model import Spec
 
+REPORT_ENVIRONMENT = "ci-mlops-report"
 RETRAIN_UNSET = '($MLOPS_RETRAIN == null || $MLOPS_RETRAIN == "")'
 MANUAL_SOURCES = "/^(web|api|trigger|pipeline)$/"
 
@@ -156,6 +157,11 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
             "action": "start",
         }
         out["resource_group"] = f"deploy-{v.model}-{job.environment}"
+    if job.kind == "report":
+        # Only this job needs GITLAB_TOKEN (CI_JOB_TOKEN cannot post notes). Scoping the
+        # variable to this environment keeps it out of every other job; "prepare"
+        # records no deployment.
+        out["environment"] = {"name": REPORT_ENVIRONMENT, "action": "prepare"}
     if job.when == "manual":
         out["allow_failure"] = True
     out["retry"] = {
