@@ -71,4 +71,5 @@ fuzz: install
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache \
 		.hypothesis .import_linter_cache build dist
+	rm -rf examples/*/.ci-mlops examples/*/.mlops-registry examples/*/.gitlab-ci-local
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
