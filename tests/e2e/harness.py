@@ -1,0 +1,299 @@
+"""Run generated GitLab pipelines for real with gitlab-ci-local's shell executor.
+
+A project is an example copied into a throwaway git repository whose spec installs
+ci-mlops from this working tree through ``runtime.install`` (the setting users point at a
+private index or a git URL). gitlab-ci-local runs every job on this machine, each in its
+own copy of the project (``--shell-isolation``), so the model folder reaches a job only
+through ``needs`` artifacts and caches, as on GitLab.
+
+Jobs run ``python -m pip install ...`` like they would on a runner. The ``python`` they
+find first on PATH is a session virtualenv that sees the project's dependencies through a
+``.pth`` line (see :func:`make_job_python`), so each install only builds and installs
+ci-mlops itself: about two seconds, offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers import REPO, copy_example, git, make_git_repo, run_cli
+from tests.linters import GITLAB_CI_LOCAL
+
+__all__ = [
+    "JobResult",
+    "PipelineRun",
+    "Project",
+    "job_env",
+    "make_job_python",
+    "make_project",
+    "run_pipeline",
+    "safe_job_name",
+]
+
+# Where jobs install ci-mlops from: this working tree, through the spec's install setting.
+INSTALL = f"{REPO}[{{extras}}]"
+
+# pip settings of the test machine's jobs (not of the generated files): everything the
+# jobs need is already installed, so nothing is fetched, and ci-mlops is built with the
+# build backend that is already there (PIP_NO_BUILD_ISOLATION=0 means *no* isolation: pip
+# reads these negative switches inverted).
+PIP_ENV = {
+    "PIP_NO_INDEX": "1",
+    "PIP_NO_BUILD_ISOLATION": "0",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_PROGRESS_BAR": "off",
+}
+
+SUMMARY = re.compile(r"^\s*(PASS|FAIL|WARN)\s+\[\s*([\d.]+)\s*(ms|s|min|m)?\s*\]\s+(\S+)\s*$")
+STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
+
+
+def make_job_python(folder: Path) -> Path:
+    """A virtualenv for the jobs' ``python``; returns its ``bin`` folder.
+
+    A ``.pth`` line puts this interpreter's site-packages (the project's venv, with every
+    dependency) on the new venv's path, so ``pip install <tree>[extras]`` finds the
+    dependencies satisfied and installs only ci-mlops, into the new venv (pip never
+    uninstalls outside its own environment). Creating it takes a few seconds; installing
+    the dependencies into it would take minutes and the network.
+    """
+    subprocess.run([_base_python(), "-m", "venv", str(folder)], check=True, capture_output=True)
+    site = sysconfig.get_paths()
+    lines = sorted({site["purelib"], site["platlib"]})
+    (next(folder.glob("lib/python*/site-packages")) / "ci_mlops_deps.pth").write_text(
+        "\n".join(lines) + "\n", "utf-8"
+    )
+    return folder / "bin"
+
+
+def _base_python() -> str:
+    """The interpreter the project's venv was made from (a venv cannot be made from a
+    venv's python with that venv's packages)."""
+    return getattr(sys, "_base_executable", sys.executable)
+
+
+def job_env(job_bin: Path) -> dict[str, str]:
+    """gitlab-ci-local's environment: the jobs' python first on PATH, the pip settings."""
+    path = f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **PIP_ENV, "PATH": path, "VIRTUAL_ENV": str(job_bin.parent)}
+
+
+# --- projects -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    """An example as a git repository with its generated pipeline."""
+
+    path: Path
+    model: str
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "mlops.yaml"
+
+    def edit_spec(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change the spec (``change`` edits the parsed YAML) and regenerate the pipeline."""
+        data = yaml.safe_load(self.spec_file.read_text("utf-8"))
+        change(data)
+        self.spec_file.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+        self.generate()
+
+    def generate(self, *args: str) -> None:
+        result = run_cli("generate", "--platform", "gitlab", *args, cwd=self.path)
+        assert result.code == 0, result.output
+
+    def commit(self, path: str, text: str, message: str = "change") -> None:
+        """Append ``text`` to ``path`` and commit it on the current branch."""
+        target = self.path / path
+        target.write_text((target.read_text("utf-8") if target.exists() else "") + text, "utf-8")
+        git(self.path, "add", "--all", "--", ".", ":!.gitlab-ci-local")
+        git(self.path, "commit", "--quiet", "-m", message)
+
+    def branch(self, name: str) -> None:
+        git(self.path, "checkout", "--quiet", "-b", name)
+
+    def head(self) -> str:
+        return git(self.path, "rev-parse", "HEAD").strip()
+
+    def state(self) -> Path:
+        """gitlab-ci-local's folder: job logs, artifacts, caches."""
+        return self.path / ".gitlab-ci-local"
+
+    def artifact(self, job: str, name: str) -> Path:
+        """A file of the model folder in ``job``'s artifacts."""
+        return self.state() / "artifacts" / safe_job_name(job) / ".ci-mlops" / self.model / name
+
+    def artifact_json(self, job: str, name: str) -> Any:
+        return json.loads(self.artifact(job, name).read_text("utf-8"))
+
+
+def make_project(
+    example: str,
+    tmp_path: Path,
+    *,
+    deploy_target: str | None = None,
+    change: Callable[[dict[str, Any]], None] | None = None,
+) -> Project:
+    """``examples/<example>`` as a git repository whose ``origin/main`` is its first
+    commit, with jobs that install ci-mlops from this working tree."""
+    folder = copy_example(example, tmp_path)
+    spec = yaml.safe_load((folder / "mlops.yaml").read_text("utf-8"))
+    project = Project(folder, spec["models"][0]["name"])
+
+    def edit(data: dict[str, Any]) -> None:
+        data.setdefault("runtime", {})["install"] = INSTALL
+        if deploy_target:
+            data["models"][0].setdefault("deploy", {})["target"] = deploy_target
+        if change:
+            change(data)
+
+    project.edit_spec(edit)
+    make_git_repo(folder)
+    return project
+
+
+# --- running ------------------------------------------------------------------------
+
+
+def safe_job_name(name: str) -> str:
+    """gitlab-ci-local's file-system name of a job (runs of non-word characters base64)."""
+    return re.sub(
+        r"[^\w-]+",
+        lambda m: base64.b64encode(m.group().encode()).decode().rstrip("="),
+        name,
+    )
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job of a pipeline run, from gitlab-ci-local's summary and timestamps."""
+
+    name: str
+    status: str  # PASS, FAIL or WARN (failed but allowed to)
+    seconds: float
+    install_seconds: float | None = None  # before_script: from start to the first `$ ci-mlops`
+    script_seconds: float | None = None  # the ci-mlops step to the end of the job
+
+
+@dataclass
+class PipelineRun:
+    """What one ``gitlab-ci-local`` run did."""
+
+    project: Project
+    code: int
+    output: str
+    wall_seconds: float
+    jobs: dict[str, JobResult] = field(default_factory=dict)
+
+    def passed(self) -> list[str]:
+        return [name for name, job in self.jobs.items() if job.status == "PASS"]
+
+    def failed(self) -> list[str]:
+        return [name for name, job in self.jobs.items() if job.status != "PASS"]
+
+    def log(self, job: str) -> str:
+        """The job's whole output, as gitlab-ci-local saved it."""
+        path = self.project.state() / "output" / f"{safe_job_name(job)}.log"
+        return path.read_text("utf-8", errors="replace")
+
+    def explain(self) -> str:
+        """The tail of the run's output, for assertion messages."""
+        return self.output[-6000:]
+
+
+def run_pipeline(
+    project: Project,
+    job_bin: Path,
+    variables: Mapping[str, str] | None = None,
+    *,
+    manual: Sequence[str] = (),
+    jobs: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    timeout: float = 900,
+) -> PipelineRun:
+    """Run the project's pipeline (or ``jobs``) with gitlab-ci-local; ``manual`` jobs are
+    played as a person would press their button."""
+    variables = dict(variables or {})
+    home = project.path.parent / f"{project.path.name}-gcl-home"
+    home.mkdir(exist_ok=True)
+    cmd = [
+        str(GITLAB_CI_LOCAL),
+        "--force-shell-executor",  # the jobs name an image; there is no Docker here
+        "--shell-isolation",  # each job in its own copy: artifacts must flow through needs
+        "--no-artifacts-to-source",  # keep the project clean, as a runner would
+        "--concurrency",
+        "1",  # the jobs share one python: two pip installs at once could race
+        "--timestamps",
+        "--no-color",
+        "--max-job-name-padding",
+        "0",
+        "--home",
+        str(home),  # no user-level variables file leaks in
+        *extra_args,
+    ]
+    for key, value in variables.items():
+        cmd += ["--variable", f"{key}={value}"]
+    if variables:
+        cmd += ["--ignore-predefined-vars", ",".join(variables)]
+    for job in manual:
+        cmd += ["--manual", job]
+    cmd += list(jobs)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd,
+        cwd=project.path,
+        env=job_env(job_bin),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    return PipelineRun(project, proc.returncode, output, wall, parse_jobs(proc.stdout))
+
+
+def _seconds(value: str, unit: str | None) -> float:
+    number = float(value)
+    return {"ms": number / 1000, "min": number * 60, "m": number * 60}.get(unit or "s", number)
+
+
+def parse_jobs(stdout: str) -> dict[str, JobResult]:
+    """Jobs from the closing summary, with the install/work split from the timestamps:
+    a job's ``before_script`` lasts until its first ``$ ci-mlops`` line."""
+    first_step: dict[str, float] = {}
+    for line in stdout.splitlines():
+        match = STEP_LINE.match(line)
+        if match and match.group(4) == "$" and match.group(5).startswith("ci-mlops "):
+            first_step.setdefault(match.group(3), _seconds(match.group(1), match.group(2)))
+    jobs: dict[str, JobResult] = {}
+    for line in stdout.splitlines():
+        match = SUMMARY.match(line)
+        if not match:
+            continue
+        status, value, unit, name = match.groups()
+        total = _seconds(value, unit)
+        install = first_step.get(name)
+        jobs[name] = JobResult(
+            name,
+            status,
+            total,
+            install,
+            None if install is None else max(total - install, 0.0),
+        )
+    return jobs
