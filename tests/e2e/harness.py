@@ -126,6 +126,10 @@ class Project:
     def branch(self, name: str) -> None:
         git(self.path, "checkout", "--quiet", "-b", name)
 
+    def push(self) -> None:
+        """Make the current commit what ``origin/main`` holds, as after a push."""
+        git(self.path, "update-ref", "refs/remotes/origin/main", "HEAD")
+
     def head(self) -> str:
         return git(self.path, "rev-parse", "HEAD").strip()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,161 @@ def test_default_branch_pipeline_deploys_staging_and_production_waits_for_a_pers
     assert production is not None and production["version"] == version
     for text in (run.output, played.output):
         assert gitlab_api.job_token not in text and GITLAB_TOKEN not in text
+
+
+def baseline_metrics() -> bytes:
+    """What the default branch's last evaluate job left: a slightly weaker model."""
+    return json.dumps(
+        {
+            "model": MODEL,
+            "task": "classification",
+            "model_sha256": "0" * 64,
+            "metrics": {
+                "accuracy": 0.9,
+                "roc_auc": 0.95,
+                "f1": 0.9,
+                "log_loss": 0.25,
+                "precision": 0.9,
+                "recall": 0.9,
+            },
+            "n_samples": 143,
+            "baseline": None,
+        }
+    ).encode()
+
+
+def test_merge_request_pipeline_posts_one_note_with_deltas_and_updates_it(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
+) -> None:
+    project = make_project(MODEL, tmp_path)
+    gitlab_api.artifacts[("main", f"{MODEL}:evaluate")] = {
+        f".ci-mlops/{MODEL}/metrics.json": baseline_metrics()
+    }
+    project.branch("better-model")
+    project.commit("train.py", "# tuned\n", "tune the model")
+    variables = ci_variables(
+        gitlab_api,
+        "merge_request_event",
+        CI_MERGE_REQUEST_IID=MR_IID,
+        CI_MERGE_REQUEST_TARGET_BRANCH_NAME="main",
+        GITLAB_TOKEN=GITLAB_TOKEN,
+    )
+
+    first = run_pipeline(project, job_bin, variables)
+
+    assert_passed(first, [*CHECKS, f"{MODEL}:report"])
+    (note,) = gitlab_api.notes[int(MR_IID)]
+    body = note["body"]
+    assert body.startswith(f"<!-- ci-mlops:report model={MODEL} -->")
+    assert f"latest successful {MODEL}:evaluate job on main" in body
+    accuracy = project.artifact_json(f"{MODEL}:evaluate", "metrics.json")["metrics"]["accuracy"]
+    assert f"{accuracy - 0.9:+.4g}" in body and "better" in body  # the delta to the baseline
+    assert gitlab_api.uploads and all(u["url"] in body for u in gitlab_api.uploads)
+
+    # Another push to the merge request: the same note is edited, not a second one added.
+    project.commit("train.py", "# tuned again\n", "tune again")
+    second = run_pipeline(project, job_bin, variables)
+
+    assert_passed(second, [*CHECKS, f"{MODEL}:report"])
+    (updated,) = gitlab_api.notes[int(MR_IID)]
+    assert updated["id"] == note["id"]
+    assert len(gitlab_api.calls("create_note")) == 1
+    assert len(gitlab_api.calls("update_note")) == 1
+    for text in (first.output, second.output, first.log(f"{MODEL}:report")):
+        assert GITLAB_TOKEN not in text and gitlab_api.job_token not in text
+
+
+def test_a_docs_only_push_runs_no_model_job(tmp_path: Path, job_bin: Path) -> None:
+    project = make_project(MODEL, tmp_path)
+    project.commit("README.md", "# How to use the model\n", "document the model")
+
+    run = run_pipeline(project, job_bin, {"CI_PIPELINE_SOURCE": "push"})
+
+    assert run.code == 0, run.explain()
+    assert "pipeline finished" in run.output, run.explain()  # it ran, and ran nothing
+    assert run.jobs == {}, run.explain()
+    assert not (project.state() / "artifacts").exists() or not any(
+        (project.state() / "artifacts").iterdir()
+    )
+
+
+def test_unchanged_model_inputs_reuse_the_cached_model(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab, record_property: Any
+) -> None:
+    project = make_project(MODEL, tmp_path)
+    project.commit("train.py", "# tuned\n", "tune the model")
+    variables = ci_variables(gitlab_api)
+    first = run_pipeline(project, job_bin, variables)
+    assert_passed(first, [*CHECKS, f"{MODEL}:deploy-staging"])
+    trained = project.artifact_json(f"{MODEL}:train", "train.json")
+
+    # The push landed; the next one changes only how the model is judged, so the spec
+    # changes (the model's jobs and the pipeline check run) but not what training uses.
+    project.push()
+    project.edit_spec(lambda d: d["models"][0]["metrics"]["precision"].update(min=0.5))
+    project.commit("mlops.yaml", "", "require precision")
+    second = run_pipeline(project, job_bin, variables)
+
+    assert_passed(second, ["ci-mlops:validate", *CHECKS, f"{MODEL}:deploy-staging"])
+    cached = project.artifact_json(f"{MODEL}:train", "train.json")
+    assert cached["skipped"] is True
+    assert cached["model_sha256"] == trained["model_sha256"]
+    assert cached["input_hash"] == trained["input_hash"]
+    assert "using the cached model" in second.log(f"{MODEL}:train")
+    metrics = project.artifact_json(f"{MODEL}:evaluate", "metrics.json")
+    assert metrics["model_sha256"] == trained["model_sha256"]
+    # Timings are recorded, not judged: a loaded machine may make either run slower.
+    for label, run in (("first", first), ("cached", second)):
+        record_property(f"{label}_pipeline_seconds", round(run.wall_seconds, 2))
+        record_property(f"{label}_train_seconds", run.jobs[f"{MODEL}:train"].seconds)
+
+
+def test_a_retrain_trigger_retrains_although_nothing_changed(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
+) -> None:
+    project = make_project(MODEL, tmp_path)
+    variables = ci_variables(gitlab_api)
+    # Fill the model cache: the train job (and the data tests it needs) on this commit.
+    seeded = run_pipeline(
+        project,
+        job_bin,
+        {**variables, "CI_PIPELINE_SOURCE": "web"},
+        jobs=[f"{MODEL}:train"],
+        extra_args=["--needs"],
+    )
+    assert seeded.code == 0, seeded.explain()
+    before = project.artifact_json(f"{MODEL}:train", "train.json")
+
+    run = run_pipeline(
+        project, job_bin, {**variables, "CI_PIPELINE_SOURCE": "trigger", "MLOPS_RETRAIN": MODEL}
+    )
+
+    assert_passed(run, [*CHECKS, f"{MODEL}:deploy-staging"])
+    after = project.artifact_json(f"{MODEL}:train", "train.json")
+    assert after["input_hash"] == before["input_hash"]  # nothing changed...
+    assert after["skipped"] is False  # ...and it trained anyway
+    assert after["trained_at"] != before["trained_at"]
+    log = run.log(f"{MODEL}:train")
+    assert "trained in" in log and "using the cached model" not in log
+    assert environment(gitlab_api, "staging") is not None
+
+
+def test_a_failing_gate_stops_the_pipeline_before_any_deploy(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
+) -> None:
+    def cripple(spec: dict[str, Any]) -> None:
+        spec["models"][0]["train"]["params"]["C"] = 0.000001
+
+    project = make_project(MODEL, tmp_path, change=cripple)
+    project.commit("train.py", "# tuned\n", "tune the model")
+
+    run = run_pipeline(project, job_bin, ci_variables(gitlab_api))
+
+    assert run.code != 0, run.explain()
+    assert run.jobs[f"{MODEL}:evaluate"].status == "FAIL", run.explain()
+    assert f"{MODEL}:deploy-staging" not in run.jobs
+    gates = project.artifact_json(f"{MODEL}:evaluate", "gates.json")  # kept: when always
+    assert gates["passed"] is False
+    assert any(c["metric"] == "accuracy" and not c["passed"] for c in gates["checks"])
+    assert gitlab_api.packages == {}
+    assert not gitlab_api.calls("package_put")
