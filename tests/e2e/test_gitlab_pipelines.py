@@ -5,14 +5,16 @@ talk to a fake GitLab API on 127.0.0.1 through python-gitlab."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import PipelineRun, make_project, run_pipeline
-from tests.fakes.env import GITLAB_TOKEN
+from tests.e2e.harness import PipelineRun, Project, make_project, run_pipeline
+from tests.fakes.env import GITLAB_TOKEN, start_gitlab
 from tests.fakes.gitlab_api import FakeGitLab
+from tests.helpers import REPO, git
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -248,3 +250,81 @@ def test_a_failing_gate_stops_the_pipeline_before_any_deploy(
     assert any(c["metric"] == "accuracy" and not c["passed"] for c in gates["checks"])
     assert gitlab_api.packages == {}
     assert not gitlab_api.calls("package_put")
+
+
+def include_locally(project: Project) -> str:
+    """Point the generated include at the component in this very repository.
+
+    gitlab-ci-local resolves ``component: <host>/<group>/<project>/<name>@<ref>`` from the
+    working tree only when group/project is the repository's own origin and ref is the
+    commit being run; any other component it fetches with ``git ls-remote``/``archive``
+    from the host, which these runs must not reach. So the project carries a copy of
+    ``templates/`` (as the ci-mlops repository does) and the include names its own path
+    and commit instead of ``ci-mlops/ci-mlops`` at a release. Everything else, the inputs
+    and their interpolation into the component's jobs, is what GitLab would read.
+    """
+    ci_file = project.path / ".gitlab-ci.yml"
+    released = "$CI_SERVER_FQDN/ci-mlops/ci-mlops/pipeline@0.1.0"
+    text = ci_file.read_text("utf-8")
+    assert released in text, text
+    ours = f"$CI_SERVER_FQDN/ci-mlops/demo/pipeline@{project.head()}"  # origin: FAKE_ORIGIN
+    ci_file.write_text(text.replace(released, ours), "utf-8")
+    # Left uncommitted (committing would change the commit it names); git is told to
+    # ignore the edit so that `rules:changes` sees only what the pushed commits changed.
+    git(project.path, "update-index", "--assume-unchanged", ".gitlab-ci.yml")
+    return ours
+
+
+def test_include_mode_runs_the_same_jobs_with_the_same_result(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
+) -> None:
+    inline = make_project(MODEL, tmp_path / "inline")
+    included = make_project(MODEL, tmp_path / "include")
+    included.generate("--mode", "include")
+    shutil.copytree(REPO / "templates", included.path / "templates")
+    included.commit("templates/README.md", "CI/CD components\n", "include the pipeline component")
+    included.push()
+    for project in (inline, included):
+        project.commit("train.py", "# tuned\n", "tune the model")
+    include_locally(included)  # after the last commit: the include names it
+    other_api = start_gitlab()
+    try:
+        runs = [
+            run_pipeline(inline, job_bin, ci_variables(gitlab_api)),
+            run_pipeline(
+                included,
+                job_bin,
+                ci_variables(other_api),
+                # The component passes its `tags` input (default []) to every job. GitLab
+                # runs `tags: []` as an untagged job, but the pipeline editor's schema,
+                # which gitlab-ci-local validates against, wants at least one tag
+                # (gitlab-org/gitlab#551088). Only that rule is waived.
+                extra_args=["--ignore-schema-paths", "#/definitions/tags/minItems"],
+            ),
+        ]
+    finally:
+        other_api.stop()
+
+    expected = [*CHECKS, f"{MODEL}:deploy-staging"]
+    for run in runs:
+        assert_passed(run, expected)
+    assert "component" not in (inline.path / ".gitlab-ci.yml").read_text("utf-8")
+    evaluated = [p.artifact_json(f"{MODEL}:evaluate", "metrics.json") for p in (inline, included)]
+    assert evaluated[0]["metrics"] == evaluated[1]["metrics"]
+    trained = [p.artifact_json(f"{MODEL}:train", "train.json") for p in (inline, included)]
+    assert trained[0]["input_hash"] == trained[1]["input_hash"]
+    assert all(
+        p.artifact_json(f"{MODEL}:evaluate", "gates.json")["passed"] for p in (inline, included)
+    )
+    # The included jobs are the component's (they install through its MLOPS_INSTALL input)...
+    assert 'echo "$MLOPS_INSTALL"' in runs[1].log(f"{MODEL}:data-test")
+    # ...and ran the same ci-mlops command lines as the inline ones.
+    for job in expected:
+        ours, theirs = (r.log(job) for r in runs)
+        assert _commands(ours) == _commands(theirs), job
+    assert environment(gitlab_api, "staging") is not None
+
+
+def _commands(log: str) -> list[str]:
+    """The ci-mlops command lines a job log shows."""
+    return [line for line in log.splitlines() if line.startswith("$ ci-mlops ")]
