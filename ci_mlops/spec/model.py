@@ -84,6 +84,8 @@ class Gate:
 
 @dataclass(frozen=True)
 class Train:
+    """How the model is trained: the command, where it writes, its params, its time limit."""
+
     command: str
     output: str | None
     params: dict[str, Any]
@@ -92,6 +94,8 @@ class Train:
 
 @dataclass(frozen=True)
 class Export:
+    """ONNX export settings and the parity the exported model must keep."""
+
     onnx: bool
     opset: int
     tolerance: float
@@ -100,12 +104,16 @@ class Export:
 
 @dataclass(frozen=True)
 class Environment:
+    """A deployment environment and whether deploying to it waits for a person."""
+
     name: str
     when: str  # "auto" or "manual"
 
 
 @dataclass(frozen=True)
 class Deploy:
+    """Where the model is published and its environments, in promotion order."""
+
     target: str
     registry: str
     environments: tuple[Environment, ...]
@@ -113,6 +121,8 @@ class Deploy:
 
 @dataclass(frozen=True)
 class Drift:
+    """How current data is compared with the reference data, and what drift triggers."""
+
     reference: str
     current: str
     columns: tuple[str, ...]
@@ -126,6 +136,8 @@ class Drift:
 
 @dataclass(frozen=True)
 class Retrain:
+    """What retrains the model: a schedule, data changes, drift."""
+
     schedule: str | None
     on_data_change: tuple[str, ...]
     drift: Drift | None
@@ -183,6 +195,8 @@ class Model:
 
 @dataclass(frozen=True)
 class Templates:
+    """Where include mode finds the released reusable templates."""
+
     gitlab: str
     github: str
     version: str
@@ -191,6 +205,8 @@ class Templates:
 
 @dataclass(frozen=True)
 class Runtime:
+    """Where and how pipeline jobs run."""
+
     python: str
     image: str
     requirements: str | None
