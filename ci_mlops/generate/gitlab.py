@@ -86,23 +86,25 @@ def _drop_on_success(rule: dict[str, Any]) -> dict[str, Any]:
 
 
 def _install_lines(job: Job, v: Values) -> list[str]:
+    """One pip call per job: ci-mlops with the job's extras, plus the project's
+    requirements where the job runs its code. One call resolves both sets together (a
+    conflict shows up here, not as a later call silently replacing what ci-mlops needs)
+    and pays pip's start-up and resolution once."""
     extras = job.extras("gitlab")
+    user_code = job.runs_user_code and bool(v.requirements)
     if v.component:
         joined = ",".join(extras)
-        line = 'python -m pip install $(echo "$MLOPS_INSTALL" | sed "s/{extras}/' + joined + '/g")'
-        if not extras:
-            line = 'python -m pip install $(echo "$MLOPS_INSTALL" | sed "s/\\[{extras}\\]//g")'
-        lines = ["set -f", line]
-    else:
-        lines = [shlex.join(["python", "-m", "pip", "install", *install_args(v.install, extras)])]
-    if job.runs_user_code and v.requirements:
-        if v.component:
-            lines.append(
-                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
-            )
-        else:
-            lines.append(shlex.join(["python", "-m", "pip", "install", "-r", v.requirements]))
-    return lines
+        sed = f"s/{{extras}}/{joined}/g" if extras else "s/\\[{extras}\\]//g"
+        line = f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
+        if user_code:
+            line += ' ${MLOPS_REQUIREMENTS:+-r "$MLOPS_REQUIREMENTS"}'
+        return ["set -f", line]
+    requirements = ["-r", str(v.requirements)] if user_code else []
+    return [
+        shlex.join(
+            ["python", "-m", "pip", "install", *install_args(v.install, extras), *requirements]
+        )
+    ]
 
 
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
@@ -133,6 +135,9 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
     out["timeout"] = f"{job.timeout_minutes} minutes"
     variables: dict[str, str] = {
         "PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
+        # No request for pip's latest version and no progress bars in the job log.
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_PROGRESS_BAR": "off",
         "GX_ANALYTICS_ENABLED": "false",
         "MLOPS_WORKDIR": ".ci-mlops",
     }

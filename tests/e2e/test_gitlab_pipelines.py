@@ -318,6 +318,8 @@ def test_include_mode_runs_the_same_jobs_with_the_same_result(
     )
     # The included jobs are the component's (they install through its MLOPS_INSTALL input)...
     assert 'echo "$MLOPS_INSTALL"' in runs[1].log(f"{MODEL}:data-test")
+    for run in runs:  # ...and installed the project's requirements with ci-mlops
+        assert "(from -r requirements.txt" in run.log(f"{MODEL}:train")
     # ...and ran the same ci-mlops command lines as the inline ones.
     for job in expected:
         ours, theirs = (r.log(job) for r in runs)
