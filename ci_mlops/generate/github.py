@@ -91,12 +91,14 @@ def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
         scheduled = (
             f"github.event.schedule == '{mp.schedule}'" if mp.schedule and not mp.drift else ""
         )
-        drift_on = f"github.event.schedule == '{mp.schedule}'"
+        # Without a schedule of its own, the drift check runs on any scheduled run (as on
+        # GitLab, where every schedule without MLOPS_RETRAIN runs the drift checks).
+        drift_on = f"github.event.schedule == '{mp.schedule}'" if mp.schedule else ""
     model_runs = f"(github.event_name != 'schedule' && ({wanted}))"
     if scheduled:
         model_runs = f"({model_runs} || (github.event_name == 'schedule' && {scheduled}))"
     if job.kind == "drift":
-        return f"github.event_name == 'schedule' && {drift_on}"
+        return "github.event_name == 'schedule'" + (f" && {drift_on}" if drift_on else "")
     if job.kind == "report":
         return "github.event_name == 'pull_request'"
     if job.kind == "deploy":

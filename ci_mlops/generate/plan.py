@@ -207,7 +207,7 @@ def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
         ModelPlan(
             model=m,
             jobs=model_jobs(m, spec_file, timeout=timeout),
-            watched=(*m.watched_paths, spec_file),
+            watched=tuple(dict.fromkeys([*m.watched_paths, spec_file])),
             schedule=m.retrain.schedule,
             drift=m.retrain.drift is not None,
         )

@@ -6,6 +6,7 @@ one, which keeps ``generate`` quick); both emit the same text for this data."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -18,9 +19,16 @@ class _Dumper(_Base):  # type: ignore[valid-type,misc]
         return True
 
 
+# Scalars YAML 1.2 (GitHub's reader) resolves to numbers that PyYAML, a YAML 1.1
+# writer, would leave unquoted: 1e100, 0o17. Quoted, every reader sees the string.
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+")
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    if _YAML12_NUMBER.fullmatch(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
 

@@ -160,11 +160,15 @@ _BOUNDS = {
 
 # What each pattern of the schema means, in words. A pattern not listed here is shown
 # as it is.
-_SAFE_TEXT = "^[^\\x00-\\x1f$`'\\\"\\\\]+$"
+_SAFE_TEXT = "^(?!!)[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029$`'\\\"\\\\]+$"
 _PATTERN_HINTS = {
-    _SAFE_TEXT: "quotes, $, backquotes, backslashes and control characters are not allowed",
-    "^[^\\x00-\\x1f$`'\\\"\\\\;&|<>]+$": (
-        "quotes, $, backquotes, backslashes, ;, &, |, <, > and control characters are not allowed"
+    _SAFE_TEXT: (
+        "quotes, $, backquotes, backslashes and control characters are not allowed (nor line "
+        "separators, nor a leading !, which GitHub path filters read as an exclusion)"
+    ),
+    "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029$`'\\\"\\\\;&|<>]+$": (
+        "quotes, $, backquotes, backslashes, ;, &, |, <, > and control characters are not "
+        "allowed (nor line separators)"
     ),
     "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$": (
         "use lower-case letters, digits and dashes, starting with a letter and not ending "
@@ -236,8 +240,10 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             reason = cron_problem(schedule)
             if reason:
                 problems.append(doc.problem((*here, "retrain", "schedule"), reason))
+        problems += _watched_problems(doc, here, model)
         if check_files:
             problems += _file_problems(doc, here, model, root)
+    problems += _branch_problems(doc)
     if check_files:
         req = (doc.data.get("runtime") or {}).get("requirements")
         if req and not (root / req).is_file():
@@ -290,6 +296,64 @@ def _framework_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> 
     return []
 
 
+# Characters that GitLab's rules:changes (fnmatch) and GitHub's path filters read
+# differently: on GitHub ? and + repeat the character before them, [ ] need a partner.
+_GLOB_MISMATCH = {
+    "?": "use * instead",
+    "+": "GitHub reads it as 'one or more'",
+    "[": "character classes differ between GitLab and GitHub",
+    "]": "character classes differ between GitLab and GitHub",
+}
+
+
+def _watched_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
+    """Paths that decide when jobs run must mean the same on GitLab and GitHub."""
+    out = []
+    data = model.get("data") or {}
+    where: list[tuple[JsonPath, Any]] = [
+        ((*here, "paths", j), p) for j, p in enumerate(model.get("paths", ()))
+    ]
+    where += [
+        ((*here, "data", role, key), ds[key])
+        for role, ds in data.items()
+        for key in ("path", "features", "labels")
+        if isinstance(ds, dict) and key in ds
+    ]
+    on_change = (model.get("retrain") or {}).get("on_data_change", ())
+    where += [((*here, "retrain", "on_data_change", j), p) for j, p in enumerate(on_change)]
+    for path, value in where:
+        reason = _glob_problem(str(value))
+        if reason:
+            out.append(doc.problem(path, reason))
+    return out
+
+
+def _glob_problem(value: str) -> str | None:
+    if value != value.strip():
+        return f"{value!r}: no spaces at the start or end (GitHub path filters refuse them)"
+    for char, why in _GLOB_MISMATCH.items():
+        if char in value:
+            return f"{value!r}: {char!r} means different things to GitLab and GitHub ({why})"
+    return None
+
+
+def _branch_problems(doc: Located) -> list[Problem]:
+    """default_branch lands in GitHub's push filter, which takes only real branch names."""
+    branch = (doc.data.get("runtime") or {}).get("default_branch")
+    if not isinstance(branch, str):
+        return []
+    parts = branch.split("/")
+    bad = (
+        ".." in branch
+        or branch.endswith((".lock", "."))
+        or any(p == "" or p.startswith(".") for p in parts)
+    )
+    if not bad:
+        return []
+    message = f"{branch!r} is not a valid git branch name (see git check-ref-format)"
+    return [doc.problem(("runtime", "default_branch"), message)]
+
+
 def _file_problems(
     doc: Located, here: JsonPath, model: dict[str, Any], root: Path
 ) -> list[Problem]:
@@ -325,6 +389,10 @@ def cron_problem(expr: str) -> str | None:
     """Why ``expr`` is not a 5-field cron expression both GitLab and GitHub accept,
     or None when it is one."""
     fields = expr.split()
+    if expr != " ".join(fields):
+        # The cron text is compared verbatim with github.event.schedule, and a line
+        # break would end the YAML value it is written into.
+        return f"cron expression {expr!r}: separate the fields with single spaces"
     if len(fields) != 5:
         return f"cron expression {expr!r} must have 5 fields (minute hour day month weekday), has {len(fields)}"
     for text, (label, low, high) in zip(fields, _CRON_FIELDS, strict=True):
