@@ -1,0 +1,194 @@
+"""What every generated pipeline must satisfy, whatever the spec: the platforms' schemas
+(check-jsonschema's vendored copies, validated in-process for speed), shell lines that
+are exactly the expected ci-mlops and pip calls, and user values only where neither a
+shell, GitLab's variable expansion nor a GitHub expression reads them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ci_mlops.spec.model import Spec
+
+# Extras per job kind, written out here rather than read from the generator, so a
+# change there has to be a change here too.
+EXTRAS = {
+    "data-test": "data",
+    "train": "",
+    "evaluate": "ml,{platform}",
+    "export": "onnx,ml",
+    "report": "{platform}",
+    "deploy": "{platform}",
+    "drift": "ml,{platform}",
+    "validate": "",
+}
+STEP = r"(data-test|train|evaluate|export|report|drift)"
+MODEL_LINE = re.compile(rf'ci-mlops {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
+DEPLOY_LINE = re.compile(
+    r'ci-mlops deploy --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL" --environment [a-z0-9-]+'
+)
+# Platform values a script must never expand: anyone who can push a branch or open a
+# merge request chooses them.
+UNTRUSTED = re.compile(
+    r"CI_COMMIT_|CI_MERGE_REQUEST_TITLE|CI_MERGE_REQUEST_DESCRIPTION|CI_MERGE_REQUEST_SOURCE"
+    r"|github\.event|github\.head_ref|\$\{\{"
+)
+
+
+def load(text: str) -> Any:
+    """Parse generated YAML with libyaml where PyYAML has it (ten times faster)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def yaml12_differences(text: str) -> list[str]:
+    """Where a YAML 1.2 reader (as GitHub's and check-jsonschema's are) reads the file
+    differently from PyYAML, a YAML 1.1 reader: ``1e100`` is a string to one, a number
+    to the other."""
+    import ruamel.yaml
+
+    old = dict(walk(load(text)))
+    new = dict(walk(ruamel.yaml.YAML(typ="safe", pure=True).load(text)))
+    return [
+        f"{'/'.join(map(str, k))}: {old.get(k)!r} vs {new.get(k)!r}"
+        for k in old
+        if old.get(k) != new.get(k)
+    ]
+
+
+@cache
+def vendored_schema(name: str) -> dict[str, Any]:
+    """A schema check-jsonschema ships (``gitlab-ci``, ``github-workflows``)."""
+    base = resources.files("check_jsonschema.builtin_schemas.vendor")
+    loaded: dict[str, Any] = json.loads(base.joinpath(f"{name}.json").read_text("utf-8"))
+    return loaded
+
+
+@cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    sch = vendored_schema(name)
+    cls = jsonschema.validators.validator_for(sch)
+    return cls(sch, format_checker=cls.FORMAT_CHECKER)
+
+
+def schema_errors(name: str, doc: Any) -> list[str]:
+    """Errors of ``doc`` against a vendored schema, one line each."""
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
+        for e in _validator(name).iter_errors(doc)
+    ]
+
+
+def pip_lines(spec: Spec, platform: str) -> set[str]:
+    """Every pip line a job of ``spec`` may run: ci-mlops with each kind's extras, and the
+    project's requirements."""
+    install = spec.runtime.install
+    out = set()
+    for extras in EXTRAS.values():
+        extras = extras.format(platform=platform)
+        text = (
+            install.replace("{extras}", extras)
+            if extras
+            else install.replace("[{extras}]", "").replace("{extras}", "")
+        )
+        words = ["python", "-m", "pip", "install", *text.split()]
+        out.add(shlex.join(words))
+        if spec.runtime.requirements:
+            # The project's requirements, in the same pip call or in one of their own.
+            out.add(shlex.join([*words, "-r", spec.runtime.requirements]))
+    if spec.runtime.requirements:
+        out.add(shlex.join(["python", "-m", "pip", "install", "-r", spec.runtime.requirements]))
+    return out
+
+
+def allowed_line(line: str, spec: Spec, platform: str, mode: str, pips: set[str]) -> bool:
+    if line in pips:
+        return True
+    validate = f'ci-mlops generate --spec "$MLOPS_SPEC" --check --platform {platform} --mode {mode}'
+    return bool(line == validate or MODEL_LINE.fullmatch(line) or DEPLOY_LINE.fullmatch(line))
+
+
+def walk(node: Any, here: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every (path, leaf) of a loaded YAML document; keys are leaves too."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield (*here, "<key>"), key
+            yield from walk(child, (*here, key))
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from walk(child, (*here, i))
+    else:
+        yield here, node
+
+
+def gitlab_problems(text: str, spec: Spec, mode: str) -> list[str]:
+    """Schema errors, unexpected shell lines and ``$`` where GitLab expands it."""
+    doc = load(text)
+    out = schema_errors("gitlab-ci", doc) + yaml12_differences(text)
+    pips = pip_lines(spec, "gitlab")
+    for key, job in doc.items():
+        if not isinstance(job, dict) or "script" not in job:
+            continue
+        for line in [*job.get("before_script", []), *job["script"]]:
+            if not allowed_line(line, spec, "gitlab", mode, pips) or UNTRUSTED.search(line):
+                out.append(f"{key}: unexpected shell line {line!r}")
+        variables = job.get("variables", {})
+        if variables.get("MLOPS_SPEC") != spec.path.name:
+            out.append(f"{key}: MLOPS_SPEC is {variables.get('MLOPS_SPEC')!r}")
+    for path, leaf in walk(doc):
+        if not isinstance(leaf, str) or "$" not in leaf:
+            continue
+        if (path[-1] == "if" and "rules" in path) or path[1:2] in (("script",), ("before_script",)):
+            continue  # rules:if reads only predefined variables; scripts are checked above
+        if path[-2:] == ("variables", "PIP_CACHE_DIR") and leaf == "$CI_PROJECT_DIR/.cache/pip":
+            continue
+        if mode == "include" and path[-1] == "component":
+            continue  # the component address: $CI_SERVER_FQDN by default
+        out.append(f"{'/'.join(map(str, path))}: GitLab expands variables in {leaf!r}")
+    return out
+
+
+# The only expressions a generated workflow may hold, outside `if:` conditions.
+GITHUB_EXPRESSIONS = re.compile(
+    r"\$\{\{ github\.token \}\}"
+    r"|\$\{\{ format\('\{0\}\{1\}', inputs\.retrain, github\.event\.client_payload\.model\) \}\}"
+    r"|ci-mlops-\$\{\{ github\.ref \}\}"
+    r"|\$\{\{ github\.event_name == 'pull_request' \}\}"
+    r"|ci-mlops-[a-z0-9-]+-model-\$\{\{ github\.run_id \}\}"
+)
+
+
+def github_problems(text: str, spec: Spec, mode: str) -> list[str]:
+    """Schema errors, unexpected shell lines, and expressions other than the known ones
+    (an ``if:`` may compare only with model names, crons and the default branch)."""
+    doc = load(text)
+    out = schema_errors("github-workflows", doc) + yaml12_differences(text)
+    pips = pip_lines(spec, "github")
+    literals = {"", "schedule", "pull_request", "{0}{1}", spec.runtime.default_branch}
+    for model in spec.models:
+        literals.add(f'["", "all", "{model.name}"]')
+        if model.retrain.schedule:
+            literals.add(model.retrain.schedule)
+    for job_id, job in doc["jobs"].items():
+        for step in job.get("steps", []):
+            # The runner hands the script to bash, which ends lines at \n only.
+            for line in filter(None, step.get("run", "").split("\n")):
+                if not allowed_line(line, spec, "github", mode, pips) or UNTRUSTED.search(line):
+                    out.append(f"{job_id}: unexpected run line {line!r}")
+        cond = job.get("if", "")
+        for literal in re.findall(r"'([^']*)'", cond):
+            if literal not in literals:
+                out.append(f"{job_id}: if: compares with {literal!r}")
+    for path, leaf in walk(doc):
+        if path[-1] == "if" or not isinstance(leaf, str) or "${{" not in leaf:
+            continue
+        if not GITHUB_EXPRESSIONS.fullmatch(leaf):
+            out.append(f"{'/'.join(map(str, path))}: unexpected expression {leaf!r}")
+    return out
