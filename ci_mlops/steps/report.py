@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_mlops import __version__, atomic, log
+from ci_mlops.errors import StepError
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 
 MARKER = "<!-- ci-mlops:report model={name} -->"
@@ -47,6 +48,7 @@ def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
     """Write report.md, print it, and with ``post`` hand it to the platform (a merge or
     pull request comment and the job summary in CI; nothing on a laptop)."""
     workdir = spec.workdir(model)
+    check_artifacts(workdir, model)
     inputs = read_inputs(workdir, model)
     markdown = render(spec, model)
     path = workdir / "report.md"
@@ -54,6 +56,30 @@ def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
     print(markdown)
     posted = _publish(spec, model, markdown, inputs.plots) if post else None
     return {"model": model.name, "path": str(path), "posted": posted, "passed": _passed(inputs)}
+
+
+def check_artifacts(workdir: Path, model: Model) -> None:
+    """Refuse to report on files that are not the ones their steps recorded: the model
+    against train.json, the ONNX file against export.json. A step that did not run is
+    not an error; a file whose sha256 differs is (StepError naming it and both hashes)."""
+    pairs = (
+        (model.model_file, "train.json", "model_sha256"),
+        ("model.onnx", "export.json", "onnx_sha256"),
+    )
+    for name, record_name, key in pairs:
+        path, record = workdir / name, workdir / record_name
+        if not (path.is_file() and record.is_file()):
+            continue
+        recorded = _read(record)
+        expected = recorded.get(key) if isinstance(recorded, dict) else None
+        if not expected:
+            continue
+        actual = atomic.sha256_file(path)
+        if actual != expected:
+            raise StepError(
+                f"{path}: sha256 is {actual}, but {record} recorded {expected}: the file "
+                "changed after its step wrote it"
+            )
 
 
 def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str | None:

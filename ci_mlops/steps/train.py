@@ -45,7 +45,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -209,7 +210,7 @@ def _take_output(spec: Spec, model: Model, candidate: Path, before: tuple[int, i
     if before is not None and _stat(source) == before:
         # Copying it would ship the model of an earlier run as this one's.
         raise CheckFailed(f"train {model.name}: the command left {output} unchanged")
-    shutil.copyfile(source, candidate)
+    atomic.copy_file(source, candidate)
 
 
 def _check_model(model: Model, candidate: Path) -> str:
@@ -300,7 +301,8 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], timeout_seconds
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [_pump(proc.stdout, lambda: sys.stdout), _pump(proc.stderr, lambda: sys.stderr)]
     try:
-        status = proc.wait(timeout=timeout_seconds)
+        with _terminate_as_exit():
+            status = proc.wait(timeout=timeout_seconds)
     except subprocess.TimeoutExpired:
         _stop_group(proc)
         raise StepError(f"training timed out after {_span(timeout_seconds)}") from None
@@ -314,6 +316,25 @@ def run_command(command: str, *, cwd: Path, env: dict[str, str], timeout_seconds
     # the model was hashed.
     _signal_group(proc.pid, signal.SIGKILL)
     return status
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (a cancelled CI job, a stopped container) into SystemExit while
+    the command runs, so its process group is stopped and the staging folder removed
+    instead of the command running on, orphaned, after ci-mlops is gone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _span(seconds: float) -> str:
