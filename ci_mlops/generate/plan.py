@@ -207,7 +207,7 @@ def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
         ModelPlan(
             model=m,
             jobs=model_jobs(m, spec_file, timeout=timeout),
-            watched=tuple(dict.fromkeys([*m.watched_paths, spec_file])),
+            watched=tuple(dict.fromkeys([*map(watch_pattern, m.watched_paths), spec_file])),
             schedule=m.retrain.schedule,
             drift=m.retrain.drift is not None,
         )
@@ -222,6 +222,13 @@ def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
         artifacts=False,
     )
     return Plan(spec_file=spec_file, models=models, validate=validate)
+
+
+def watch_pattern(path: str) -> str:
+    """The glob that matches changes to ``path``: a folder (``src/``) stands for every
+    file under it. GitLab's rules:changes and GitHub's path filters match files, so
+    ``src/`` alone would match no change at all."""
+    return path + "**/*" if path.endswith("/") else path
 
 
 def install_args(install: str, extras: tuple[str, ...]) -> list[str]:

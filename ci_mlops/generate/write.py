@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from ci_mlops import atomic
 from ci_mlops.errors import UsageError
@@ -45,6 +46,7 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
         out[GITLAB_FILE] = header(spec_file, regenerate_command(spec_file, "gitlab", mode)) + dump(
             doc
         )
+        check_limits(GITLAB_FILE, doc, out[GITLAB_FILE], mode)
     if platform in ("github", "all"):
         doc = (
             github.render_inline(spec, plan)
@@ -53,7 +55,57 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
         )
         text = github.annotate_pins(dump(doc), spec)
         out[GITHUB_FILE] = header(spec_file, regenerate_command(spec_file, "github", mode)) + text
+        check_limits(GITHUB_FILE, doc, out[GITHUB_FILE], mode)
     return out
+
+
+# Documented platform limits a generated file must stay within:
+# GitLab: 150 includes per pipeline; `needs` of at most 50 jobs; configuration YAML of
+# max_yaml_size_bytes, 1 MB by default before GitLab 17.3 (2 MB since).
+# GitHub: 256 jobs per workflow run (the documented matrix limit, applied to the run);
+# workflow files over 500 KB start no runs.
+GITLAB_MAX_INCLUDES = 150
+GITLAB_MAX_NEEDS = 50
+GITLAB_MAX_BYTES = 1_000_000
+GITHUB_MAX_JOBS = 256
+GITHUB_MAX_BYTES = 500 * 1024
+
+
+def check_limits(rel: str, doc: dict[str, Any], text: str, mode: str) -> None:
+    """UsageError naming the limit and the fix when ``doc`` would exceed a platform limit."""
+    split = "split the models into several specs"
+    size = len(text.encode("utf-8"))
+    if rel == GITLAB_FILE:
+        includes = len(doc.get("include") or [])
+        if includes > GITLAB_MAX_INCLUDES:
+            raise UsageError(
+                f"GitLab allows {GITLAB_MAX_INCLUDES} includes per pipeline; this spec needs "
+                f"{includes} (one per model): {split}"
+            )
+        for name, job in doc.items():
+            needs = job.get("needs") if isinstance(job, dict) else None
+            if needs and len(needs) > GITLAB_MAX_NEEDS:
+                raise UsageError(
+                    f"GitLab allows a job to need {GITLAB_MAX_NEEDS} jobs; {name} needs {len(needs)}"
+                )
+        if size > GITLAB_MAX_BYTES:
+            fix = "use --mode include or " + split if mode == "inline" else split
+            raise UsageError(
+                f"{rel} would be {size} bytes; GitLab refuses configurations over "
+                f"{GITLAB_MAX_BYTES} bytes by default (max_yaml_size_bytes): {fix}"
+            )
+        return
+    jobs = len(doc.get("jobs") or {})
+    if mode == "inline" and jobs > GITHUB_MAX_JOBS:
+        raise UsageError(
+            f"GitHub allows {GITHUB_MAX_JOBS} jobs per workflow run; this spec needs {jobs}: "
+            f"{split} or use --mode include"
+        )
+    if size > GITHUB_MAX_BYTES:
+        raise UsageError(
+            f"{rel} would be {size} bytes; GitHub starts no run of a workflow file over "
+            f"{GITHUB_MAX_BYTES} bytes: {split}"
+        )
 
 
 def generate_files(

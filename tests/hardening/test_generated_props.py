@@ -46,7 +46,7 @@ def modes(doc: dict[str, Any]) -> list[str]:
 
 def free_text(doc: dict[str, Any]) -> set[str]:
     """User strings that no generated file needs: commands, descriptions, params,
-    expectation arguments, columns. Long ones only, so a match is no coincidence."""
+    expectation arguments, columns. Long hostile ones only, so a match is no coincidence."""
     found = set()
     for model in doc["models"]:
         picked = {
@@ -58,7 +58,10 @@ def free_text(doc: dict[str, Any]) -> set[str]:
         }
         for path, leaf in walk(picked):
             files = {"path", "features", "labels"} & set(map(str, path))
-            if isinstance(leaf, str) and len(leaf) >= 16 and not files:
+            # Only text no path may hold and no generated line needs, so that a match
+            # is a leak and not a word the file has anyway (repository_dispatch).
+            hostile = isinstance(leaf, str) and any(c in leaf for c in ";`'\"\n\\")
+            if hostile and len(leaf) >= 16 and not files:
                 found.add(leaf)
     return found
 
@@ -89,7 +92,9 @@ def test_watched_paths_survive_the_round_trip(doc: dict[str, Any]) -> None:
     gh = yaml.safe_load(files[GITHUB_FILE])
     every: set[str] = {GITHUB_FILE, spec.path.name}
     for model in spec.models:
-        want = [*dict.fromkeys([*model.watched_paths, spec.path.name])]
+        # A folder stands for every file under it (platforms match files, not folders).
+        files = [p + "**/*" if p.endswith("/") else p for p in model.watched_paths]
+        want = [*dict.fromkeys([*files, spec.path.name])]
         every.update(want)
         train = gl[f"{model.name}:train"]
         changes = [r["changes"]["paths"] for r in train["rules"] if "changes" in r]
