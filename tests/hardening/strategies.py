@@ -57,42 +57,43 @@ path_chars = st.characters(
     blacklist_categories=("Cs",), blacklist_characters="".join(_FORBIDDEN_IN_PATHS)
 )
 # Paths drawn from punctuation that means something to YAML, globs or a shell.
-path_text = st.one_of(
-    st.text(path_chars, min_size=1, max_size=24),
-    st.lists(
-        st.sampled_from(
-            [
-                "src",
-                "data",
-                "my dir",
-                "*",
-                "**",
-                "{a,b}",
-                "#x",
-                "&y",
-                "!z",
-                "|",
-                ":",
-                "a: b",
-                "[0-9]",
-                "é",
-                "漢",
-                "~",
-                "%",
-                "@",
-                ",",
-                "?",
-                "-",
-                ".py",
-                "\u00a0",
-                " ",
-            ]
-        ),
-        min_size=1,
-        max_size=5,
-    ).map(lambda parts: "/".join(parts)),
-).filter(
-    lambda p: p.strip() == p != "" and not p.startswith("!") and not set(p) & _FORBIDDEN_IN_PATHS
+path_text = (
+    st.one_of(
+        st.text(path_chars, min_size=1, max_size=24),
+        st.lists(
+            st.sampled_from(
+                [
+                    "src",
+                    "data",
+                    "my dir",
+                    "*",
+                    "**",
+                    "{a,b}",
+                    "#x",
+                    "&y",
+                    "!z",
+                    "|",
+                    ":",
+                    "a: b",
+                    "0-9",
+                    "é",
+                    "漢",
+                    "~",
+                    "%",
+                    "@",
+                    ",",
+                    "-",
+                    ".py",
+                    "\u00a0",
+                    " ",
+                ]
+            ),
+            min_size=1,
+            max_size=5,
+        ).map(lambda parts: "/".join(parts)),
+    )
+    .map(lambda p: p.strip().lstrip("!").strip())
+    .filter(lambda p: p != "" and not set(p) & _FORBIDDEN_IN_PATHS)
 )
 
 hostile_text = st.one_of(

@@ -66,7 +66,9 @@ def free_text(doc: dict[str, Any]) -> set[str]:
     return found
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(spec_docs())
 def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -> None:
     spec = load_doc(doc, SPEC_PATH)
@@ -82,7 +84,9 @@ def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -
             assert leaked == [], f"{mode}: user text in a generated file: {leaked[:2]}"
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(spec_docs())
 def test_watched_paths_survive_the_round_trip(doc: dict[str, Any]) -> None:
     """rules:changes and on.push.paths hold exactly the spec's paths, byte for byte."""
@@ -120,7 +124,11 @@ def write_sample(docs: list[dict[str, Any]], folder: Path) -> tuple[list[Path], 
 @settings(
     max_examples=2,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 @given(st.lists(spec_docs(max_models=3), min_size=5, max_size=5))
 def test_a_sample_passes_the_real_checkers(docs: list[dict[str, Any]]) -> None:
@@ -193,7 +201,9 @@ MUTATIONS: list[tuple[str, Any, str]] = [
 ]
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(spec_docs(max_models=3), st.data())
 def test_a_refused_mutation_is_reported_where_it_was_made(doc: dict[str, Any], data: Any) -> None:
     index = data.draw(st.integers(0, len(doc["models"]) - 1))
