@@ -36,6 +36,12 @@ pytestmark = pytest.mark.fuzz
 SPEC_PATH = Path("/project/mlops.yaml")
 
 
+def scaled(count: int) -> int:
+    """``count`` examples in the normal suite, proportionally more in the profile loaded
+    by ``make fuzz`` (an explicit max_examples would otherwise override the profile)."""
+    return max(1, count * settings.default.max_examples // 100)
+
+
 def modes(doc: dict[str, Any]) -> list[str]:
     """inline always; include when every model fits the released templates and the
     GitHub caller can pin the reusable workflow."""
@@ -67,7 +73,8 @@ def free_text(doc: dict[str, Any]) -> set[str]:
 
 
 @settings(
-    max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=scaled(100),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(spec_docs())
 def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -> None:
@@ -85,7 +92,8 @@ def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -
 
 
 @settings(
-    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=scaled(60),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(spec_docs())
 def test_watched_paths_survive_the_round_trip(doc: dict[str, Any]) -> None:
@@ -122,7 +130,7 @@ def write_sample(docs: list[dict[str, Any]], folder: Path) -> tuple[list[Path], 
 
 # Each example runs four subprocesses: no shrinking, which would run them hundreds of times.
 @settings(
-    max_examples=2,
+    max_examples=scaled(2),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[
         HealthCheck.too_slow,
@@ -202,7 +210,8 @@ MUTATIONS: list[tuple[str, Any, str]] = [
 
 
 @settings(
-    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=scaled(60),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(spec_docs(max_models=3), st.data())
 def test_a_refused_mutation_is_reported_where_it_was_made(doc: dict[str, Any], data: Any) -> None:
