@@ -9,7 +9,6 @@ before it when the model is the same file, so what was tried is what ships.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ci_mlops.atomic import sha256_file
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.platforms import Platform, Published, detect
 from ci_mlops.spec.model import Model, Spec
+from ci_mlops.steps.records import read_record
 
 # What a version holds besides the model file, in the order a reader looks for them.
 COMPANIONS = ("model.onnx", "metrics.json", "gates.json", "export.json", "report.md")
@@ -132,7 +132,7 @@ def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
 def _require_verdict(gates: Path, model_path: Path, model_sha: str) -> None:
     if not gates.is_file():
         raise CheckFailed(f"{gates}: no verdict for this model; run `ci-mlops evaluate` first")
-    verdict = _read_json(gates)
+    verdict = read_record(gates)
     if verdict.get("passed") is not True:
         raise CheckFailed(f"{gates}: the model failed its quality gates; it may not be deployed")
     judged = verdict.get("model_sha256")
@@ -150,7 +150,7 @@ def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: st
         return False
     if not record_path.is_file():
         raise CheckFailed(f"{record_path}: not found; run `ci-mlops export` before deploying")
-    record = _read_json(record_path)
+    record = read_record(record_path)
     if record.get("skipped"):
         raise CheckFailed(
             f"{record_path}: written with ONNX export off; run `ci-mlops export` again"
@@ -174,13 +174,3 @@ def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: st
             f"recorded in {record_path.name}; the file changed after export"
         )
     return True
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StepError(f"{path}: unreadable JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise StepError(f"{path}: expected a JSON object")
-    return data

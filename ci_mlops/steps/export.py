@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
-import json
 import re
 import statistics
 import sys
@@ -35,6 +34,7 @@ from ci_mlops.atomic import sha256_file, write_bytes, write_json
 from ci_mlops.errors import CheckFailed, StepError
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import load_dataset
+from ci_mlops.steps.records import read_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,23 +123,13 @@ def _trained_model_sha(workdir: Path, model_path: Path) -> str:
     actual = sha256_file(model_path)
     record = workdir / "train.json"
     if record.is_file():
-        recorded = _read_json(record).get("model_sha256")
+        recorded = read_record(record).get("model_sha256")
         if recorded and recorded != actual:
             raise StepError(
                 f"{model_path}: sha256 {actual} does not match {recorded} recorded in "
                 f"{record}; the model changed after training (run `ci-mlops train` again)"
             )
     return actual
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StepError(f"{path}: unreadable JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise StepError(f"{path}: expected a JSON object")
-    return data
 
 
 def _check_opset(spec: Spec, opset: int) -> None:
