@@ -8,11 +8,12 @@ reach scripts through ``env:``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
-from ci_mlops.generate.plan import Job, ModelPlan, Plan, install_args
+from ci_mlops.generate.plan import Job, ModelPlan, Plan, pip_install, templated_pip_install
 from ci_mlops.spec.model import Spec
 
 # Actions are pinned by full commit SHA; the comment names the release it is.
@@ -111,8 +112,7 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
     extras = job.extras("github")
     env: dict[str, str] = {}
     if v.reusable:
-        sed = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
-        lines = ["set -f", f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")']
+        lines = ["set -f", templated_pip_install(extras)]
         env["MLOPS_INSTALL"] = v.install
         if job.runs_user_code:
             env["MLOPS_REQUIREMENTS"] = v.requirements or ""
@@ -120,11 +120,9 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
                 'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
             )
     else:
-        from shlex import join
-
-        lines = [join(["python", "-m", "pip", "install", *install_args(v.install, extras)])]
+        lines = [pip_install(v.install, extras)]
         if job.runs_user_code and v.requirements:
-            lines.append(join(["python", "-m", "pip", "install", "-r", v.requirements]))
+            lines.append(shlex.join(["python", "-m", "pip", "install", "-r", v.requirements]))
     step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
     if env:
         step["env"] = env
@@ -282,10 +280,7 @@ def render_inline(
 
 
 def _validate_job(plan: Plan, mode: str) -> Job:
-    from dataclasses import replace
-
-    args = (*plan.validate.args, "--platform", "github", "--mode", mode)
-    return replace(plan.validate, key="ci-mlops-validate", args=args)
+    return replace(plan.validate_job("github", mode), key="ci-mlops-validate")
 
 
 REUSABLE_FILE = ".github/workflows/mlops.yml"

@@ -4,10 +4,17 @@ CI/CD components, and the components themselves (``templates/``)."""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from ci_mlops.generate.plan import STAGES, Job, ModelPlan, Plan, install_args
+from ci_mlops.generate.plan import (
+    STAGES,
+    Job,
+    ModelPlan,
+    Plan,
+    pip_install,
+    templated_pip_install,
+)
 from ci_mlops.spec.model import Spec
 
 REPORT_ENVIRONMENT = "ci-mlops-report"
@@ -93,18 +100,12 @@ def _install_lines(job: Job, v: Values) -> list[str]:
     extras = job.extras("gitlab")
     user_code = job.runs_user_code and bool(v.requirements)
     if v.component:
-        joined = ",".join(extras)
-        sed = f"s/{{extras}}/{joined}/g" if extras else "s/\\[{extras}\\]//g"
-        line = f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
+        line = templated_pip_install(extras)
         if user_code:
             line += ' ${MLOPS_REQUIREMENTS:+-r "$MLOPS_REQUIREMENTS"}'
         return ["set -f", line]
     requirements = ["-r", str(v.requirements)] if user_code else []
-    return [
-        shlex.join(
-            ["python", "-m", "pip", "install", *install_args(v.install, extras), *requirements]
-        )
-    ]
+    return [pip_install(v.install, extras, *requirements)]
 
 
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
@@ -245,7 +246,7 @@ def values_for(spec: Spec, mp: ModelPlan) -> Values:
 
 def validate_job(spec: Spec, plan: Plan, mode: str) -> dict[str, Any]:
     """The job that fails when the committed pipeline no longer matches the spec."""
-    job = replace(plan.validate, args=(*plan.validate.args, "--platform", "gitlab", "--mode", mode))
+    job = plan.validate_job("gitlab", mode)
     v = Values(
         model="",
         changes=[plan.spec_file, ".gitlab-ci.yml"],

@@ -5,7 +5,7 @@ runner (``ci-mlops run``) are all renderings of this one plan."""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ci_mlops.spec.model import Model, Spec
 
@@ -111,6 +111,13 @@ class Plan:
     models: tuple[ModelPlan, ...]
     validate: Job
     pipeline_files: tuple[str, ...] = field(default_factory=tuple)
+
+    def validate_job(self, platform: str, mode: str) -> Job:
+        """The check that the committed pipeline of ``platform`` matches the spec, run
+        the way that pipeline was generated."""
+        return replace(
+            self.validate, args=(*self.validate.args, "--platform", platform, "--mode", mode)
+        )
 
     def jobs(self) -> list[Job]:
         return [self.validate, *(j for m in self.models for j in m.jobs)]
@@ -229,6 +236,19 @@ def watch_pattern(path: str) -> str:
     file under it. GitLab's rules:changes and GitHub's path filters match files, so
     ``src/`` alone would match no change at all."""
     return path + "**/*" if path.endswith("/") else path
+
+
+def pip_install(install: str, extras: tuple[str, ...], *more: str) -> str:
+    """The pip call that installs ci-mlops with ``extras`` (and ``more`` arguments) from
+    the spec's install setting, quoted for the shell."""
+    return shlex.join(["python", "-m", "pip", "install", *install_args(install, extras), *more])
+
+
+def templated_pip_install(extras: tuple[str, ...]) -> str:
+    """The same call in a template, where the install setting arrives in $MLOPS_INSTALL
+    and its ``{extras}`` is filled in at run time."""
+    sed = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
+    return f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
 
 
 def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
