@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import MlopsError, UsageError
 from ci_mlops.generate.plan import Job, build_plan
 from ci_mlops.spec.model import Model, Spec
+
+if TYPE_CHECKING:
+    from ci_mlops.platforms.local import LocalRegistry
 
 LOCAL_KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy")
 CACHE_FILE = "run-cache.json"
@@ -157,9 +160,8 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
     if job.kind == "evaluate" and not _already_live(spec, model, model.deploy.environments[0].name):
         # The baseline is an input too, unless it is this very model: judged against
         # itself it passes whatever passed without a baseline, so both count as none.
-        files += sorted(
-            (spec.root / model.deploy.registry / model.name).glob("environments/*.json")
-        )
+        registry = _registry(spec, model)
+        files += [registry.pointer_file(model.name, e.name) for e in model.deploy.environments]
     for path in files:
         digest.update(str(path).encode())
         digest.update(atomic.sha256_file(path).encode() if path.is_file() else b"-")
@@ -174,9 +176,7 @@ def _already_live(spec: Spec, model: Model, environment: str | None) -> bool:
         return False
     if not model_file.is_file():
         return False
-    from ci_mlops.platforms.local import LocalRegistry
-
-    registry = LocalRegistry(spec.root / model.deploy.registry)
+    registry = _registry(spec, model)
     try:
         pointer = registry.pointer(model.name, environment)
         if not pointer:
@@ -229,15 +229,23 @@ def _print_outputs(spec: Spec, model: Model) -> None:
 
 
 def _live_entry(spec: Spec, model: Model) -> str | None:
-    registry = spec.root / model.deploy.registry / model.name
+    registry = _registry(spec, model)
     for env in model.deploy.environments:
-        pointer = registry / "environments" / f"{env.name}.json"
         try:
-            version = json.loads(pointer.read_text("utf-8"))["version"]
-        except (OSError, ValueError, KeyError, TypeError):
+            pointer = registry.pointer(model.name, env.name)
+        except MlopsError:
             continue
-        return f"{_rel(registry / 'versions' / str(version))} ({env.name})"
+        if pointer:
+            version_dir = registry.version_dir(model.name, pointer["version"])
+            return f"{_rel(version_dir)} ({env.name})"
     return None
+
+
+def _registry(spec: Spec, model: Model) -> LocalRegistry:
+    """The local registry this runner deploys to (its layout is LocalRegistry's)."""
+    from ci_mlops.platforms.local import LocalRegistry
+
+    return LocalRegistry(spec.root / model.deploy.registry)
 
 
 def _rel(path: Path) -> str:
