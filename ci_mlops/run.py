@@ -161,7 +161,9 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
         # The baseline is an input too, unless it is this very model: judged against
         # itself it passes whatever passed without a baseline, so both count as none.
         registry = _registry(spec, model)
-        files += [registry.pointer_file(model.name, e.name) for e in model.deploy.environments]
+        pointers = (registry.pointer_file(model.name, e.name) for e in model.deploy.environments)
+        # Only pointers that exist: "no baseline yet" must hash like "this very model".
+        files += [p for p in pointers if p.is_file()]
     for path in files:
         digest.update(str(path).encode())
         digest.update(atomic.sha256_file(path).encode() if path.is_file() else b"-")
