@@ -107,6 +107,10 @@ def _baseline_value(baseline: dict[str, float] | None, metric: str) -> float | N
     return float(raw)
 
 
+# How a value bound reads when it holds and when it does not.
+_BOUND_WORDS = {"min": ("at or above", "below"), "max": ("at or below", "above")}
+
+
 def _check(
     gate: Gate,
     rule: str,
@@ -121,22 +125,11 @@ def _check(
         return Check(
             name, rule, threshold, value, baseline, None, False, f"{name} {why}: {rule} fails"
         )
-    if rule == "min":
-        ok = value >= threshold or _close(value, threshold)
-        verb = f"is {'at or above' if ok else 'below'} min"
-        return Check(
-            name,
-            rule,
-            threshold,
-            value,
-            baseline,
-            None,
-            ok,
-            f"{name} {_f(value)} {verb} {_f(threshold)}",
-        )
-    if rule == "max":
-        ok = value <= threshold or _close(value, threshold)
-        verb = f"is {'at or below' if ok else 'above'} max"
+    if rule in _BOUND_WORDS:
+        within = value >= threshold if rule == "min" else value <= threshold
+        ok = within or _close(value, threshold)
+        passed_words, failed_words = _BOUND_WORDS[rule]
+        verb = f"is {passed_words if ok else failed_words} {rule}"
         return Check(
             name,
             rule,
