@@ -8,6 +8,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ci_mlops.spec.model import Spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -108,3 +112,18 @@ def make_git_repo(path: Path) -> Path:
     git(path, "update-ref", "refs/remotes/origin/main", "HEAD")
     git(path, "symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main")
     return path
+
+
+def report_images(spec: Spec) -> list[Path]:
+    """Plot paths a report of the spec's first model links to."""
+    plots = spec.workdir(spec.models[0]) / "plots"
+    return [plots / "roc.png", plots / "confusion.png"]
+
+
+def publishable_files(spec: Spec) -> dict[str, Path]:
+    """Stand-in model, ONNX file and model card in the first model's folder, by name."""
+    workdir = spec.workdir(spec.models[0])
+    (workdir / "model.joblib").write_bytes(b"joblib-model-" * 100)
+    (workdir / "model.onnx").write_bytes(b"onnx-model-" * 100)
+    (workdir / "report.md").write_text("# card\n", encoding="utf-8")
+    return {name: workdir / name for name in ("model.joblib", "model.onnx", "report.md")}

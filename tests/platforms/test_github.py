@@ -17,6 +17,7 @@ from ci_mlops.platforms.remote import marker
 from ci_mlops.spec.model import Spec
 from tests.fakes.env import GITHUB_PERSONAL_TOKEN
 from tests.fakes.github_api import FakeGitHub
+from tests.helpers import publishable_files, report_images
 
 PR = 5
 BOT = "github-actions[bot]"
@@ -31,19 +32,6 @@ def _platform(spec: Spec) -> GitHubPlatform:
 
 def _comments_by(api: FakeGitHub, login: str) -> list[dict[str, object]]:
     return [c for c in api.comments.get(PR, []) if c["user"]["login"] == login]  # type: ignore[index]
-
-
-def _images(spec: Spec) -> list[Path]:
-    plots = spec.workdir(spec.models[0]) / "plots"
-    return [plots / "roc.png", plots / "confusion.png"]
-
-
-def _publishable(spec: Spec) -> dict[str, Path]:
-    workdir = spec.workdir(spec.models[0])
-    (workdir / "model.joblib").write_bytes(b"joblib-model-" * 100)
-    (workdir / "model.onnx").write_bytes(b"onnx-model-" * 100)
-    (workdir / "report.md").write_text("# card\n", encoding="utf-8")
-    return {name: workdir / name for name in ("model.joblib", "model.onnx", "report.md")}
 
 
 # -- the pull-request comment --------------------------------------------------------
@@ -135,7 +123,7 @@ def test_images_become_links_to_the_runs_artifacts(
     markdown = (
         '## Plots\n![ROC curve](plots/roc.png)\n<img src="plots/confusion.png" width="400">\n'
     )
-    _platform(spec).post_report(spec.models[0], markdown, _images(spec))
+    _platform(spec).post_report(spec.models[0], markdown, report_images(spec))
 
     body = str(_comments_by(github_api, BOT)[0]["body"])
     run_url = "https://github.example.invalid/octo/models/actions/runs/990012#artifacts"
@@ -350,7 +338,7 @@ def test_a_403_on_download_asks_for_actions_read(
 def test_publish_creates_a_release_with_verified_assets(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
-    files = _publishable(spec)
+    files = publishable_files(spec)
     platform = _platform(spec)
     version = "1.0.0" + platform.version_suffix()
     published = platform.publish(spec.models[0], version, files)
@@ -374,7 +362,7 @@ def test_without_digests_assets_are_downloaded_back_and_compared(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     github_api.asset_digests = False
-    _platform(spec).publish(spec.models[0], "1.0.0-run.12", _publishable(spec))
+    _platform(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
     fetched = [r.params["key"] for r in github_api.calls("storage")]
     assert len(fetched) == 4 and all(key.startswith("assets/") for key in fetched)
 
@@ -388,13 +376,13 @@ def test_a_corrupted_asset_is_detected(
     with pytest.raises(
         PlatformError, match=r"release asset model.joblib: GitHub holds sha256 .* corrupt"
     ):
-        _platform(spec).publish(spec.models[0], "1.0.0-run.12", _publishable(spec))
+        _platform(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
 
 
 def test_a_rerun_replaces_the_assets_of_the_same_release(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
-    files = _publishable(spec)
+    files = publishable_files(spec)
     _platform(spec).publish(spec.models[0], "1.0.0-run.12", files)
     files["model.onnx"].write_bytes(b"rebuilt onnx")
     _platform(spec).publish(spec.models[0], "1.0.0-run.12", files)
@@ -410,7 +398,7 @@ def test_promote_and_rollback_use_deployments(
 ) -> None:
     model = spec.models[0]
     platform = _platform(spec)
-    files = _publishable(spec)
+    files = publishable_files(spec)
     for version in ("1.0.0-run.1", "1.0.0-run.2"):
         platform.publish(model, version, files)
         platform.promote(model, "production", version)
@@ -445,7 +433,7 @@ def test_live_and_verify_read_the_release_behind_the_newest_deployment(
 ) -> None:
     model = spec.models[0]
     platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-run.12", _publishable(spec))
+    published = platform.publish(model, "1.0.0-run.12", publishable_files(spec))
     platform.promote(model, "staging", published.version)
 
     live = platform.live(model, "staging")
@@ -525,15 +513,18 @@ def test_the_token_never_reaches_output_logs_or_tracebacks(
     github_api.add_artifact(
         run, "breast-cancer-evaluate", {"metrics.json": json.dumps(METRICS).encode()}
     )
-    platform.post_report(spec.models[0], "report\n", _images(spec))
+    platform.post_report(spec.models[0], "report\n", report_images(spec))
     platform.fetch_baseline(spec.models[0])
-    platform.publish(spec.models[0], "1.0.0-run.12", _publishable(spec))
+    platform.publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
     platform.trigger_retrain(spec.models[0], "drift")
     errors: list[BaseException] = []
     for route, call in (
         ("edit_comment", lambda: platform.post_report(spec.models[0], "x\n", [])),
         ("artifact_zip", lambda: platform.fetch_baseline(spec.models[0])),
-        ("create_release", lambda: platform.publish(spec.models[0], "2.0.0", _publishable(spec))),
+        (
+            "create_release",
+            lambda: platform.publish(spec.models[0], "2.0.0", publishable_files(spec)),
+        ),
         ("dispatch", lambda: platform.trigger_retrain(spec.models[0], "drift")),
     ):
         github_api.fail(route, 403)

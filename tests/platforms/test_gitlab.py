@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import traceback
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from ci_mlops.platforms.remote import marker
 from ci_mlops.spec.model import Spec
 from tests.fakes.env import GITLAB_OTHER_TOKEN, GITLAB_TOKEN, TRIGGER_TOKEN
 from tests.fakes.gitlab_api import FakeGitLab
+from tests.helpers import publishable_files, report_images
 
 MR = 7
 ARTIFACT = ".ci-mlops/breast-cancer/metrics.json"
@@ -31,19 +31,6 @@ def _platform(spec: Spec) -> GitLabPlatform:
 
 def _bot_notes(api: FakeGitLab) -> list[dict[str, object]]:
     return [n for n in api.notes.get(MR, []) if n["author"]["id"] == 7]  # type: ignore[index]
-
-
-def _images(spec: Spec) -> list[Path]:
-    plots = spec.workdir(spec.models[0]) / "plots"
-    return [plots / "roc.png", plots / "confusion.png"]
-
-
-def _publishable(spec: Spec) -> dict[str, Path]:
-    workdir = spec.workdir(spec.models[0])
-    (workdir / "model.joblib").write_bytes(b"joblib-model-" * 100)
-    (workdir / "model.onnx").write_bytes(b"onnx-model-" * 100)
-    (workdir / "report.md").write_text("# card\n", encoding="utf-8")
-    return {name: workdir / name for name in ("model.joblib", "model.onnx", "report.md")}
 
 
 # -- the merge-request note ----------------------------------------------------------
@@ -129,7 +116,7 @@ def test_images_are_uploaded_and_their_links_point_at_the_uploads(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
 ) -> None:
     markdown = "## Plots\n![ROC curve](plots/roc.png)\n"  # confusion.png is not referenced
-    _platform(spec).post_report(spec.models[0], markdown, _images(spec))
+    _platform(spec).post_report(spec.models[0], markdown, report_images(spec))
 
     uploads = {u["filename"]: u for u in gitlab_api.uploads}
     assert uploads["roc.png"]["data"] == b"\x89PNG\r\n\x1a\nroc-curve"
@@ -148,7 +135,7 @@ def test_without_gitlab_token_the_report_is_skipped_with_a_clear_warning(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("GITLAB_TOKEN")
-    assert _platform(spec).post_report(spec.models[0], "report\n", _images(spec)) is None
+    assert _platform(spec).post_report(spec.models[0], "report\n", report_images(spec)) is None
 
     err = capsys.readouterr().err
     assert "warning" in err
@@ -172,7 +159,7 @@ def test_outside_a_merge_request_nothing_is_posted(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CI_MERGE_REQUEST_IID")
-    assert _platform(spec).post_report(spec.models[0], "report\n", _images(spec)) is None
+    assert _platform(spec).post_report(spec.models[0], "report\n", report_images(spec)) is None
     assert gitlab_api.requests == []
 
 
@@ -321,7 +308,7 @@ def test_publish_uploads_every_file_and_sha256sums_and_verifies_them(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("GITLAB_TOKEN")
-    files = _publishable(spec)
+    files = publishable_files(spec)
     platform = _platform(spec)
     version = "1.0.0" + platform.version_suffix()
     published = platform.publish(spec.models[0], version, files)
@@ -350,7 +337,7 @@ def test_a_corrupted_upload_is_detected(
     with pytest.raises(
         PlatformError, match=r"model.joblib: the registry returned sha256 .* corrupt"
     ):
-        _platform(spec).publish(spec.models[0], "1.0.0-pipeline.17", _publishable(spec))
+        _platform(spec).publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
 
 
 def test_promote_remembers_the_previous_version_and_rollback_returns_to_it(
@@ -358,7 +345,7 @@ def test_promote_remembers_the_previous_version_and_rollback_returns_to_it(
 ) -> None:
     model = spec.models[0]
     platform = _platform(spec)
-    files = _publishable(spec)
+    files = publishable_files(spec)
     for version in ("1.0.0-pipeline.1", "1.0.0-pipeline.2"):
         platform.publish(model, version, files)
         platform.promote(model, "staging", version)
@@ -394,7 +381,7 @@ def test_live_names_the_version_and_the_checksums_it_was_published_with(
 ) -> None:
     model = spec.models[0]
     platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-pipeline.17", _publishable(spec))
+    published = platform.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
     platform.promote(model, "staging", published.version)
 
     live = platform.live(model, "staging")
@@ -409,7 +396,7 @@ def test_verify_downloads_every_file_and_names_one_that_changed(
 ) -> None:
     model = spec.models[0]
     platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-pipeline.17", _publishable(spec))
+    published = platform.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
     assert platform.verify(model, published.version).files == published.files
 
     # Someone uploads another model.onnx into the same version: the registry serves it.
@@ -476,14 +463,14 @@ def test_tokens_never_reach_output_logs_or_tracebacks(
     monkeypatch.setenv("MLOPS_TRIGGER_TOKEN", TRIGGER_TOKEN)
     caplog.set_level(logging.DEBUG)  # python-gitlab, requests and urllib3 at their chattiest
     platform = _platform(spec)
-    platform.post_report(spec.models[0], "report\n", _images(spec))
-    platform.publish(spec.models[0], "1.0.0-pipeline.17", _publishable(spec))
+    platform.post_report(spec.models[0], "report\n", report_images(spec))
+    platform.publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
     platform.trigger_retrain(spec.models[0], "drift")
     errors: list[BaseException] = []
     for route, call in (
         ("create_note", lambda: platform.post_report(spec.models[0], "x\n", [])),
         ("trigger", lambda: platform.trigger_retrain(spec.models[0], "drift")),
-        ("package_put", lambda: platform.publish(spec.models[0], "2.0.0", _publishable(spec))),
+        ("package_put", lambda: platform.publish(spec.models[0], "2.0.0", publishable_files(spec))),
     ):
         gitlab_api.fail(route, 403)
         if route == "create_note":
