@@ -1,11 +1,12 @@
 """The evaluate step: score the trained model on the eval data, compare it with the
 baseline and decide the quality gates.
 
-Reads ``.ci-mlops/<model>/<model file>`` and the spec's eval data; writes metrics.json,
-gates.json (the verdict, bound to the sha256 of the exact model file judged),
-evaluate.junit.xml and plots/*.png. Everything is computed before anything is written,
-so bad input (exit 2) leaves the previous run's files intact; a failed gate (exit 1)
-is raised after the files are written, so the report can show why.
+Reads ``.ci-mlops/<model>/<model file>`` and the spec's eval data; writes metrics.json
+(with the sha256 of every plot it drew), gates.json (the verdict, bound to the sha256 of
+the exact model file judged), evaluate.junit.xml and plots/*.png. Everything is
+computed before anything is written, so bad input (exit 2) leaves the previous run's
+files intact; a failed gate (exit 1) is raised after the files are written, so the
+report can show why.
 """
 
 from __future__ import annotations
@@ -324,6 +325,8 @@ def _write(
         "averaging": scores.averaging,
         "notes": scores.notes,
         "classes": scores.classes,
+        # The report uploads only these files, and only while their bytes still match.
+        "plots": {f"plots/{name}": hashlib.sha256(png).hexdigest() for name, png in plots.items()},
     }
     atomic.write_json(workdir / "metrics.json", metrics)
     atomic.write_bytes(workdir / "evaluate.junit.xml", junit_xml(model.name, verdict))
