@@ -37,7 +37,7 @@ import gitlab
 import requests
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file
+from ci_mlops.atomic import read_artifact, sha256_file
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
@@ -256,15 +256,15 @@ class GitLabPlatform(Platform):
         workdir = self.spec.workdir(model)
         hint = "uploading images needs GITLAB_TOKEN with api scope"
         for image in images:
-            uploaded = self._upload(project, image, hint)
+            uploaded = self._upload(project, image, _image_bytes(workdir, image), hint)
             body, found = replace_image_links(body, image, workdir, str(uploaded["url"]))
             if not found:
                 body += f"\n\n{uploaded['markdown']}"
         return body
 
-    def _upload(self, project: Any, image: Path, hint: str) -> dict[str, Any]:
+    def _upload(self, project: Any, image: Path, data: bytes, hint: str) -> dict[str, Any]:
         def upload() -> dict[str, Any]:
-            return dict(project.upload(image.name, filepath=str(image)))
+            return dict(project.upload(image.name, filedata=data))
 
         return self._call(f"POST {self._path('/uploads')}", hint, upload)
 
@@ -482,6 +482,18 @@ class GitLabPlatform(Platform):
         where = attrs.get("web_url") or f"pipeline #{attrs.get('iid') or attrs.get('id')}"
         log.info(f"triggered retraining of {model.name} on {branch}: {where}")
         return str(where)
+
+
+def _image_bytes(workdir: Path, image: Path) -> bytes:
+    """An image to upload, read only from inside the model's folder and never through a
+    link: this job holds GITLAB_TOKEN, and an upload is visible to every reader."""
+    try:
+        relative = image.relative_to(workdir).as_posix()
+    except ValueError:
+        raise PlatformError(
+            f"{image}: refused: images are uploaded only from inside {workdir}"
+        ) from None
+    return read_artifact(workdir, relative)
 
 
 def _artifact_path(model: Model, name: str) -> str:
