@@ -28,6 +28,7 @@ from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
 from ci_mlops.steps.predictors import Predictions, first_line, load_predictor
+from ci_mlops.steps.records import read_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,10 +77,7 @@ def read_model(path: Path) -> tuple[bytes, str]:
     """The model file's bytes and their sha256; a file-named StepError when unreadable."""
     if not path.is_file():
         raise StepError(f"{path}: model file not found (run `ci-mlops train` first)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StepError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+    data = atomic.read_artifact(path.parent, path.name)
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -87,10 +85,7 @@ def check_integrity(train_json: Path, model_path: Path, sha: str) -> None:
     """Refuse a model file that is not the one training recorded in train.json."""
     if not train_json.is_file():
         return
-    try:
-        recorded = json.loads(train_json.read_text("utf-8")).get("model_sha256")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise StepError(f"{train_json}: cannot read: {first_line(exc)}") from None
+    recorded = read_record(train_json).get("model_sha256")
     if recorded and recorded != sha:
         raise StepError(
             f"{model_path}: sha256 is {sha}, but {train_json} recorded {recorded}: the model "
