@@ -6,11 +6,21 @@ Token. Everything uses ``GITHUB_TOKEN`` (pass ``${{ github.token }}`` in the ste
 ``actions: read`` to download the baseline artifact, ``contents: write`` to publish a
 release or send a repository dispatch, ``deployments: write`` to promote or roll back,
 ``actions: write`` for a workflow dispatch. Pull requests from forks get a read-only
-token, so the comment step cannot post there.
+token, so for them the report is not posted: a warning says so, and the report is in the
+job summary and the run's artifacts (as on GitLab, where a fork's pipeline has no
+GITLAB_TOKEN).
 
 Retries. PyGithub's ``GithubRetry`` retries 5xx, 429 and rate-limited 403 answers with
 back-off (bounded by ``MLOPS_API_RETRIES``, default 5) and spaces writes out by
-``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5).
+``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5). A server's ``Retry-After`` or
+rate-limit reset is waited for at most ``MLOPS_RETRY_AFTER_MAX`` seconds (default 60).
+
+Baselines. The newest successful run of the workflow on the default branch, started by
+an event that runs evaluate there (push, schedule, workflow or repository dispatch),
+whose ``<model>-evaluate`` artifact exists. Runs are paged through up to
+``MAX_BASELINE_RUNS``. A baseline that existed but expired, or that could not be looked
+for that far back, is a :class:`MissingBaseline` (change gates fail); only a default
+branch that never produced one means a first model.
 
 Images. GitHub strips ``data:`` URIs from comments and has no API to attach an image to
 one, and ci-mlops does not push plots to a third-party host or into the repository.
@@ -52,7 +62,7 @@ from requests.adapters import HTTPAdapter
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_text
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
-from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
     api_error,
@@ -60,10 +70,13 @@ from ci_mlops.platforms.remote import (
     env_flag,
     env_number,
     has_marker,
+    history_list,
     image_names,
+    invalid_answer,
     parse_checksums,
     parse_metrics,
     retries,
+    retry_after_cap,
     sha256_bytes,
     unreachable,
     with_marker,
@@ -75,8 +88,17 @@ T = TypeVar("T")
 BODY_LIMIT = 65_536
 SUMMARY_LIMIT = 1024 * 1024
 DEFAULT_BOT_LOGIN = "github-actions[bot]"
-MAX_BASELINE_RUNS = 20
+# How far back to page for a baseline (10 pages of 100); scheduled drift runs count.
+MAX_BASELINE_RUNS = 1000
+RUNS_PER_PAGE = 100
+# Events whose default-branch runs evaluate the model (pull requests never do there).
+BASELINE_EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch")
 TIMEOUT_SECONDS = 60
+FORK_WARNING = (
+    "this pull request comes from a fork: GitHub gives its runs a read-only GITHUB_TOKEN, "
+    "so the report was not posted as a comment. It is in the job summary and in the "
+    "run's artifacts."
+)
 COMMENT_HINT = (
     "commenting needs `pull-requests: write` for GITHUB_TOKEN "
     "(pull requests from forks only get a read-only token)"
@@ -152,10 +174,13 @@ class GitHubPlatform(Platform):
     # -- client and helpers ----------------------------------------------------------
 
     def _retry(self) -> GithubRetry:
-        return GithubRetry(
+        cap = retry_after_cap()
+        return _CappedRetry(
             total=retries(),
             backoff_factor=0.5,
             status_forcelist=[429, *range(500, 600)],
+            secondary_rate_wait=min(cap, 60.0),
+            max_rate_limit_wait=cap,
         )
 
     def _client(self) -> Github:
@@ -171,6 +196,7 @@ class GitHubPlatform(Platform):
                 timeout=TIMEOUT_SECONDS,
                 seconds_between_requests=min(writes, 0.25),
                 seconds_between_writes=writes,
+                per_page=RUNS_PER_PAGE,
                 lazy=True,
             )
         return self._github
@@ -197,8 +223,20 @@ class GitHubPlatform(Platform):
                 server_message=message,
                 secrets=(self.env.token,),
             )
+        except json.JSONDecodeError:
+            error = invalid_answer(endpoint, "GitHub")
         except requests.RequestException as exc:
             error = unreachable(endpoint, "GitHub", exc)
+        except AssertionError:
+            # PyGithub asserts that every URL an answer points to (next page, upload
+            # URL) is on GITHUB_API_URL's host and port.
+            error = ApiError(
+                f"{endpoint}: the answer points to URLs on another host or port than "
+                f"GITHUB_API_URL ({self.env.api_url}); set GITHUB_API_URL to the address the "
+                "server calls itself (check any proxy in between)",
+                endpoint=endpoint,
+                status=0,
+            )
         raise error
 
     @staticmethod
@@ -299,6 +337,11 @@ class GitHubPlatform(Platform):
         if number is None:
             log.info("not a pull-request event: report not posted")
             return None
+        if self._from_fork():
+            if env_flag("MLOPS_REQUIRE_COMMENT"):
+                raise PlatformError(FORK_WARNING)
+            log.warn(FORK_WARNING)
+            return None
         if not self.env.token:
             if env_flag("MLOPS_REQUIRE_COMMENT"):
                 raise PlatformError(TOKEN_MISSING)
@@ -321,6 +364,16 @@ class GitHubPlatform(Platform):
             )
             log.info(f"updated the {model.name} report on pull request #{number}")
         return str(comment.html_url)
+
+    def _from_fork(self) -> bool:
+        """True when the pull request's head lives in another repository (a fork, or a
+        deleted fork whose head repository is null)."""
+        pull = self._event().get("pull_request")
+        if not isinstance(pull, dict) or not isinstance(pull.get("head"), dict):
+            return False
+        head = pull["head"].get("repo")
+        name = head.get("full_name") if isinstance(head, dict) else None
+        return name != self.env.repository
 
     def _bot_login(self) -> str:
         if self.env.bot_login:
@@ -398,11 +451,12 @@ class GitHubPlatform(Platform):
 
     # -- baseline --------------------------------------------------------------------
 
-    def fetch_baseline(self, model: Model) -> Baseline | None:
+    def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
         """metrics.json from the ``<model>-evaluate`` artifact of the newest successful
-        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) on the default branch,
-        looking back over at most 20 runs. None, with the reason logged, when there is
-        no such run or its artifact expired. Needs ``actions: read``."""
+        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) on the default branch
+        started by one of BASELINE_EVENTS, paging back over at most MAX_BASELINE_RUNS
+        runs. None when no such run has the artifact (a first model); MissingBaseline
+        when the newest one's artifact expired. Needs ``actions: read``."""
         repo = self._repo()
         branch = self._default_branch(repo)
         name = f"{model.name}-evaluate"
@@ -421,16 +475,15 @@ class GitHubPlatform(Platform):
             return None
         if found is None:
             log.info(
-                f"no baseline: no successful run of {workflow} on {branch} has an artifact named {name} (among its latest {MAX_BASELINE_RUNS} successful runs)"
+                f"no baseline: never produced: no successful {'/'.join(BASELINE_EVENTS)} run of "
+                f"{workflow} on {branch} has an artifact named {name} (looked at up to "
+                f"{MAX_BASELINE_RUNS} runs)"
             )
             return None
         run, artifact = found
         source = f"run #{run.run_number} of {workflow} on {branch} ({str(run.head_sha)[:7]}), artifact {name}"
         if artifact.expired:
-            log.info(
-                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
-            )
-            return None
+            return self._expired(name, run, branch)
         try:
             archive = self._download(
                 artifact.archive_download_url,
@@ -440,21 +493,28 @@ class GitHubPlatform(Platform):
         except ApiError as exc:
             if exc.status not in (404, 410):
                 raise
-            log.info(
-                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
-            )
-            return None
+            return self._expired(name, run, branch)
         return Baseline(
             metrics=parse_metrics(_metrics_from_zip(archive, model, source), source), source=source
         )
 
+    def _expired(self, name: str, run: Any, branch: str) -> MissingBaseline:
+        reason = (
+            f"expired: the {name} artifact of run #{run.run_number} on {branch}, the newest "
+            "baseline, has expired; run the default branch's pipeline again to make a new one"
+        )
+        log.warn(f"no baseline: {reason}")
+        return MissingBaseline(reason)
+
     def _find_artifact(self, repo: Any, branch: str, name: str) -> tuple[Any, Any] | None:
         runs = repo.get_workflow(self.env.workflow).get_runs(branch=branch, status="success")
-        for index, run in enumerate(runs):
+        for index, run in enumerate(runs):  # PaginatedList: fetches page after page
             if index >= MAX_BASELINE_RUNS:
                 break
-            if run.event in ("pull_request", "pull_request_target"):
-                continue  # a fork's branch may be called like the default branch
+            # Only these events evaluate on the default branch; a pull request from a
+            # fork's branch called like the default branch must not set the baseline.
+            if run.event not in BASELINE_EVENTS:
+                continue
             for artifact in run.get_artifacts():
                 if artifact.name == name:
                     return run, artifact
@@ -603,16 +663,14 @@ class GitHubPlatform(Platform):
         if current == version:
             log.info(f"{model.name} {environment} already runs {version}")
             return
-        history = (
-            [*state.get("history", []), current] if current else list(state.get("history", []))
-        )
+        history = [*state["history"], current] if current else state["history"]
         self._deploy(model, environment, version, history, str(release.html_url))
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
     def rollback(self, model: Model, environment: str) -> str:
         """Deploy the version ``environment`` ran before the current one; return it."""
         state = self._environment_state(model, environment)
-        history = list(state.get("history", []))
+        history = state["history"]
         if not history:
             raise UsageError(
                 f"{model.name} {environment}: no earlier version to roll back to "
@@ -639,14 +697,16 @@ class GitHubPlatform(Platform):
             newest,
         )
         if deployment is None:
-            return {}
+            return {"history": []}
         payload = deployment.payload
         if isinstance(payload, str):
             try:
                 payload = json.loads(payload) if payload else {}
             except ValueError:
                 payload = {}
-        return payload if isinstance(payload, dict) else {}
+        payload = payload if isinstance(payload, dict) else {}
+        source = f"deployment {deployment.id} to {environment}: payload.history"
+        return {**payload, "history": history_list(payload.get("history"), source)}
 
     def _deploy(
         self, model: Model, environment: str, version: str, history: list[str], url: str
@@ -715,6 +775,14 @@ class GitHubPlatform(Platform):
             return f"workflow {self.env.workflow} on {branch}"
         url = getattr(run, "html_url", None) if not isinstance(run, bool) else None
         return str(url) if url else f"workflow {self.env.workflow} on {branch}"
+
+
+class _CappedRetry(GithubRetry):
+    """GithubRetry that waits at most MLOPS_RETRY_AFTER_MAX seconds whatever a server's
+    Retry-After says (urllib3 would sleep for as long as it is told)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), retry_after_cap())
 
 
 def _quiet_pygithub() -> None:

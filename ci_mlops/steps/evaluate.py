@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import GateFailed, StepError
-from ci_mlops.platforms.base import Baseline
+from ci_mlops.platforms.base import Baseline, MissingBaseline
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
@@ -56,14 +56,20 @@ def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any
         loaded = load_dataset(spec.root, model.eval_data)
         y_true, predictions = _predict(predictor, loaded, model, spec.root)
         scores = compute_metrics(model, y_true, predictions)
-        base = resolve_baseline(spec, model, baseline)
+        found = resolve_baseline(spec, model, baseline)
+        base = found if isinstance(found, Baseline) else None
+        missing = found.reason if isinstance(found, MissingBaseline) else None
         verdict = apply_gates(
-            model.gates, scores.values, base.metrics if base else None, model.if_no_baseline
+            model.gates,
+            scores.values,
+            base.metrics if base else None,
+            model.if_no_baseline,
+            missing=missing,
         )
         plots, notes = _plots(model, y_true, predictions, scores)
         for note in notes:
             log.warn(note)
-        _write(workdir, model, sha, len(y_true), scores, base, verdict, plots)
+        _write(workdir, model, sha, len(y_true), scores, found, verdict, plots)
     print(format_table(model, scores.values, base, verdict))
     if not verdict.passed:
         raise GateFailed(_failure_message(model, verdict))
@@ -244,17 +250,24 @@ def _classification_functions(
 # --- baseline -----------------------------------------------------------------------
 
 
-def resolve_baseline(spec: Spec, model: Model, path: Path | None) -> Baseline | None:
+def resolve_baseline(
+    spec: Spec, model: Model, path: Path | None
+) -> Baseline | MissingBaseline | None:
     """The baseline to compare with: ``path`` if given, else the platform's (the local
-    registry's latest version on a laptop, the default branch's run in CI)."""
+    registry's latest version on a laptop, the default branch's run in CI). None on a
+    first run; MissingBaseline when one existed but cannot be had (change gates fail)."""
     if path is not None:
-        found: Baseline | None = read_baseline_file(path, model)
+        found: Baseline | MissingBaseline | None = read_baseline_file(path, model)
     else:
         from ci_mlops.platforms import detect
 
         found = detect(spec).fetch_baseline(model)
     if found is None:
         log.info("no baseline: first run")
+    elif isinstance(found, MissingBaseline):
+        log.warn(
+            f"no baseline: {found.reason}; change gates fail (baseline.if_missing is for first runs)"
+        )
     else:
         log.info(f"baseline: {found.source}")
     return found
@@ -278,7 +291,9 @@ def read_baseline_file(path: Path, model: Model) -> Baseline:
         if value is None:  # a NaN written as null: nothing to compare with
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise StepError(f"{path}: metrics.{name}: expected a number, not {value!r}")
+            raise StepError(f"{path}: metrics.{name}: expected a number, not {value!r:.40}")
+        if not math.isfinite(value):  # JSON's NaN/Infinity extensions: nothing to compare
+            raise StepError(f"{path}: metrics.{name}: expected a finite number, not {value!r}")
         metrics[name] = float(value)
     return Baseline(metrics, f"file {path}")
 
@@ -304,10 +319,12 @@ def _write(
     sha: str,
     n_samples: int,
     scores: Scores,
-    base: Baseline | None,
+    found: Baseline | MissingBaseline | None,
     verdict: GateVerdict,
     plots: dict[str, bytes],
 ) -> None:
+    base = found if isinstance(found, Baseline) else None
+    missing = found.reason if isinstance(found, MissingBaseline) else None
     for name, png in plots.items():
         atomic.write_bytes(workdir / "plots" / name, png)
     metrics = {
@@ -317,6 +334,7 @@ def _write(
         "metrics": {k: _json_number(v) for k, v in scores.values.items()},
         "n_samples": n_samples,
         "baseline": {"source": base.source, "metrics": base.metrics} if base else None,
+        "baseline_missing": missing,
         "averaging": scores.averaging,
         "notes": scores.notes,
         "classes": scores.classes,
@@ -329,6 +347,7 @@ def _write(
         "model": model.name,
         "model_sha256": sha,
         "baseline_source": base.source if base else None,
+        "baseline_missing": missing,
         "if_no_baseline": model.if_no_baseline,
         **verdict.to_dict(),
     }

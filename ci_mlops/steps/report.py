@@ -307,7 +307,7 @@ def _metrics_section(model: Model, inputs: Inputs) -> str:
         rows.append(
             f"| {label} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
         )
-    parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info)]
+    parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info, metrics)]
     parts += _metric_notes(metrics)
     return "\n\n".join(parts)
 
@@ -348,7 +348,13 @@ def _rule(check: dict[str, Any]) -> str:
     return shown
 
 
-def _baseline_line(baseline: dict[str, Any] | None) -> str:
+def _baseline_line(baseline: dict[str, Any] | None, metrics: dict[str, Any]) -> str:
+    missing = metrics.get("baseline_missing")
+    if baseline is None and missing:
+        return (
+            f"⚠️ No baseline: {text(missing)}. Change gates fail: `baseline.if_missing` "
+            "applies only to a model the default branch never evaluated."
+        )
     if baseline is None:
         return "No baseline: first run (change gates follow `baseline.if_missing`)."
     return f"Baseline: {text(baseline.get('source', 'unknown'))}."
