@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.spec.model import Drift, Model, Spec
+from ci_mlops.steps.datasets import out_of_memory, too_large
 from ci_mlops.steps.markdown import text
 
 if TYPE_CHECKING:
@@ -102,7 +103,11 @@ def _load(path: Path) -> Sample:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
+    except MemoryError:
+        raise too_large(path) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
+        if out_of_memory(exc):
+            raise too_large(path) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepError(f"{path}: cannot read: {first}") from None
     frame.columns = [str(c) for c in frame.columns]
