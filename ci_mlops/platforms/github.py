@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import re
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -185,21 +186,24 @@ class GitHubPlatform(Platform):
 
     def _client(self) -> Github:
         if self._github is None:
-            if not self.env.token:
-                raise PlatformError(TOKEN_MISSING)
-            _quiet_pygithub()
-            writes = env_number("MLOPS_GITHUB_WRITE_INTERVAL", 0.5)
-            self._github = Github(
-                base_url=self.env.api_url,
-                auth=Auth.Token(self.env.token),
-                retry=self._retry(),
-                timeout=TIMEOUT_SECONDS,
-                seconds_between_requests=min(writes, 0.25),
-                seconds_between_writes=writes,
-                per_page=RUNS_PER_PAGE,
-                lazy=True,
-            )
+            self._github = self._new_client(self._retry())
         return self._github
+
+    def _new_client(self, retry: GithubRetry) -> Github:
+        if not self.env.token:
+            raise PlatformError(TOKEN_MISSING)
+        _quiet_pygithub()
+        writes = env_number("MLOPS_GITHUB_WRITE_INTERVAL", 0.5)
+        return Github(
+            base_url=self.env.api_url,
+            auth=Auth.Token(self.env.token),
+            retry=retry,
+            timeout=TIMEOUT_SECONDS,
+            seconds_between_requests=min(writes, 0.25),
+            seconds_between_writes=writes,
+            per_page=RUNS_PER_PAGE,
+            lazy=True,
+        )
 
     def _repo(self) -> Any:
         if not self.env.repository:
@@ -352,9 +356,7 @@ class GitHubPlatform(Platform):
         endpoint = self._path(f"/issues/{number}/comments")
         comment = self._find_comment(issue, model, endpoint)
         if comment is None:
-            comment = self._call(
-                f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
-            )
+            comment = self._create_comment(number, model, body, endpoint)
             log.info(f"posted the {model.name} report to pull request #{number}")
         else:
             self._call(
@@ -364,6 +366,34 @@ class GitHubPlatform(Platform):
             )
             log.info(f"updated the {model.name} report on pull request #{number}")
         return str(comment.html_url)
+
+    def _create_comment(self, number: int, model: Model, body: str, endpoint: str) -> Any:
+        """Create the comment through a client that does not repeat POSTs: a 5xx (or no
+        answer) can come after GitHub stored it, so look for it by its marker before
+        creating it again."""
+        writer = self._single_post_client().get_repo(self.env.repository)
+        issue = writer.get_issue(number)
+        attempts = retries() + 1
+        for attempt in range(attempts):
+            try:
+                return self._call(
+                    f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
+                )
+            except ApiError as exc:
+                if not (exc.status == 0 or exc.status >= 500) or attempt == attempts - 1:
+                    raise
+            stored = self._find_comment(self._repo().get_issue(number), model, endpoint)
+            if stored is not None:
+                log.info("the comment was stored before the error; not posting it again")
+                return stored
+            time.sleep(min(2**attempt * 0.5, retry_after_cap()))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _single_post_client(self) -> Github:
+        """A client like :meth:`_client` whose retries leave POST alone."""
+        retry = self._retry()
+        retry.allowed_methods = frozenset(m for m in retry.allowed_methods or () if m != "POST")
+        return self._new_client(retry)
 
     def _from_fork(self) -> bool:
         """True when the pull request's head lives in another repository (a fork, or a

@@ -279,3 +279,15 @@ def test_github_payload_history_must_be_a_list(
     )
     with pytest.raises(PlatformError, match=r"payload\.history: expected a list"):
         platform.rollback(model, "staging")
+
+
+def test_a_502_after_github_stored_the_comment_posts_no_second_comment(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    github_api.fail_after("create_comment", 502)
+
+    where = GitHubPlatform(spec).post_report(spec.models[0], "report\n", [])
+
+    (comment,) = github_api.comments[5]
+    assert where == comment["html_url"]
+    assert len(github_api.calls("create_comment")) == 1
