@@ -134,26 +134,29 @@ def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
 
 def _vouched_for(workdir: Path, name: str) -> bool:
     """Publish a companion only when it is a regular file inside the model's folder and
-    its content is what a step recorded: records must parse, report.md must have the
-    sha256 report.json recorded. Anything else is left out with a warning."""
+    its content is what a step recorded: records must parse, metrics.json must have the
+    sha256 gates.json recorded, report.md the one report.json recorded (model.onnx was
+    checked against export.json already). Anything else is left out with a warning."""
     try:
         if name in RECORDS:
             read_record(workdir / name)
+        if name == "metrics.json":
+            _require_recorded(workdir, name, read_record(workdir / "gates.json"), "metrics_sha256")
         elif name == "report.md":
-            _require_report(workdir)
+            _require_recorded(workdir, name, read_record(workdir / "report.json"), "report_sha256")
         return True
     except StepError as exc:
         log.warn(f"{exc}; not published")
         return False
 
 
-def _require_report(workdir: Path) -> None:
-    recorded = read_record(workdir / "report.json").get("report_sha256")
-    actual = artifact_sha256(workdir, "report.md")
+def _require_recorded(workdir: Path, name: str, record: dict[str, Any], key: str) -> None:
+    recorded = record.get(key)
+    actual = artifact_sha256(workdir, name)
     if actual != recorded:
         raise StepError(
-            f"{workdir / 'report.md'}: sha256 {actual[:12]}... is not the "
-            f"{str(recorded)[:12]}... the report step recorded"
+            f"{workdir / name}: sha256 {actual[:12]}... is not the {str(recorded)[:12]}... "
+            "the step that wrote it recorded"
         )
 
 

@@ -346,6 +346,8 @@ def _write(
     gates = {
         "model": model.name,
         "model_sha256": sha,
+        # Deploy publishes metrics.json only with these bytes.
+        "metrics_sha256": atomic.artifact_sha256(workdir, "metrics.json"),
         "baseline_source": base.source if base else None,
         "baseline_missing": missing,
         "if_no_baseline": model.if_no_baseline,

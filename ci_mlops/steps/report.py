@@ -55,7 +55,7 @@ def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
     workdir = spec.workdir(model)
     check_artifacts(workdir, model)
     inputs = read_inputs(workdir, model)
-    markdown = render(spec, model)
+    markdown = render(spec, model, inputs=inputs)
     path = workdir / "report.md"
     atomic.write_text(path, markdown)
     # Deploy publishes report.md only while it still has the bytes recorded here.
@@ -103,10 +103,16 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     return where
 
 
-def render(spec: Spec, model: Model, images: Mapping[str, str] | None = None) -> str:
+def render(
+    spec: Spec,
+    model: Model,
+    images: Mapping[str, str] | None = None,
+    inputs: Inputs | None = None,
+) -> str:
     """The report of ``model`` as Markdown. ``images`` maps a plot's relative link
-    (``plots/roc_curve.png``) to the URL to show instead."""
-    inputs = read_inputs(spec.workdir(model), model)
+    (``plots/roc_curve.png``) to the URL to show instead; ``inputs`` are the step files
+    when the caller has read them already."""
+    inputs = inputs or read_inputs(spec.workdir(model), model)
     head = [MARKER.format(name=model.name), _title(model, inputs), _verdict(inputs)]
     sections = {
         "failed checks": _failures_section(inputs),
@@ -270,8 +276,8 @@ def _integrity_warnings(inputs: Inputs) -> list[str]:
     out = []
     if judged and inputs.model_sha256 and judged != inputs.model_sha256:
         out.append(
-            f"the verdict is for model sha256 {code(str(judged)[:12])}, but the model file "
-            f"now has `{inputs.model_sha256[:12]}`: evaluate again"
+            f"the verdict is for model sha256 {code(str(judged)[:12], table=False)}, but "
+            f"the model file now has `{inputs.model_sha256[:12]}`: evaluate again"
         )
     if judged and scored and judged != scored:
         out.append("metrics.json and gates.json are from different models")

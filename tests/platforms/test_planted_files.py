@@ -77,7 +77,7 @@ def test_gitlab_deploy_never_publishes_a_linked_report(
     assert "report.md: refused" in result.stderr
 
 
-def test_github_deploy_publishes_report_md_only_as_recorded(
+def test_github_deploy_publishes_report_and_metrics_only_as_recorded(
     evaluated: Path,
     tmp_path: Path,
     github_api: FakeGitHub,
@@ -89,11 +89,14 @@ def test_github_deploy_publishes_report_md_only_as_recorded(
     assert invoke(folder, "report", "--no-post").code == 0
     report = workdir(folder) / "report.md"
     report.write_text(f"token: {github_api.workflow_token}\n")  # edited after the report step
+    metrics = workdir(folder) / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"metrics": {', '"metrics": {"planted": 1, '))
 
     result = invoke(folder, "deploy", "-e", "staging")
 
     assert result.code == 0, result.output
     (release,) = github_api.releases
     names = {asset["name"] for asset in release["assets"]}
-    assert "model.joblib" in names and "report.md" not in names
-    assert "is not the" in result.stderr and "report step recorded" in result.stderr
+    assert "model.joblib" in names and "gates.json" in names
+    assert "report.md" not in names and "metrics.json" not in names
+    assert "report.md: sha256" in result.stderr and "step that wrote it recorded" in result.stderr
