@@ -291,3 +291,14 @@ def test_a_502_after_github_stored_the_comment_posts_no_second_comment(
     (comment,) = github_api.comments[5]
     assert where == comment["html_url"]
     assert len(github_api.calls("create_comment")) == 1
+
+
+def test_a_gitlab_environment_history_must_be_a_list(
+    spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
+) -> None:
+    record = {"version": "1.0.0-pipeline.3", "history": "1.0.0-pipeline.2"}
+    gitlab_api.packages[("breast-cancer-environments", "0.0.0")] = [
+        ("staging.json", json.dumps(record).encode())
+    ]
+    with pytest.raises(PlatformError, match=r"staging\.json: history: expected a list"):
+        GitLabPlatform(spec).rollback(spec.models[0], "staging")
