@@ -15,12 +15,13 @@ back-off (bounded by ``MLOPS_API_RETRIES``, default 5) and spaces writes out by
 ``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5). A server's ``Retry-After`` or
 rate-limit reset is waited for at most ``MLOPS_RETRY_AFTER_MAX`` seconds (default 60).
 
-Baselines. The newest successful run of the workflow on the default branch, started by
-an event that runs evaluate there (push, schedule, workflow or repository dispatch),
-whose ``<model>-evaluate`` artifact exists. Runs are paged through up to
-``MAX_BASELINE_RUNS``. A baseline that existed but expired, or that could not be looked
-for that far back, is a :class:`MissingBaseline` (change gates fail); only a default
-branch that never produced one means a first model.
+Baselines. The repository's ``<model>-evaluate`` artifacts are listed newest first
+(GitHub keeps listing expired ones), paging through up to ``MAX_BASELINE_ARTIFACTS``; the
+first made on the default branch by a successful run of the workflow started by an
+event that evaluates there (push, schedule, workflow or repository dispatch; never a
+pull request) is the baseline. Scheduled drift runs and pull-request runs cost nothing
+this way, however many there are. An expired baseline is a :class:`MissingBaseline`
+(change gates fail); only a default branch that never produced one means a first model.
 
 Images. GitHub strips ``data:`` URIs from comments and has no API to attach an image to
 one, and ci-mlops does not push plots to a third-party host or into the repository.
@@ -89,8 +90,8 @@ T = TypeVar("T")
 BODY_LIMIT = 65_536
 SUMMARY_LIMIT = 1024 * 1024
 DEFAULT_BOT_LOGIN = "github-actions[bot]"
-# How far back to page for a baseline (10 pages of 100); scheduled drift runs count.
-MAX_BASELINE_RUNS = 1000
+# How far back to page for a baseline: 10 pages of 100 artifacts of the model's name.
+MAX_BASELINE_ARTIFACTS = 1000
 RUNS_PER_PAGE = 100
 # Events whose default-branch runs evaluate the model (pull requests never do there).
 BASELINE_EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch")
@@ -482,32 +483,31 @@ class GitHubPlatform(Platform):
     # -- baseline --------------------------------------------------------------------
 
     def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
-        """metrics.json from the ``<model>-evaluate`` artifact of the newest successful
-        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) on the default branch
-        started by one of BASELINE_EVENTS, paging back over at most MAX_BASELINE_RUNS
-        runs. None when no such run has the artifact (a first model); MissingBaseline
-        when the newest one's artifact expired. Needs ``actions: read``."""
+        """metrics.json from the newest ``<model>-evaluate`` artifact made on the default
+        branch by a successful run of the workflow (MLOPS_WORKFLOW, default mlops.yml)
+        started by one of BASELINE_EVENTS. None when there never was one (a first
+        model); MissingBaseline when it expired. Needs ``actions: read``."""
         repo = self._repo()
         branch = self._default_branch(repo)
         name = f"{model.name}-evaluate"
         workflow = self.env.workflow
-        endpoint = f"GET {self._path(f'/actions/workflows/{workflow}/runs')}?branch={branch}&status=success"
+        endpoint = f"GET {self._path('/actions/artifacts')}?name={name}"
         try:
             found = self._call(
                 endpoint,
-                "listing runs needs `actions: read`",
+                "listing artifacts needs `actions: read`",
                 lambda: self._find_artifact(repo, branch, name),
             )
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            log.info(f"no baseline: workflow {workflow} is not on {branch} yet")
+            log.info(f"no baseline: the artifacts of {self.env.repository} cannot be listed")
             return None
         if found is None:
             log.info(
                 f"no baseline: never produced: no successful {'/'.join(BASELINE_EVENTS)} run of "
-                f"{workflow} on {branch} has an artifact named {name} (looked at up to "
-                f"{MAX_BASELINE_RUNS} runs)"
+                f"{workflow} on {branch} made an artifact named {name} (looked at up to "
+                f"{MAX_BASELINE_ARTIFACTS} artifacts of that name)"
             )
             return None
         run, artifact = found
@@ -537,18 +537,27 @@ class GitHubPlatform(Platform):
         return MissingBaseline(reason)
 
     def _find_artifact(self, repo: Any, branch: str, name: str) -> tuple[Any, Any] | None:
-        runs = repo.get_workflow(self.env.workflow).get_runs(branch=branch, status="success")
-        for index, run in enumerate(runs):  # PaginatedList: fetches page after page
-            if index >= MAX_BASELINE_RUNS:
+        """The newest artifact ``name`` a baseline-making run left on ``branch``, and
+        that run; artifacts of other branches are skipped without a request."""
+        artifacts = repo.get_artifacts(name=name)
+        for index, artifact in enumerate(artifacts):  # PaginatedList: page after page
+            if index >= MAX_BASELINE_ARTIFACTS:
                 break
-            # Only these events evaluate on the default branch; a pull request from a
-            # fork's branch called like the default branch must not set the baseline.
-            if run.event not in BASELINE_EVENTS:
+            origin = artifact.workflow_run
+            if artifact.name != name or origin is None or origin.head_branch != branch:
                 continue
-            for artifact in run.get_artifacts():
-                if artifact.name == name:
-                    return run, artifact
+            run = repo.get_workflow_run(origin.id)
+            if self._makes_baselines(run):
+                return run, artifact
         return None
+
+    def _makes_baselines(self, run: Any) -> bool:
+        """A successful run of our workflow started by an event that evaluates on the
+        default branch: a pull request from a fork's branch called like the default
+        branch, or another workflow's artifact of the same name, must not count."""
+        workflow = self.env.workflow
+        ours = str(run.path).rsplit("/", 1)[-1] == workflow or str(run.workflow_id) == workflow
+        return ours and run.event in BASELINE_EVENTS and run.conclusion == "success"
 
     # -- registry --------------------------------------------------------------------
 

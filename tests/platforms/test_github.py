@@ -251,8 +251,10 @@ def test_baseline_comes_from_the_newest_successful_default_branch_run(
     assert baseline is not None
     assert baseline.metrics == {"accuracy": 0.951, "f1": 0.96}
     assert f"run #{newest['run_number']}" in baseline.source and "main" in baseline.source
-    (runs,) = github_api.calls("runs")
-    assert runs.query == {"branch": "main", "status": "success", "per_page": "100"}
+    (listing,) = github_api.calls("repo_artifacts")
+    assert listing.query == {"name": "breast-cancer-evaluate", "per_page": "100"}
+    # only runs of artifacts on main are looked at: the newest, the fork's, then found
+    assert len(github_api.calls("run")) == 2
     (storage,) = github_api.calls("storage")
     assert "authorization" not in storage.headers  # the token never goes to blob storage
 
@@ -284,18 +286,21 @@ def test_no_runs_means_no_baseline_with_a_reason(
     assert _platform(spec).fetch_baseline(spec.models[0]) is None
     err = capsys.readouterr().err
     assert "no baseline: never produced: no successful push/schedule/workflow_dispatch" in err
-    assert "run of mlops.yml on main has an artifact named breast-cancer-evaluate" in err
+    assert "run of mlops.yml on main made an artifact named breast-cancer-evaluate" in err
 
 
-def test_a_workflow_not_yet_on_the_default_branch_means_no_baseline(
+def test_artifacts_of_another_workflow_or_a_failed_run_are_no_baseline(
     spec: Spec,
     github_api: FakeGitHub,
     github_env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    github_api.workflows.clear()
+    other = github_api.add_run(workflow="other.yml")
+    failed = github_api.add_run(conclusion="failure")
+    for run in (other, failed):
+        github_api.add_artifact(run, "breast-cancer-evaluate", {"metrics.json": b"{}"})
     assert _platform(spec).fetch_baseline(spec.models[0]) is None
-    assert "workflow mlops.yml is not on main yet" in capsys.readouterr().err
+    assert "never produced" in capsys.readouterr().err
 
 
 def test_an_expired_artifact_is_a_missing_baseline_not_a_first_run(

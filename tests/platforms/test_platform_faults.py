@@ -169,8 +169,11 @@ def test_a_baseline_behind_many_scheduled_runs_is_found(
     github_api.add_artifact(
         run, "breast-cancer-evaluate", {"metrics.json": json.dumps(METRICS).encode()}
     )
-    for _ in range(130):  # nightly drift checks: successful, no evaluate artifact
+    for _ in range(30):  # nightly drift checks: successful, no evaluate artifact
         github_api.add_run(event="schedule")
+    for _ in range(130):  # pull-request runs evaluate too, on their own branches
+        pull = github_api.add_run(branch="feature", event="pull_request")
+        github_api.add_artifact(pull, "breast-cancer-evaluate", {"metrics.json": b"{}"})
     fork = github_api.add_run(event="pull_request")  # a fork's branch named main
     github_api.add_artifact(
         fork, "breast-cancer-evaluate", {"metrics.json": b'{"metrics": {"accuracy": 0.1}}'}
@@ -180,7 +183,9 @@ def test_a_baseline_behind_many_scheduled_runs_is_found(
 
     assert baseline is not None and not isinstance(baseline, MissingBaseline)
     assert baseline.metrics == METRICS["metrics"]
-    assert {r.query.get("page", "1") for r in github_api.calls("runs")} == {"1", "2"}
+    pages = [r.query.get("page", "1") for r in github_api.calls("repo_artifacts")]
+    assert pages == ["1", "2"]  # paged past the pull requests' 130 artifacts
+    assert len(github_api.calls("run")) == 2  # runs fetched: the fork's and the baseline's
 
 
 def test_an_expired_baseline_fails_change_gates_whatever_if_missing_says(spec: Spec) -> None:
