@@ -31,7 +31,7 @@ OUTPUTS = {
     "data-test": ("data-test.json",),
     "evaluate": ("metrics.json", "gates.json"),
     "export": ("export.json",),
-    "report": ("report.md",),
+    "report": ("report.md", "report.json"),
 }
 # What each job reads from the model folder, besides the spec and data.
 READS = {

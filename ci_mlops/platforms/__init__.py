@@ -4,7 +4,7 @@ GitLab through python-gitlab and GitHub through PyGithub. Steps talk to a
 
 from __future__ import annotations
 
-from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
 from ci_mlops.platforms.detect import detect
 
-__all__ = ["Baseline", "Platform", "Published", "detect"]
+__all__ = ["Baseline", "MissingBaseline", "Platform", "Published", "detect"]

@@ -21,6 +21,16 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class MissingBaseline:
+    """The default branch produced a baseline, but it cannot be had now (its artifact
+    expired). Unlike ``None`` (never produced: a first model), ``baseline.if_missing``
+    does not apply: change gates fail, because passing them would let any change through
+    once a project's default branch has been quiet longer than artifacts are kept."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Published:
     """A model version stored in a registry."""
 
@@ -38,8 +48,9 @@ class Platform(ABC):
         self.spec = spec
 
     @abstractmethod
-    def fetch_baseline(self, model: Model) -> Baseline | None:
-        """The default branch's latest metrics for ``model``, or None when there are none."""
+    def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
+        """The default branch's latest metrics for ``model``; None when it never produced
+        any (a first model); MissingBaseline when they existed but cannot be had."""
 
     @abstractmethod
     def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:

@@ -6,11 +6,22 @@ Token. Everything uses ``GITHUB_TOKEN`` (pass ``${{ github.token }}`` in the ste
 ``actions: read`` to download the baseline artifact, ``contents: write`` to publish a
 release or send a repository dispatch, ``deployments: write`` to promote or roll back,
 ``actions: write`` for a workflow dispatch. Pull requests from forks get a read-only
-token, so the comment step cannot post there.
+token, so for them the report is not posted: a warning says so, and the report is in the
+job summary and the run's artifacts (as on GitLab, where a fork's pipeline has no
+GITLAB_TOKEN).
 
 Retries. PyGithub's ``GithubRetry`` retries 5xx, 429 and rate-limited 403 answers with
 back-off (bounded by ``MLOPS_API_RETRIES``, default 5) and spaces writes out by
-``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5).
+``MLOPS_GITHUB_WRITE_INTERVAL`` seconds (default 0.5). A server's ``Retry-After`` or
+rate-limit reset is waited for at most ``MLOPS_RETRY_AFTER_MAX`` seconds (default 60).
+
+Baselines. The repository's ``<model>-evaluate`` artifacts are listed newest first
+(GitHub keeps listing expired ones), paging through up to ``MAX_BASELINE_ARTIFACTS``; the
+first made on the default branch by a successful run of the workflow started by an
+event that evaluates there (push, schedule, workflow or repository dispatch; never a
+pull request) is the baseline. Scheduled drift runs and pull-request runs cost nothing
+this way, however many there are. An expired baseline is a :class:`MissingBaseline`
+(change gates fail); only a default branch that never produced one means a first model.
 
 Images. GitHub strips ``data:`` URIs from comments and has no API to attach an image to
 one, and ci-mlops does not push plots to a third-party host or into the repository.
@@ -37,6 +48,7 @@ import json
 import logging
 import os
 import re
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,7 +64,7 @@ from requests.adapters import HTTPAdapter
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_text
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
-from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
     api_error,
@@ -60,10 +72,13 @@ from ci_mlops.platforms.remote import (
     env_flag,
     env_number,
     has_marker,
+    history_list,
     image_names,
+    invalid_answer,
     parse_checksums,
     parse_metrics,
     retries,
+    retry_after_cap,
     sha256_bytes,
     unreachable,
     with_marker,
@@ -75,8 +90,17 @@ T = TypeVar("T")
 BODY_LIMIT = 65_536
 SUMMARY_LIMIT = 1024 * 1024
 DEFAULT_BOT_LOGIN = "github-actions[bot]"
-MAX_BASELINE_RUNS = 20
+# How far back to page for a baseline: 10 pages of 100 artifacts of the model's name.
+MAX_BASELINE_ARTIFACTS = 1000
+RUNS_PER_PAGE = 100
+# Events whose default-branch runs evaluate the model (pull requests never do there).
+BASELINE_EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch")
 TIMEOUT_SECONDS = 60
+FORK_WARNING = (
+    "this pull request comes from a fork: GitHub gives its runs a read-only GITHUB_TOKEN, "
+    "so the report was not posted as a comment. It is in the job summary and in the "
+    "run's artifacts."
+)
 COMMENT_HINT = (
     "commenting needs `pull-requests: write` for GITHUB_TOKEN "
     "(pull requests from forks only get a read-only token)"
@@ -152,28 +176,35 @@ class GitHubPlatform(Platform):
     # -- client and helpers ----------------------------------------------------------
 
     def _retry(self) -> GithubRetry:
-        return GithubRetry(
+        cap = retry_after_cap()
+        return _CappedRetry(
             total=retries(),
             backoff_factor=0.5,
             status_forcelist=[429, *range(500, 600)],
+            secondary_rate_wait=min(cap, 60.0),
+            max_rate_limit_wait=cap,
         )
 
     def _client(self) -> Github:
         if self._github is None:
-            if not self.env.token:
-                raise PlatformError(TOKEN_MISSING)
-            _quiet_pygithub()
-            writes = env_number("MLOPS_GITHUB_WRITE_INTERVAL", 0.5)
-            self._github = Github(
-                base_url=self.env.api_url,
-                auth=Auth.Token(self.env.token),
-                retry=self._retry(),
-                timeout=TIMEOUT_SECONDS,
-                seconds_between_requests=min(writes, 0.25),
-                seconds_between_writes=writes,
-                lazy=True,
-            )
+            self._github = self._new_client(self._retry())
         return self._github
+
+    def _new_client(self, retry: GithubRetry) -> Github:
+        if not self.env.token:
+            raise PlatformError(TOKEN_MISSING)
+        _quiet_pygithub()
+        writes = env_number("MLOPS_GITHUB_WRITE_INTERVAL", 0.5)
+        return Github(
+            base_url=self.env.api_url,
+            auth=Auth.Token(self.env.token),
+            retry=retry,
+            timeout=TIMEOUT_SECONDS,
+            seconds_between_requests=min(writes, 0.25),
+            seconds_between_writes=writes,
+            per_page=RUNS_PER_PAGE,
+            lazy=True,
+        )
 
     def _repo(self) -> Any:
         if not self.env.repository:
@@ -197,8 +228,20 @@ class GitHubPlatform(Platform):
                 server_message=message,
                 secrets=(self.env.token,),
             )
+        except json.JSONDecodeError:
+            error = invalid_answer(endpoint, "GitHub")
         except requests.RequestException as exc:
             error = unreachable(endpoint, "GitHub", exc)
+        except AssertionError:
+            # PyGithub asserts that every URL an answer points to (next page, upload
+            # URL) is on GITHUB_API_URL's host and port.
+            error = ApiError(
+                f"{endpoint}: the answer points to URLs on another host or port than "
+                f"GITHUB_API_URL ({self.env.api_url}); set GITHUB_API_URL to the address the "
+                "server calls itself (check any proxy in between)",
+                endpoint=endpoint,
+                status=0,
+            )
         raise error
 
     @staticmethod
@@ -299,6 +342,11 @@ class GitHubPlatform(Platform):
         if number is None:
             log.info("not a pull-request event: report not posted")
             return None
+        if self._from_fork():
+            if env_flag("MLOPS_REQUIRE_COMMENT"):
+                raise PlatformError(FORK_WARNING)
+            log.warn(FORK_WARNING)
+            return None
         if not self.env.token:
             if env_flag("MLOPS_REQUIRE_COMMENT"):
                 raise PlatformError(TOKEN_MISSING)
@@ -309,9 +357,7 @@ class GitHubPlatform(Platform):
         endpoint = self._path(f"/issues/{number}/comments")
         comment = self._find_comment(issue, model, endpoint)
         if comment is None:
-            comment = self._call(
-                f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
-            )
+            comment = self._create_comment(number, model, body, endpoint)
             log.info(f"posted the {model.name} report to pull request #{number}")
         else:
             self._call(
@@ -321,6 +367,44 @@ class GitHubPlatform(Platform):
             )
             log.info(f"updated the {model.name} report on pull request #{number}")
         return str(comment.html_url)
+
+    def _create_comment(self, number: int, model: Model, body: str, endpoint: str) -> Any:
+        """Create the comment through a client that does not repeat POSTs: a 5xx (or no
+        answer) can come after GitHub stored it, so look for it by its marker before
+        creating it again."""
+        writer = self._single_post_client().get_repo(self.env.repository)
+        issue = writer.get_issue(number)
+        attempts = retries() + 1
+        for attempt in range(attempts):
+            try:
+                return self._call(
+                    f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
+                )
+            except ApiError as exc:
+                if not (exc.status == 0 or exc.status >= 500) or attempt == attempts - 1:
+                    raise
+            stored = self._find_comment(self._repo().get_issue(number), model, endpoint)
+            if stored is not None:
+                log.info("the comment was stored before the error; not posting it again")
+                return stored
+            time.sleep(min(2**attempt * 0.5, retry_after_cap()))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _single_post_client(self) -> Github:
+        """A client like :meth:`_client` whose retries leave POST alone."""
+        retry = self._retry()
+        retry.allowed_methods = frozenset(m for m in retry.allowed_methods or () if m != "POST")
+        return self._new_client(retry)
+
+    def _from_fork(self) -> bool:
+        """True when the pull request's head lives in another repository (a fork, or a
+        deleted fork whose head repository is null)."""
+        pull = self._event().get("pull_request")
+        if not isinstance(pull, dict) or not isinstance(pull.get("head"), dict):
+            return False
+        head = pull["head"].get("repo")
+        name = head.get("full_name") if isinstance(head, dict) else None
+        return name != self.env.repository
 
     def _bot_login(self) -> str:
         if self.env.bot_login:
@@ -398,39 +482,38 @@ class GitHubPlatform(Platform):
 
     # -- baseline --------------------------------------------------------------------
 
-    def fetch_baseline(self, model: Model) -> Baseline | None:
-        """metrics.json from the ``<model>-evaluate`` artifact of the newest successful
-        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) on the default branch,
-        looking back over at most 20 runs. None, with the reason logged, when there is
-        no such run or its artifact expired. Needs ``actions: read``."""
+    def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
+        """metrics.json from the newest ``<model>-evaluate`` artifact made on the default
+        branch by a successful run of the workflow (MLOPS_WORKFLOW, default mlops.yml)
+        started by one of BASELINE_EVENTS. None when there never was one (a first
+        model); MissingBaseline when it expired. Needs ``actions: read``."""
         repo = self._repo()
         branch = self._default_branch(repo)
         name = f"{model.name}-evaluate"
         workflow = self.env.workflow
-        endpoint = f"GET {self._path(f'/actions/workflows/{workflow}/runs')}?branch={branch}&status=success"
+        endpoint = f"GET {self._path('/actions/artifacts')}?name={name}"
         try:
             found = self._call(
                 endpoint,
-                "listing runs needs `actions: read`",
+                "listing artifacts needs `actions: read`",
                 lambda: self._find_artifact(repo, branch, name),
             )
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            log.info(f"no baseline: workflow {workflow} is not on {branch} yet")
+            log.info(f"no baseline: the artifacts of {self.env.repository} cannot be listed")
             return None
         if found is None:
             log.info(
-                f"no baseline: no successful run of {workflow} on {branch} has an artifact named {name} (among its latest {MAX_BASELINE_RUNS} successful runs)"
+                f"no baseline: never produced: no successful {'/'.join(BASELINE_EVENTS)} run of "
+                f"{workflow} on {branch} made an artifact named {name} (looked at up to "
+                f"{MAX_BASELINE_ARTIFACTS} artifacts of that name)"
             )
             return None
         run, artifact = found
         source = f"run #{run.run_number} of {workflow} on {branch} ({str(run.head_sha)[:7]}), artifact {name}"
         if artifact.expired:
-            log.info(
-                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
-            )
-            return None
+            return self._expired(name, run, branch)
         try:
             archive = self._download(
                 artifact.archive_download_url,
@@ -440,25 +523,41 @@ class GitHubPlatform(Platform):
         except ApiError as exc:
             if exc.status not in (404, 410):
                 raise
-            log.info(
-                f"no baseline: the {name} artifact of run #{run.run_number} on {branch} has expired"
-            )
-            return None
+            return self._expired(name, run, branch)
         return Baseline(
             metrics=parse_metrics(_metrics_from_zip(archive, model, source), source), source=source
         )
 
+    def _expired(self, name: str, run: Any, branch: str) -> MissingBaseline:
+        reason = (
+            f"expired: the {name} artifact of run #{run.run_number} on {branch}, the newest "
+            "baseline, has expired; run the default branch's pipeline again to make a new one"
+        )
+        log.warn(f"no baseline: {reason}")
+        return MissingBaseline(reason)
+
     def _find_artifact(self, repo: Any, branch: str, name: str) -> tuple[Any, Any] | None:
-        runs = repo.get_workflow(self.env.workflow).get_runs(branch=branch, status="success")
-        for index, run in enumerate(runs):
-            if index >= MAX_BASELINE_RUNS:
+        """The newest artifact ``name`` a baseline-making run left on ``branch``, and
+        that run; artifacts of other branches are skipped without a request."""
+        artifacts = repo.get_artifacts(name=name)
+        for index, artifact in enumerate(artifacts):  # PaginatedList: page after page
+            if index >= MAX_BASELINE_ARTIFACTS:
                 break
-            if run.event in ("pull_request", "pull_request_target"):
-                continue  # a fork's branch may be called like the default branch
-            for artifact in run.get_artifacts():
-                if artifact.name == name:
-                    return run, artifact
+            origin = artifact.workflow_run
+            if artifact.name != name or origin is None or origin.head_branch != branch:
+                continue
+            run = repo.get_workflow_run(origin.id)
+            if self._makes_baselines(run):
+                return run, artifact
         return None
+
+    def _makes_baselines(self, run: Any) -> bool:
+        """A successful run of our workflow started by an event that evaluates on the
+        default branch: a pull request from a fork's branch called like the default
+        branch, or another workflow's artifact of the same name, must not count."""
+        workflow = self.env.workflow
+        ours = str(run.path).rsplit("/", 1)[-1] == workflow or str(run.workflow_id) == workflow
+        return ours and run.event in BASELINE_EVENTS and run.conclusion == "success"
 
     # -- registry --------------------------------------------------------------------
 
@@ -603,16 +702,14 @@ class GitHubPlatform(Platform):
         if current == version:
             log.info(f"{model.name} {environment} already runs {version}")
             return
-        history = (
-            [*state.get("history", []), current] if current else list(state.get("history", []))
-        )
+        history = [*state["history"], current] if current else state["history"]
         self._deploy(model, environment, version, history, str(release.html_url))
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
     def rollback(self, model: Model, environment: str) -> str:
         """Deploy the version ``environment`` ran before the current one; return it."""
         state = self._environment_state(model, environment)
-        history = list(state.get("history", []))
+        history = state["history"]
         if not history:
             raise UsageError(
                 f"{model.name} {environment}: no earlier version to roll back to "
@@ -639,14 +736,16 @@ class GitHubPlatform(Platform):
             newest,
         )
         if deployment is None:
-            return {}
+            return {"history": []}
         payload = deployment.payload
         if isinstance(payload, str):
             try:
                 payload = json.loads(payload) if payload else {}
             except ValueError:
                 payload = {}
-        return payload if isinstance(payload, dict) else {}
+        payload = payload if isinstance(payload, dict) else {}
+        source = f"deployment {deployment.id} to {environment}: payload.history"
+        return {**payload, "history": history_list(payload.get("history"), source)}
 
     def _deploy(
         self, model: Model, environment: str, version: str, history: list[str], url: str
@@ -715,6 +814,14 @@ class GitHubPlatform(Platform):
             return f"workflow {self.env.workflow} on {branch}"
         url = getattr(run, "html_url", None) if not isinstance(run, bool) else None
         return str(url) if url else f"workflow {self.env.workflow} on {branch}"
+
+
+class _CappedRetry(GithubRetry):
+    """GithubRetry that waits at most MLOPS_RETRY_AFTER_MAX seconds whatever a server's
+    Retry-After says (urllib3 would sleep for as long as it is told)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), retry_after_cap())
 
 
 def _quiet_pygithub() -> None:

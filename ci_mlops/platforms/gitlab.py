@@ -7,8 +7,14 @@ upload images: that needs ``GITLAB_TOKEN``, a project access token with the ``ap
 scope. Outside a job ``GITLAB_TOKEN`` serves for everything.
 
 Retries. python-gitlab retries 429 and 5xx answers itself, backing off (or waiting
-``Retry-After``); ci-mlops only bounds the number of retries (``MLOPS_API_RETRIES``,
-default 5).
+``Retry-After``); ci-mlops bounds the number of retries (``MLOPS_API_RETRIES``, default
+5) and the wait a server may ask for (``MLOPS_RETRY_AFTER_MAX``, default 60 s). Creating
+a note is the one write that is not repeated blindly: after a 5xx or no answer, the note
+is looked for by its marker first, since GitLab may have stored it before failing.
+
+Forks. A merge request from a fork runs its pipeline in the fork (``CI_PROJECT_ID``);
+its note and its baseline belong to the project it targets,
+``CI_MERGE_REQUEST_PROJECT_ID``. Publishing stays in ``CI_PROJECT_ID``.
 
 Versions. A model published from pipeline 42 is ``<version>-pipeline.42`` (the pipeline's
 IID). A ``+`` build suffix would be semver-proper, but it must be escaped in every URL
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +44,7 @@ import gitlab
 import requests
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file
+from ci_mlops.atomic import read_artifact, sha256_file
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
@@ -46,10 +53,14 @@ from ci_mlops.platforms.remote import (
     checksums_file,
     env_flag,
     has_marker,
+    history_list,
+    invalid_answer,
     parse_checksums,
     parse_metrics,
     replace_image_links,
     retries,
+    retry_after_cap,
+    retry_after_seconds,
     sha256_bytes,
     unreachable,
     with_marker,
@@ -78,6 +89,7 @@ class GitLabEnv:
 
     api_url: str
     project_id: str
+    mr_project_id: str
     mr_iid: str
     default_branch: str
     commit_sha: str
@@ -95,6 +107,7 @@ class GitLabEnv:
         return cls(
             api_url=env.get("CI_API_V4_URL", "").rstrip("/"),
             project_id=env.get("CI_PROJECT_ID", ""),
+            mr_project_id=env.get("CI_MERGE_REQUEST_PROJECT_ID", ""),
             mr_iid=env.get("CI_MERGE_REQUEST_IID", ""),
             default_branch=env.get("CI_DEFAULT_BRANCH", ""),
             commit_sha=env.get("CI_COMMIT_SHA", ""),
@@ -110,6 +123,11 @@ class GitLabEnv:
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self.job_token, self.api_token, self.trigger_token)
+
+    @property
+    def target_project_id(self) -> str:
+        """The project a merge request targets (its fork's pipeline runs elsewhere)."""
+        return self.mr_project_id or self.project_id
 
 
 class _Gitlab(gitlab.Gitlab):
@@ -163,10 +181,14 @@ class GitLabPlatform(Platform):
             **auth,
         )
         client.max_retries = retries()
+        client.session.hooks["response"].append(_cap_retry_after)
         return client
 
-    def _project(self, token_kind: str) -> Any:
+    def _project(self, token_kind: str, *, target: bool = False) -> Any:
+        """This pipeline's project, or with ``target`` the one its merge request targets."""
         pid = self._require("CI_PROJECT_ID", self.env.project_id)
+        if target:
+            pid = self.env.target_project_id
         return self._client(token_kind).projects.get(pid, lazy=True)
 
     def _require(self, name: str, value: str) -> str:
@@ -178,6 +200,10 @@ class GitLabPlatform(Platform):
         """Run one API action; turn any failure into an ApiError without secrets."""
         try:
             return action()
+        except gitlab.exceptions.GitlabParsingError:
+            error = invalid_answer(endpoint, "GitLab")
+        except requests.exceptions.JSONDecodeError:
+            error = invalid_answer(endpoint, "GitLab")
         except gitlab.exceptions.GitlabError as exc:
             error = api_error(
                 endpoint,
@@ -196,8 +222,9 @@ class GitLabPlatform(Platform):
             return "the token was rejected (expired, revoked or mistyped); " + hint
         return hint
 
-    def _path(self, rest: str) -> str:
-        return f"/projects/{self.env.project_id}{rest}"
+    def _path(self, rest: str, *, target: bool = False) -> str:
+        project = self.env.target_project_id if target else self.env.project_id
+        return f"/projects/{project}{rest}"
 
     # -- merge-request report ------------------------------------------------------
 
@@ -220,19 +247,41 @@ class GitLabPlatform(Platform):
                 )
             log.warn(NO_TOKEN_WARNING)
             return None
-        project = self._project("api")
+        project = self._project("api", target=True)
         body = self._embed_images(project, model, with_marker(markdown, model), images)
         mr = project.mergerequests.get(self.env.mr_iid, lazy=True)
-        notes = self._path(f"/merge_requests/{self.env.mr_iid}/notes")
+        notes = self._path(f"/merge_requests/{self.env.mr_iid}/notes", target=True)
         note = self._find_note(mr, model, notes)
         if note is None:
-            note = self._call(f"POST {notes}", NOTE_HINT, lambda: mr.notes.create({"body": body}))
+            note = self._create_note(mr, model, body, notes)
             log.info(f"posted the {model.name} report to merge request !{self.env.mr_iid}")
-        else:
+        elif note.body != body:
             note.body = body
             self._call(f"PUT {notes}/{note.id}", NOTE_HINT, note.save)
             log.info(f"updated the {model.name} report on merge request !{self.env.mr_iid}")
         return self._note_url(note.id)
+
+    def _create_note(self, mr: Any, model: Model, body: str, endpoint: str) -> Any:
+        """Create the note, without python-gitlab's blind retry of a POST: a 5xx (or no
+        answer) can come after GitLab stored the note, so look for it by its marker
+        before creating it again."""
+        attempts = retries() + 1
+        for attempt in range(attempts):
+            try:
+                return self._call(
+                    f"POST {endpoint}",
+                    NOTE_HINT,
+                    lambda: mr.notes.create({"body": body}, retry_transient_errors=False),
+                )
+            except ApiError as exc:
+                if not (exc.status == 0 or exc.status >= 500) or attempt == attempts - 1:
+                    raise
+            stored = self._find_note(mr, model, endpoint)
+            if stored is not None:
+                log.info("the note was stored before the error; not posting it again")
+                return stored
+            time.sleep(min(2**attempt * 0.1, retry_after_cap()))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _own_user_id(self) -> int:
         client = self._client("api")
@@ -256,15 +305,15 @@ class GitLabPlatform(Platform):
         workdir = self.spec.workdir(model)
         hint = "uploading images needs GITLAB_TOKEN with api scope"
         for image in images:
-            uploaded = self._upload(project, image, hint)
+            uploaded = self._upload(project, image, _image_bytes(workdir, image), hint)
             body, found = replace_image_links(body, image, workdir, str(uploaded["url"]))
             if not found:
                 body += f"\n\n{uploaded['markdown']}"
         return body
 
-    def _upload(self, project: Any, image: Path, hint: str) -> dict[str, Any]:
+    def _upload(self, project: Any, image: Path, data: bytes, hint: str) -> dict[str, Any]:
         def upload() -> dict[str, Any]:
-            return dict(project.upload(image.name, filepath=str(image)))
+            return dict(project.upload(image.name, filedata=data))
 
         return self._call(f"POST {self._path('/uploads')}", hint, upload)
 
@@ -283,8 +332,9 @@ class GitLabPlatform(Platform):
         job = f"{model.name}:evaluate"
         artifact = _artifact_path(model, "metrics.json")
         ref = quote(branch, safe="")
-        project = self._project("job")
-        endpoint = f"GET {self._path(f'/jobs/artifacts/{ref}/raw/{artifact}')}?job={job}"
+        project = self._project("job", target=True)
+        raw_path = self._path(f"/jobs/artifacts/{ref}/raw/{artifact}", target=True)
+        endpoint = f"GET {raw_path}?job={job}"
         hint = "reading job artifacts needs CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with read_api scope"
         try:
             raw = self._call(endpoint, hint, lambda: project.artifacts.raw(ref, artifact, job))
@@ -393,7 +443,7 @@ class GitLabPlatform(Platform):
         """Point ``environment`` at a published ``version``, keeping the old one."""
         self._require_published(model, version)
         record = self._read_environment(model, environment)
-        history = list(record.get("history", []))
+        history = record["history"]
         current = record.get("version")
         if current == version:
             log.info(f"{model.name} {environment} already runs {version}")
@@ -406,7 +456,7 @@ class GitLabPlatform(Platform):
     def rollback(self, model: Model, environment: str) -> str:
         """Point ``environment`` back at the version it ran before; return it."""
         record = self._read_environment(model, environment)
-        history = list(record.get("history", []))
+        history = record["history"]
         if not history:
             raise UsageError(
                 f"{model.name} {environment}: no earlier version to roll back to "
@@ -428,14 +478,20 @@ class GitLabPlatform(Platform):
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            return {}
+            return {"history": []}
         try:
             record = json.loads(raw)
         except ValueError:
             raise PlatformError(
                 f"{model.name}-environments/{environment}.json in the package registry is not JSON"
             ) from None
-        return record if isinstance(record, dict) else {}
+        if not isinstance(record, dict):
+            raise PlatformError(
+                f"{model.name}-environments/{environment}.json in the package registry is not "
+                "a JSON object"
+            )
+        source = f"{model.name}-environments/{environment}.json: history"
+        return {**record, "history": history_list(record.get("history"), source)}
 
     def _write_environment(
         self, model: Model, environment: str, version: str, history: list[str]
@@ -482,6 +538,35 @@ class GitLabPlatform(Platform):
         where = attrs.get("web_url") or f"pipeline #{attrs.get('iid') or attrs.get('id')}"
         log.info(f"triggered retraining of {model.name} on {branch}: {where}")
         return str(where)
+
+
+def _cap_retry_after(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """Rewrite the wait a 429/5xx answer asks for to at most MLOPS_RETRY_AFTER_MAX
+    seconds, in the one header python-gitlab reads first (delta-seconds, which it
+    int()s; an HTTP date or garbage would crash it)."""
+    headers = response.headers
+    wait: float | None = None
+    if "Retry-After" in headers:
+        wait = retry_after_seconds(headers["Retry-After"])
+    elif "RateLimit-Reset" in headers and headers["RateLimit-Reset"].strip().isdigit():
+        wait = max(0.0, float(headers["RateLimit-Reset"]) - time.time())
+    if wait is not None:
+        headers["Retry-After"] = str(int(min(wait, retry_after_cap())))
+    else:
+        headers.pop("Retry-After", None)
+    return response
+
+
+def _image_bytes(workdir: Path, image: Path) -> bytes:
+    """An image to upload, read only from inside the model's folder and never through a
+    link: this job holds GITLAB_TOKEN, and an upload is visible to every reader."""
+    try:
+        relative = image.relative_to(workdir).as_posix()
+    except ValueError:
+        raise PlatformError(
+            f"{image}: refused: images are uploaded only from inside {workdir}"
+        ) from None
+    return read_artifact(workdir, relative)
 
 
 def _artifact_path(model: Model, name: str) -> str:

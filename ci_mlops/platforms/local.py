@@ -46,6 +46,7 @@ from ci_mlops import log
 from ci_mlops.atomic import copy_file, sha256_file, write_json
 from ci_mlops.errors import CheckFailed, PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.remote import history_list, metric_values
 from ci_mlops.spec.model import Model, Spec
 
 MANIFEST = "manifest.json"
@@ -104,6 +105,11 @@ class LocalRegistry:
         data = _read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
             raise PlatformError(f"{path}: not a manifest (no 'files' mapping)")
+        for file_name, entry in data["files"].items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
+                raise PlatformError(
+                    f"{path}: files.{file_name}: no sha256 (the manifest was edited)"
+                )
         return data
 
     def versions(self, name: str) -> list[str]:
@@ -115,7 +121,8 @@ class LocalRegistry:
         for entry in folder.iterdir():
             if entry.name.startswith(".") or not (entry / MANIFEST).is_file():
                 continue
-            created = str(_read_json(entry / MANIFEST).get("created_at", ""))
+            manifest = _read_json(entry / MANIFEST)
+            created = str(manifest.get("created_at", "")) if isinstance(manifest, dict) else ""
             found.append((created, _build_number(entry.name), entry.name))
         return [name for _, _, name in sorted(found)]
 
@@ -189,6 +196,7 @@ class LocalRegistry:
         data = _read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("version"), str):
             raise PlatformError(f"{path}: not an environment record (no 'version')")
+        data["previous"] = history_list(data.get("previous"), f"{path}: previous")
         return data
 
     def promote(self, name: str, environment: str, version: str) -> dict[str, Any]:
@@ -279,12 +287,13 @@ class LocalPlatform(Platform):
         if not path.is_file():
             log.warn(f"{path}: not found; no baseline for {model.name}")
             return None
-        metrics = _read_json(path).get("metrics")
+        data = _read_json(path)
+        metrics = data.get("metrics") if isinstance(data, dict) else None
         if not isinstance(metrics, dict):
             raise PlatformError(f"{path}: no 'metrics' mapping")
         where = f"live in {first}" if pointer else "latest"
         return Baseline(
-            metrics={str(k): float(v) for k, v in metrics.items() if v is not None},
+            metrics=metric_values(metrics, str(path)),
             source=f"local registry {model.name} {version} ({where})",
         )
 

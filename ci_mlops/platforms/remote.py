@@ -17,12 +17,16 @@ import re
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from ci_mlops.errors import PlatformError
 from ci_mlops.spec.model import Model
 
 # How many times to retry 429 and 5xx answers before giving up (both SDKs back off).
 DEFAULT_RETRIES = 5
+# The longest wait a server's Retry-After (or rate-limit reset) may impose per retry: a
+# job that obeys "Retry-After: 3600" sits idle for an hour holding a runner.
+DEFAULT_RETRY_AFTER_CAP = 60.0
 REPORT_MARKER = "<!-- ci-mlops:report model={name} -->"
 _SERVER_NOTE_LIMIT = 160
 
@@ -46,7 +50,8 @@ def api_error(
 ) -> ApiError:
     """``METHOD /path: 403 Forbidden (server says: ...) - hint``, with secrets masked."""
     text = f"{endpoint}: {status_text(status)}"
-    note = _short(server_message)
+    # Mask first: cut first, and a token straddling the cut prints half-masked.
+    note = _short(redact(server_message or "", secrets))
     if note:
         text += f" (server says: {note})"
     if hint:
@@ -158,6 +163,47 @@ def retries() -> int:
     return int(env_number("MLOPS_API_RETRIES", DEFAULT_RETRIES))
 
 
+def retry_after_cap() -> float:
+    """The longest wait per retry a server may ask for (MLOPS_RETRY_AFTER_MAX, default 60 s)."""
+    return env_number("MLOPS_RETRY_AFTER_MAX", DEFAULT_RETRY_AFTER_CAP)
+
+
+def retry_after_seconds(value: str) -> float | None:
+    """Seconds a Retry-After value asks for (delta-seconds or an HTTP date), None when
+    it is neither."""
+    import time
+    from email.utils import parsedate_to_datetime
+
+    raw = value.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def invalid_answer(endpoint: str, what: str) -> ApiError:
+    """The server answered, but not with the JSON its API documents (cut short by a
+    proxy, an HTML error page, a half-written reply)."""
+    return ApiError(
+        f"{endpoint}: the {what} API's answer is not valid JSON (cut short or not from the "
+        "API); retry, and check the API URL and any proxy in between",
+        endpoint=endpoint,
+        status=0,
+    )
+
+
+def history_list(value: Any, source: str) -> list[str]:
+    """The stack of earlier versions in an environment record: a list of version
+    strings. Anything else (a string would split into characters) is a PlatformError."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PlatformError(f"{source}: expected a list of version strings, not {value!r:.80}")
+    return list(value)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -185,10 +231,30 @@ def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
     import json
 
     try:
-        data = json.loads(raw)
-        metrics = data["metrics"]
-        return {str(k): float(v) for k, v in metrics.items() if v is not None}
-    except (ValueError, TypeError, KeyError, AttributeError):
+        metrics = json.loads(raw)["metrics"]
+    except (ValueError, TypeError, KeyError):
+        metrics = None
+    if not isinstance(metrics, dict):
         raise PlatformError(
             f"{source}: metrics.json is not a ci-mlops metrics file (no 'metrics' mapping of numbers)"
-        ) from None
+        )
+    return metric_values(metrics, source)
+
+
+def metric_values(metrics: Mapping[str, Any], source: str) -> dict[str, float]:
+    """Baseline values: finite JSON numbers; null (an undefined metric) is skipped.
+    Strings such as "NaN" or "-inf" are refused: float() would accept them, and a
+    baseline of -inf makes every change gate pass."""
+    import math
+
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        if value is None:
+            continue
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if number is None or not math.isfinite(number):
+            raise PlatformError(
+                f"{source}: metrics.{name}: expected a finite number, not {value!r:.40}"
+            )
+        values[str(name)] = float(number)
+    return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,9 +43,28 @@ def read_table(path: Path, dataset: Dataset) -> pd.DataFrame:
         if dataset.format == "parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path, sep=dataset.delimiter, header=0 if dataset.header else None)
+    except MemoryError:
+        raise too_large(path) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
+        if out_of_memory(exc):
+            raise too_large(path) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepError(f"{path}: cannot read as {dataset.format}: {first}") from None
+
+
+def out_of_memory(exc: Exception) -> bool:
+    """pandas reports running out of memory as MemoryError, as OSError ENOMEM (reading
+    the file) or as a ParserError of its C tokenizer."""
+    return getattr(exc, "errno", None) == errno.ENOMEM or "out of memory" in str(exc)
+
+
+def too_large(path: Path) -> StepError:
+    """A data file that does not fit in this machine's memory, with its size."""
+    size = path.stat().st_size
+    return StepError(
+        f"{path}: {size:,} bytes ({size / 1024**2:,.0f} MiB) do not fit in the memory "
+        "available to this job; give the job more memory or point the spec at a sample"
+    )
 
 
 def load_dataset(root: Path, dataset: Dataset, *, need_target: bool = True) -> Loaded:

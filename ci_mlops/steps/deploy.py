@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file
+from ci_mlops.atomic import artifact_sha256, sha256_file
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.platforms import Platform, Published, detect
 from ci_mlops.spec.model import Model, Spec
@@ -21,6 +21,8 @@ from ci_mlops.steps.records import read_record
 
 # What a version holds besides the model file, in the order a reader looks for them.
 COMPANIONS = ("model.onnx", "metrics.json", "gates.json", "export.json", "report.md")
+# Step records published as they are: each must be a JSON object in a regular file.
+RECORDS = ("metrics.json", "gates.json", "export.json")
 
 
 def run(
@@ -117,16 +119,45 @@ def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
     model_path = workdir / model.model_file
     if not model_path.is_file():
         raise StepError(f"{model_path}: no trained model; run `ci-mlops train` first")
-    model_sha = sha256_file(model_path)
+    model_sha = artifact_sha256(workdir, model.model_file)
     _require_verdict(workdir / "gates.json", model_path, model_sha)
     exported = _require_export(workdir, model, model_path, model_sha)
     files = {model.model_file: model_path}
     for name in COMPANIONS:
         if name == "model.onnx" and not exported:
             continue
-        if (workdir / name).is_file():
+        present = (workdir / name).is_file() or (workdir / name).is_symlink()
+        if present and _vouched_for(workdir, name):
             files.setdefault(name, workdir / name)
     return files
+
+
+def _vouched_for(workdir: Path, name: str) -> bool:
+    """Publish a companion only when it is a regular file inside the model's folder and
+    its content is what a step recorded: records must parse, metrics.json must have the
+    sha256 gates.json recorded, report.md the one report.json recorded (model.onnx was
+    checked against export.json already). Anything else is left out with a warning."""
+    try:
+        if name in RECORDS:
+            read_record(workdir / name)
+        if name == "metrics.json":
+            _require_recorded(workdir, name, read_record(workdir / "gates.json"), "metrics_sha256")
+        elif name == "report.md":
+            _require_recorded(workdir, name, read_record(workdir / "report.json"), "report_sha256")
+        return True
+    except StepError as exc:
+        log.warn(f"{exc}; not published")
+        return False
+
+
+def _require_recorded(workdir: Path, name: str, record: dict[str, Any], key: str) -> None:
+    recorded = record.get(key)
+    actual = artifact_sha256(workdir, name)
+    if actual != recorded:
+        raise StepError(
+            f"{workdir / name}: sha256 {actual[:12]}... is not the {str(recorded)[:12]}... "
+            "the step that wrote it recorded"
+        )
 
 
 def _require_verdict(gates: Path, model_path: Path, model_sha: str) -> None:
@@ -167,7 +198,7 @@ def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: st
     onnx_path = workdir / "model.onnx"
     if not onnx_path.is_file():
         raise CheckFailed(f"{onnx_path}: not found, but {record_path.name} says it was exported")
-    actual = sha256_file(onnx_path)
+    actual = artifact_sha256(workdir, "model.onnx")
     if actual != record.get("onnx_sha256"):
         raise CheckFailed(
             f"{onnx_path}: sha256 {actual} does not match {record.get('onnx_sha256')} "

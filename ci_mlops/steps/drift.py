@@ -16,6 +16,11 @@ and 143 current ones that is 0.27, so "PSI >= 0.1" would flag every column of un
 data. A distance is therefore judged only where that noise floor is at most half its
 threshold; elsewhere the column is judged by its test, which accounts for sample size,
 and drift.json says so (``psi_judged`` / ``js_judged``).
+
+Missing values. Every column is also judged on its share of missing values, by the
+chi-square test of homogeneity on (missing, present) counts against ``chi2_pvalue``: a
+feed that starts sending nulls is drift even when the values that remain look alike. A
+column with values on one side and none on the other always drifts.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.spec.model import Drift, Model, Spec
+from ci_mlops.steps.datasets import out_of_memory, too_large
+from ci_mlops.steps.markdown import text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,7 +103,11 @@ def _load(path: Path) -> Sample:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
+    except MemoryError:
+        raise too_large(path) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
+        if out_of_memory(exc):
+            raise too_large(path) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepError(f"{path}: cannot read: {first}") from None
     frame.columns = [str(c) for c in frame.columns]
@@ -129,12 +140,57 @@ def _compare(reference: Sample, current: Sample, column: str, drift: Drift) -> d
     ref = reference.frame[column].dropna()
     cur = current.frame[column].dropna()
     base: dict[str, Any] = {"column": column, "n_reference": len(ref), "n_current": len(cur)}
+    missing = _missing(reference, current, column, drift)
     if ref.empty or cur.empty:
-        side = reference.path if ref.empty else current.path
-        return {**base, "kind": "empty", "drifted": False, "reasons": [f"no values in {side.name}"]}
-    if _is_categorical(ref, cur):
-        return {**base, **_categorical(ref, cur, drift)}
-    return {**base, **_numeric(ref.to_numpy(float), cur.to_numpy(float), drift)}
+        empty = [p.name for p, s in ((reference.path, ref), (current.path, cur)) if s.empty]
+        result: dict[str, Any] = {
+            "kind": "empty",
+            "drifted": False,
+            "reasons": [f"no values in {' or '.join(empty)}"],
+        }
+    elif _is_categorical(ref, cur):
+        result = _categorical(ref, cur, drift)
+    else:
+        result = _numeric(ref.to_numpy(float), cur.to_numpy(float), drift)
+    reasons = [*missing.pop("reasons"), *result.pop("reasons")]
+    drifted = bool(result.pop("drifted")) or bool(missing["missing_drifted"])
+    if result["kind"] == "empty" and not missing["missing_drifted"]:
+        reasons = reasons[-1:]  # empty on both sides: nothing moved
+    return {**base, **result, **missing, "drifted": drifted, "reasons": reasons}
+
+
+def _missing(reference: Sample, current: Sample, column: str, drift: Drift) -> dict[str, Any]:
+    """The change in the column's share of missing values (see the module docstring)."""
+    from scipy.stats import chi2_contingency
+
+    counts = []
+    for sample in (reference, current):
+        values = sample.frame[column]
+        missing = int(values.isna().sum())
+        counts.append((missing, len(values) - missing))
+    (ref_missing, ref_present), (cur_missing, cur_present) = counts
+    share_ref = ref_missing / (ref_missing + ref_present)
+    share_cur = cur_missing / (cur_missing + cur_present)
+    one_side_empty = (ref_present == 0) != (cur_present == 0)
+    if ref_missing + cur_missing == 0 or ref_present + cur_present == 0:
+        p_value = 1.0  # nothing missing anywhere, or nothing present anywhere
+    else:
+        p_value = float(chi2_contingency([list(counts[0]), list(counts[1])]).pvalue)
+    reasons = []
+    if one_side_empty or p_value <= drift.chi2_pvalue:
+        reasons.append(
+            f"missing values {share_ref:.1%} -> {share_cur:.1%} "
+            f"(chi-square p {p_value:.2g} <= {drift.chi2_pvalue:g})"
+            if not one_side_empty
+            else f"missing values {share_ref:.1%} -> {share_cur:.1%}"
+        )
+    return {
+        "missing_reference": share_ref,
+        "missing_current": share_cur,
+        "missing_pvalue": p_value,
+        "missing_drifted": bool(reasons),
+        "reasons": reasons,
+    }
 
 
 def _is_categorical(ref: pd.Series, cur: pd.Series) -> bool:
@@ -231,7 +287,8 @@ def _summarise(
     current: Sample,
     results: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    judged = [r for r in results if r["kind"] != "empty"]
+    # A column empty on both sides says nothing; one that emptied on one side drifted.
+    judged = [r for r in results if r["kind"] != "empty" or r["drifted"]]
     drifted = [r["column"] for r in judged if r["drifted"]]
     share = len(drifted) / len(judged) if judged else 0.0
     return {
@@ -293,7 +350,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         else:
             distance, test = "", ""
         mark = "**yes** (" + "; ".join(r["reasons"]) + ")" if r["drifted"] else "no"
-        table.append(f"| {r['column']} | {r['kind']} | {distance} | {test} | {mark} |")
+        table.append(f"| {text(r['column'])} | {r['kind']} | {distance} | {test} | {mark} |")
     head = [
         f"## Drift: {summary['model']}",
         "",

@@ -1,11 +1,12 @@
 """The evaluate step: score the trained model on the eval data, compare it with the
 baseline and decide the quality gates.
 
-Reads ``.ci-mlops/<model>/<model file>`` and the spec's eval data; writes metrics.json,
-gates.json (the verdict, bound to the sha256 of the exact model file judged),
-evaluate.junit.xml and plots/*.png. Everything is computed before anything is written,
-so bad input (exit 2) leaves the previous run's files intact; a failed gate (exit 1)
-is raised after the files are written, so the report can show why.
+Reads ``.ci-mlops/<model>/<model file>`` and the spec's eval data; writes metrics.json
+(with the sha256 of every plot it drew), gates.json (the verdict, bound to the sha256 of
+the exact model file judged), evaluate.junit.xml and plots/*.png. Everything is
+computed before anything is written, so bad input (exit 2) leaves the previous run's
+files intact; a failed gate (exit 1) is raised after the files are written, so the
+report can show why.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import GateFailed, StepError
-from ci_mlops.platforms.base import Baseline
+from ci_mlops.platforms.base import Baseline, MissingBaseline
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
 from ci_mlops.steps.predictors import Predictions, first_line, load_predictor
+from ci_mlops.steps.records import read_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,14 +56,20 @@ def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any
         loaded = load_dataset(spec.root, model.eval_data)
         y_true, predictions = _predict(predictor, loaded, model, spec.root)
         scores = compute_metrics(model, y_true, predictions)
-        base = resolve_baseline(spec, model, baseline)
+        found = resolve_baseline(spec, model, baseline)
+        base = found if isinstance(found, Baseline) else None
+        missing = found.reason if isinstance(found, MissingBaseline) else None
         verdict = apply_gates(
-            model.gates, scores.values, base.metrics if base else None, model.if_no_baseline
+            model.gates,
+            scores.values,
+            base.metrics if base else None,
+            model.if_no_baseline,
+            missing=missing,
         )
         plots, notes = _plots(model, y_true, predictions, scores)
         for note in notes:
             log.warn(note)
-        _write(workdir, model, sha, len(y_true), scores, base, verdict, plots)
+        _write(workdir, model, sha, len(y_true), scores, found, verdict, plots)
     print(format_table(model, scores.values, base, verdict))
     if not verdict.passed:
         raise GateFailed(_failure_message(model, verdict))
@@ -75,10 +83,7 @@ def read_model(path: Path) -> tuple[bytes, str]:
     """The model file's bytes and their sha256; a file-named StepError when unreadable."""
     if not path.is_file():
         raise StepError(f"{path}: model file not found (run `ci-mlops train` first)")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StepError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+    data = atomic.read_artifact(path.parent, path.name)
     return data, hashlib.sha256(data).hexdigest()
 
 
@@ -86,10 +91,7 @@ def check_integrity(train_json: Path, model_path: Path, sha: str) -> None:
     """Refuse a model file that is not the one training recorded in train.json."""
     if not train_json.is_file():
         return
-    try:
-        recorded = json.loads(train_json.read_text("utf-8")).get("model_sha256")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise StepError(f"{train_json}: cannot read: {first_line(exc)}") from None
+    recorded = read_record(train_json).get("model_sha256")
     if recorded and recorded != sha:
         raise StepError(
             f"{model_path}: sha256 is {sha}, but {train_json} recorded {recorded}: the model "
@@ -248,17 +250,24 @@ def _classification_functions(
 # --- baseline -----------------------------------------------------------------------
 
 
-def resolve_baseline(spec: Spec, model: Model, path: Path | None) -> Baseline | None:
+def resolve_baseline(
+    spec: Spec, model: Model, path: Path | None
+) -> Baseline | MissingBaseline | None:
     """The baseline to compare with: ``path`` if given, else the platform's (the local
-    registry's latest version on a laptop, the default branch's run in CI)."""
+    registry's latest version on a laptop, the default branch's run in CI). None on a
+    first run; MissingBaseline when one existed but cannot be had (change gates fail)."""
     if path is not None:
-        found: Baseline | None = read_baseline_file(path, model)
+        found: Baseline | MissingBaseline | None = read_baseline_file(path, model)
     else:
         from ci_mlops.platforms import detect
 
         found = detect(spec).fetch_baseline(model)
     if found is None:
         log.info("no baseline: first run")
+    elif isinstance(found, MissingBaseline):
+        log.warn(
+            f"no baseline: {found.reason}; change gates fail (baseline.if_missing is for first runs)"
+        )
     else:
         log.info(f"baseline: {found.source}")
     return found
@@ -282,7 +291,9 @@ def read_baseline_file(path: Path, model: Model) -> Baseline:
         if value is None:  # a NaN written as null: nothing to compare with
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise StepError(f"{path}: metrics.{name}: expected a number, not {value!r}")
+            raise StepError(f"{path}: metrics.{name}: expected a number, not {value!r:.40}")
+        if not math.isfinite(value):  # JSON's NaN/Infinity extensions: nothing to compare
+            raise StepError(f"{path}: metrics.{name}: expected a finite number, not {value!r}")
         metrics[name] = float(value)
     return Baseline(metrics, f"file {path}")
 
@@ -308,10 +319,12 @@ def _write(
     sha: str,
     n_samples: int,
     scores: Scores,
-    base: Baseline | None,
+    found: Baseline | MissingBaseline | None,
     verdict: GateVerdict,
     plots: dict[str, bytes],
 ) -> None:
+    base = found if isinstance(found, Baseline) else None
+    missing = found.reason if isinstance(found, MissingBaseline) else None
     for name, png in plots.items():
         atomic.write_bytes(workdir / "plots" / name, png)
     metrics = {
@@ -321,16 +334,22 @@ def _write(
         "metrics": {k: _json_number(v) for k, v in scores.values.items()},
         "n_samples": n_samples,
         "baseline": {"source": base.source, "metrics": base.metrics} if base else None,
+        "baseline_missing": missing,
         "averaging": scores.averaging,
         "notes": scores.notes,
         "classes": scores.classes,
+        # The report uploads only these files, and only while their bytes still match.
+        "plots": {f"plots/{name}": hashlib.sha256(png).hexdigest() for name, png in plots.items()},
     }
     atomic.write_json(workdir / "metrics.json", metrics)
     atomic.write_bytes(workdir / "evaluate.junit.xml", junit_xml(model.name, verdict))
     gates = {
         "model": model.name,
         "model_sha256": sha,
+        # Deploy publishes metrics.json only with these bytes.
+        "metrics_sha256": atomic.artifact_sha256(workdir, "metrics.json"),
         "baseline_source": base.source if base else None,
+        "baseline_missing": missing,
         "if_no_baseline": model.if_no_baseline,
         **verdict.to_dict(),
     }

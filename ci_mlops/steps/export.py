@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file, write_bytes, write_json
+from ci_mlops.atomic import artifact_sha256, read_artifact, write_bytes, write_json
 from ci_mlops.errors import CheckFailed, StepError
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import load_dataset
@@ -120,7 +120,7 @@ def _trained_model_sha(workdir: Path, model_path: Path) -> str:
     """sha256 of the trained model; it must be the file train.json recorded."""
     if not model_path.is_file():
         raise StepError(f"{model_path}: no trained model; run `ci-mlops train` first")
-    actual = sha256_file(model_path)
+    actual = artifact_sha256(model_path.parent, model_path.name)
     record = workdir / "train.json"
     if record.is_file():
         recorded = read_record(record).get("model_sha256")
@@ -201,7 +201,11 @@ def _convert(spec: Spec, model: Model, model_path: Path, features: pd.DataFrame)
             return _from_sklearn(model, model_path, features, opset)
         if model.framework == "pytorch":
             return _from_torch(spec, model, model_path, features, opset)
-        return Converted(model_path.read_bytes(), None, "none (the model is ONNX already)")
+        return Converted(
+            read_artifact(model_path.parent, model_path.name),
+            None,
+            "none (the model is ONNX already)",
+        )
 
 
 def _from_sklearn(model: Model, path: Path, features: pd.DataFrame, opset: int) -> Converted:

@@ -17,7 +17,7 @@ not judged larger than 0.02). Every rule is checked and every failure is reporte
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ci_mlops.spec.model import Gate
@@ -71,11 +71,14 @@ def apply_gates(
     metrics: dict[str, float],
     baseline: dict[str, float] | None,
     if_no_baseline: str,
+    missing: str | None = None,
 ) -> GateVerdict:
     """Judge ``metrics`` by ``gates``; ``baseline`` holds the metrics to compare with.
 
     ``if_no_baseline`` ("pass" or "fail") decides change rules that have nothing to
-    compare with. A metric missing from ``metrics`` or NaN fails every rule on it.
+    compare with. ``missing`` says why a baseline that once existed is gone (expired):
+    then change rules fail whatever ``if_no_baseline`` says, with that reason. A metric
+    missing from ``metrics`` or NaN fails every rule on it.
     """
     if if_no_baseline not in ("pass", "fail"):
         raise ValueError(f"if_no_baseline must be 'pass' or 'fail', not {if_no_baseline!r}")
@@ -86,9 +89,18 @@ def apply_gates(
         for rule in RULES:
             threshold = getattr(gate, rule)
             if threshold is not None:
-                checks.append(_check(gate, rule, float(threshold), value, before, if_no_baseline))
+                check = _check(gate, rule, float(threshold), value, before, if_no_baseline)
+                checks.append(_unavailable(check, missing) if missing else check)
     no_baseline = any(c.rule in CHANGE_RULES and c.baseline is None for c in checks)
     return GateVerdict(all(c.passed for c in checks), checks, no_baseline)
+
+
+def _unavailable(check: Check, missing: str) -> Check:
+    """A change rule judged against a baseline that exists no more: it fails."""
+    if check.rule not in CHANGE_RULES or check.baseline is not None or check.value is None:
+        return check
+    message = f"{check.metric} {check.rule}: no baseline to compare with: {missing}"
+    return replace(check, passed=False, message=message)
 
 
 def worsening(higher_is_better: bool, value: float, baseline: float) -> float:

@@ -14,8 +14,10 @@ for the uploaded URLs, or passes ``images`` to :func:`render`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +26,14 @@ from typing import Any
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
+from ci_mlops.steps.markdown import code, text
 
 MARKER = "<!-- ci-mlops:report model={name} -->"
 # GitHub refuses comments over 65,536 characters; leave room for the platform's edits.
 LIMIT = 65_000
 MISSING = object()
+# What a recorded plot may be called: one PNG file directly in plots/.
+PLOT_NAME = re.compile(r"plots/[A-Za-z0-9][A-Za-z0-9_.-]*\.png")
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,12 @@ def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
     workdir = spec.workdir(model)
     check_artifacts(workdir, model)
     inputs = read_inputs(workdir, model)
-    markdown = render(spec, model)
+    markdown = render(spec, model, inputs=inputs)
     path = workdir / "report.md"
     atomic.write_text(path, markdown)
+    # Deploy publishes report.md only while it still has the bytes recorded here.
+    record = {"model": model.name, "report_sha256": hashlib.sha256(markdown.encode()).hexdigest()}
+    atomic.write_json(workdir / "report.json", record)
     print(markdown)
     posted = _publish(spec, model, markdown, inputs.plots) if post else None
     return {"model": model.name, "path": str(path), "posted": posted, "passed": _passed(inputs)}
@@ -74,7 +82,7 @@ def check_artifacts(workdir: Path, model: Model) -> None:
         expected = recorded.get(key) if isinstance(recorded, dict) else None
         if not expected:
             continue
-        actual = atomic.sha256_file(path)
+        actual = atomic.artifact_sha256(workdir, name)
         if actual != expected:
             raise StepError(
                 f"{path}: sha256 is {actual}, but {record} recorded {expected}: the file "
@@ -95,10 +103,16 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     return where
 
 
-def render(spec: Spec, model: Model, images: Mapping[str, str] | None = None) -> str:
+def render(
+    spec: Spec,
+    model: Model,
+    images: Mapping[str, str] | None = None,
+    inputs: Inputs | None = None,
+) -> str:
     """The report of ``model`` as Markdown. ``images`` maps a plot's relative link
-    (``plots/roc_curve.png``) to the URL to show instead."""
-    inputs = read_inputs(spec.workdir(model), model)
+    (``plots/roc_curve.png``) to the URL to show instead; ``inputs`` are the step files
+    when the caller has read them already."""
+    inputs = inputs or read_inputs(spec.workdir(model), model)
     head = [MARKER.format(name=model.name), _title(model, inputs), _verdict(inputs)]
     sections = {
         "failed checks": _failures_section(inputs),
@@ -116,26 +130,61 @@ def render(spec: Spec, model: Model, images: Mapping[str, str] | None = None) ->
 
 def read_inputs(workdir: Path, model: Model) -> Inputs:
     """Whatever the earlier steps left behind."""
-    plots_dir = workdir / "plots"
-    plots = sorted(plots_dir.glob("*.png")) if plots_dir.is_dir() else []
     model_path = workdir / model.model_file
-    sha = atomic.sha256_file(model_path) if model_path.is_file() else None
+    sha = atomic.artifact_sha256(workdir, model.model_file) if model_path.is_file() else None
+    metrics = _read(workdir / "metrics.json")
     return Inputs(
         gates=_read(workdir / "gates.json"),
-        metrics=_read(workdir / "metrics.json"),
+        metrics=metrics,
         data_test=_read(workdir / "data-test.json"),
         export=_read(workdir / "export.json"),
-        plots=plots,
+        plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
     )
 
 
+def recorded_plots(workdir: Path, metrics: Any) -> list[Path]:
+    """The plots evaluate recorded in metrics.json whose bytes still match their sha256,
+    read without following links. Anything else in plots/ is left out with a warning:
+    the report job holds a token, and whatever it links may be uploaded."""
+    recorded = metrics.get("plots") if isinstance(metrics, dict) else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    plots = []
+    for name, expected in sorted(recorded.items()):
+        if not (isinstance(name, str) and PLOT_NAME.fullmatch(name)):
+            log.warn(f"{workdir / 'metrics.json'}: plots: {name!r} is not a plot name; left out")
+            continue
+        if _matches(workdir, name, expected):
+            plots.append(workdir / name)
+    for path in sorted((workdir / "plots").glob("*.png")):
+        if f"plots/{path.name}" not in recorded:
+            log.warn(f"{path}: not a plot evaluate recorded; left out of the report")
+    return plots
+
+
+def _matches(workdir: Path, name: str, expected: Any) -> bool:
+    try:
+        actual = atomic.artifact_sha256(workdir, name)
+    except StepError as exc:
+        log.warn(f"{exc}; left out of the report")
+        return False
+    if actual != expected:
+        log.warn(
+            f"{workdir / name}: sha256 {actual[:12]}... is not the {str(expected)[:12]}... "
+            "evaluate recorded; left out of the report"
+        )
+        return False
+    return True
+
+
 def _read(path: Path) -> Any:
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         return MISSING
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(atomic.read_artifact(path.parent, path.name))
+    except StepError as exc:
+        return f"{path.name} is unreadable ({str(exc).rsplit(': ', 1)[-1]})"
+    except ValueError as exc:
         return f"{path.name} is unreadable ({type(exc).__name__})"
     return data if isinstance(data, dict) else f"{path.name} is not a JSON object"
 
@@ -181,7 +230,7 @@ def _verdict(inputs: Inputs) -> str:
     export = inputs.export
     if isinstance(export, dict) and not export.get("skipped"):
         ok = bool(export.get("passed"))
-        message = _md(str(export.get("message") or ("passed" if ok else "failed")))
+        message = text(export.get("message") or ("passed" if ok else "failed"))
         lines.append(f"{_icon(ok)} ONNX parity: {message}")
     return "<br>\n".join(lines)
 
@@ -211,7 +260,7 @@ def _failures_section(inputs: Inputs) -> str:
     """Every failed gate check, one line each, then anything that makes the verdict
     stale. (Failed expectations are listed under Data tests; parity is one line above.)"""
     gates = _failed_checks(inputs.gates) if isinstance(inputs.gates, dict) else []
-    items = [f"- ❌ {_md(str(c.get('message', '')))}" for c in gates]
+    items = [f"- ❌ {text(c.get('message', ''))}" for c in gates]
     items += [f"- ⚠️ {line}" for line in _integrity_warnings(inputs)]
     return "\n".join(items)
 
@@ -227,8 +276,8 @@ def _integrity_warnings(inputs: Inputs) -> list[str]:
     out = []
     if judged and inputs.model_sha256 and judged != inputs.model_sha256:
         out.append(
-            f"the verdict is for model sha256 `{judged[:12]}`, but the model file now has "
-            f"`{inputs.model_sha256[:12]}`: evaluate again"
+            f"the verdict is for model sha256 {code(str(judged)[:12], table=False)}, but "
+            f"the model file now has `{inputs.model_sha256[:12]}`: evaluate again"
         )
     if judged and scored and judged != scored:
         out.append("metrics.json and gates.json are from different models")
@@ -237,10 +286,10 @@ def _integrity_warnings(inputs: Inputs) -> list[str]:
 
 def _model_line(model: Model, inputs: Inputs) -> str:
     sha = inputs.model_sha256
-    text = f"model `{model.model_file}`" + (f" sha256 `{sha[:12]}`" if sha else " (not found)")
+    line = f"model `{model.model_file}`" + (f" sha256 `{sha[:12]}`" if sha else " (not found)")
     if isinstance(inputs.metrics, dict) and inputs.metrics.get("n_samples") is not None:
-        text += f" · {inputs.metrics['n_samples']} eval rows"
-    return text
+        line += f" · {text(inputs.metrics['n_samples'])} eval rows"
+    return line
 
 
 # --- metrics ------------------------------------------------------------------------
@@ -260,10 +309,11 @@ def _metrics_section(model: Model, inputs: Inputs) -> str:
     for name in dict.fromkeys([*model.metrics, *values]):
         value, base = _number(values.get(name)), _number(before.get(name))
         mine = [c for c in checks if c.get("metric") == name]
+        label = name if name in model.metrics else text(name)
         rows.append(
-            f"| {name} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
+            f"| {label} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
         )
-    parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info)]
+    parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info, metrics)]
     parts += _metric_notes(metrics)
     return "\n\n".join(parts)
 
@@ -291,23 +341,29 @@ def _gate(checks: list[dict[str, Any]]) -> str:
 
 
 def _rule(check: dict[str, Any]) -> str:
-    rule, threshold = check.get("rule", "?"), _number(check.get("threshold"))
+    rule, threshold = str(check.get("rule", "?")), _number(check.get("threshold"))
     if threshold is None:
         limit = "?"
     elif rule == "max_relative_drop":
         limit = f"{threshold * 100:g}%"
     else:
         limit = f"{threshold:g}"
-    text = f"{rule} {limit}"
+    shown = f"{text(rule)} {limit}"
     if rule in ("max_drop", "max_relative_drop") and check.get("baseline") is None:
-        text += " (no baseline)"
-    return text
+        shown += " (no baseline)"
+    return shown
 
 
-def _baseline_line(baseline: dict[str, Any] | None) -> str:
+def _baseline_line(baseline: dict[str, Any] | None, metrics: dict[str, Any]) -> str:
+    missing = metrics.get("baseline_missing")
+    if baseline is None and missing:
+        return (
+            f"⚠️ No baseline: {text(missing)}. Change gates fail: `baseline.if_missing` "
+            "applies only to a model the default branch never evaluated."
+        )
     if baseline is None:
         return "No baseline: first run (change gates follow `baseline.if_missing`)."
-    return f"Baseline: {_md(str(baseline.get('source', 'unknown')))}."
+    return f"Baseline: {text(baseline.get('source', 'unknown'))}."
 
 
 def _metric_notes(metrics: dict[str, Any]) -> list[str]:
@@ -316,9 +372,9 @@ def _metric_notes(metrics: dict[str, Any]) -> list[str]:
     groups: dict[str, list[str]] = {}
     for metric, how in averaging.items():
         groups.setdefault(str(how), []).append(metric)
-    lines += [f"{', '.join(names)}: {_md(how)}" for how, names in groups.items()]
+    lines += [f"{text(', '.join(names))}: {text(how)}" for how, names in groups.items()]
     for metric, why in (metrics.get("notes") or {}).items():
-        lines.append(f"{metric} is undefined: {_md(str(why))}")
+        lines.append(f"{text(metric)} is undefined: {text(why)}")
     return ["<sub>" + "<br>".join(lines) + "</sub>"] if lines else []
 
 
@@ -336,11 +392,12 @@ def _data_test_section(data: Any) -> str:
         entries = _entries(report)
         failed = sum(not _ok(e) for e in entries)
         rows.append(
-            f"| {_md(str(role))} | {report.get('rows', '—')} | {len(entries) - failed} | {failed} |"
+            f"| {text(role)} | {text(report.get('rows', '—'))} | {len(entries) - failed} | {failed} |"
         )
     parts = ["### Data tests", "\n".join(rows)]
     failing = [
-        f"- ❌ `{_md(str(role))}`: {_expectation_line(e)}" for role, e in _failed_expectations(data)
+        f"- ❌ {code(role, table=False)}: {_expectation_line(e)}"
+        for role, e in _failed_expectations(data)
     ]
     if failing:
         parts.append("\n".join(failing))
@@ -364,15 +421,15 @@ def _failed_expectations(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]
 def _expectation_line(entry: dict[str, Any]) -> str:
     """``expect_column_values_to_be_between`` on column `bmi`: 3 unexpected (...)."""
     kwargs = entry.get("kwargs") or {}
-    text = f"`{_md(str(entry.get('name', 'expectation')))}`"
+    line = code(entry.get("name", "expectation"), table=False)
     if "column" in kwargs:
-        text += f" on column `{_md(str(kwargs['column']))}`"
+        line += f" on column {code(kwargs['column'], table=False)}"
     message = str(entry.get("error") or entry.get("message") or "")
     count = entry.get("unexpected_count")
     if count is not None and "unexpected" not in message:
-        text += f": {count} unexpected"
-        return text + (f" ({_md(message)})" if message and message != "passed" else "")
-    return text + (f": {_md(message)}" if message and message != "passed" else "")
+        line += f": {text(count)} unexpected"
+        return line + (f" ({text(message)})" if message and message != "passed" else "")
+    return line + (f": {text(message)}" if message and message != "passed" else "")
 
 
 # --- ONNX ---------------------------------------------------------------------------
@@ -391,25 +448,25 @@ def _export_section(data: Any) -> str:
     if data.get("label_mismatches") is not None:
         allowed = data.get("max_label_mismatches")
         lines.append(
-            f"- label mismatches: {data['label_mismatches']}"
-            + (f" (allowed {allowed})" if allowed is not None else "")
+            f"- label mismatches: {text(data['label_mismatches'])}"
+            + (f" (allowed {text(allowed)})" if allowed is not None else "")
         )
     lines.append(f"- {_speed(data.get('latency') or {})}")
     if data.get("opset") is not None:
-        lines.append(f"- opset {data['opset']}")
+        lines.append(f"- opset {text(data['opset'])}")
     return "### ONNX export\n\n" + "\n".join(lines)
 
 
 def _speed(latency: dict[str, Any]) -> str:
     native, onnx = latency.get("native_batch1_ms"), latency.get("onnx_batch1_ms")
     speedup = latency.get("batch1_speedup")
-    text = f"batch-1 latency: native {_ms(native)}, onnxruntime {_ms(onnx)}"
+    line = f"batch-1 latency: native {_ms(native)}, onnxruntime {_ms(onnx)}"
     if isinstance(speedup, int | float):
         if speedup >= 1:
-            text += f": onnxruntime is {speedup:.1f}x faster"
+            line += f": onnxruntime is {speedup:.1f}x faster"
         elif speedup > 0:
-            text += f": onnxruntime is {1 / speedup:.1f}x slower"
-    return text
+            line += f": onnxruntime is {1 / speedup:.1f}x slower"
+    return line
 
 
 # --- plots --------------------------------------------------------------------------
@@ -421,7 +478,7 @@ def _plots_section(plots: list[Path], images: Mapping[str, str]) -> str:
     links = []
     for path in plots:
         relative = f"plots/{path.name}"
-        title = path.stem.replace("_", " ")
+        title = text(path.stem.replace("_", " "))
         links.append(f"![{title}]({images.get(relative, relative)})")
     return "### Plots\n\n" + "\n".join(links)
 
@@ -436,15 +493,15 @@ def _fit(head: str, sections: dict[str, str], footer: str) -> str:
     def joined() -> str:
         return "\n\n".join([head, *filter(None, sections.values()), footer]) + "\n"
 
-    text = joined()
-    while len(text) > LIMIT:
+    out = joined()
+    while len(out) > LIMIT:
         name = max(sections, key=lambda key: len(sections[key]))
-        trimmed = _trim(sections[name], len(text) - LIMIT, name)
+        trimmed = _trim(sections[name], len(out) - LIMIT, name)
         if len(trimmed) >= len(sections[name]):  # nothing left to cut
-            return text[: LIMIT - 2] + "…\n"
+            return out[: LIMIT - 2] + "…\n"
         sections[name] = trimmed
-        text = joined()
-    return text
+        out = joined()
+    return out
 
 
 def _trim(section: str, over: int, name: str) -> str:
@@ -475,14 +532,3 @@ def _sci(value: Any) -> str:
 
 def _ms(value: Any) -> str:
     return f"{value:.3g} ms" if isinstance(value, int | float) else "n/a"
-
-
-def _md(text: str) -> str:
-    """Data-derived text made safe for one Markdown table cell or list item."""
-    return (
-        text.replace("\r", " ")
-        .replace("\n", " ")
-        .replace("|", "\\|")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-    )

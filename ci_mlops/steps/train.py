@@ -219,6 +219,10 @@ def _check_model(model: Model, candidate: Path) -> str:
         raise CheckFailed(
             f"train {model.name}: the command succeeded but wrote no model to $MLOPS_MODEL_PATH"
         )
+    if candidate.is_symlink():
+        raise CheckFailed(
+            f"train {model.name}: {candidate.name} is a symbolic link; the model must be a file"
+        )
     if candidate.stat().st_size == 0:
         raise CheckFailed(f"train {model.name}: the command wrote an empty model file")
     # The rename that follows is only as durable as the data behind it.

@@ -75,6 +75,8 @@ class FakeGitHub(FakeServer):
         self.route(
             "artifact_zip", "GET", rf"{repo}/actions/artifacts/(?P<id>\d+)/zip", self._artifact_zip
         )
+        self.route("repo_artifacts", "GET", rf"{repo}/actions/artifacts", self._repo_artifacts)
+        self.route("run", "GET", rf"{repo}/actions/runs/(?P<run>\d+)", self._run)
         self.route("storage", "GET", rf"{STORAGE}/(?P<key>.+)", self._storage)
         self.route(
             "dispatch",
@@ -366,6 +368,30 @@ class FakeGitHub(FakeServer):
         url = f"{self.origin}{request.path}"
         headers = {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
         return Reply(200, {"total_count": len(artifacts), "artifacts": chunk}, headers)
+
+    def _repo_artifacts(self, request: Request) -> Reply:
+        """Every artifact of the repository, newest first, optionally of one name."""
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        artifacts = sorted(
+            itertools.chain.from_iterable(self.artifacts.values()), key=lambda a: -int(a["id"])
+        )
+        if "name" in request.query:
+            artifacts = [a for a in artifacts if a["name"] == request.query["name"]]
+        chunk, page, _, pages = page_of(artifacts, request.query, 30)
+        url = f"{self.origin}{request.path}"
+        headers = {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
+        return Reply(200, {"total_count": len(artifacts), "artifacts": chunk}, headers)
+
+    def _run(self, request: Request) -> Reply:
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        for run in self.runs:
+            if run["id"] == int(request.params["run"]):
+                return Reply(200, run)
+        return Reply(404, {"message": "Not Found"})
 
     def _artifact_zip(self, request: Request) -> Reply:
         token = self._token(request)

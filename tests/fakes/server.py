@@ -1,6 +1,8 @@
 """A threaded HTTP server on 127.0.0.1 that fake REST APIs build on: routing by method
-and path pattern, a log of every request, and fault injection (the next N answers of a
-route are 5xx/429).
+and path pattern, a log of every request, and fault injection: the next N answers of a
+route are 5xx/429 (before or after the route did its work), or are cut short; and the
+origin the server advertises in the URLs it returns can differ from the one it listens
+on, as behind a misconfigured proxy.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class FakeServer:
         self.requests: list[Request] = []
         self._routes: list[_Route] = []
         self._faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._after: dict[str, list[int]] = {}
+        self._truncated: dict[str, int] = {}
+        self.advertised_origin: str | None = None
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -95,7 +100,8 @@ class FakeServer:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where the server says it is, in the URLs it returns."""
+        return self.advertised_origin or f"http://127.0.0.1:{self.port}"
 
     # -- routes and faults -----------------------------------------------------------
 
@@ -108,6 +114,17 @@ class FakeServer:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         with self._lock:
             self._faults.setdefault(route, []).extend((s, headers) for s in statuses)
+
+    def fail_after(self, route: str, *statuses: int) -> None:
+        """Let the next requests of ``route`` do their work, then answer ``statuses``
+        (a gateway that times out after the backend stored the write)."""
+        with self._lock:
+            self._after.setdefault(route, []).extend(statuses)
+
+    def truncate(self, route: str, count: int = 1) -> None:
+        """Cut the next ``count`` answers of ``route`` to half their body."""
+        with self._lock:
+            self._truncated[route] = self._truncated.get(route, 0) + count
 
     def calls(self, route: str) -> list[Request]:
         """Requests that reached ``route`` (including those answered with a fault)."""
@@ -142,10 +159,23 @@ class FakeServer:
                 if fault:
                     return Reply(fault[0], {"message": f"injected {fault[0]}"}, dict(fault[1]))
                 with self._lock:
-                    return route.handler(request)
+                    reply = route.handler(request)
+                    return self._after_work(route.name, reply)
         with self._lock:
             self.requests.append(request)
         return Reply(404, {"message": "404 Not Found"})
+
+    def _after_work(self, name: str, reply: Reply) -> Reply:
+        after = self._after.get(name)
+        if after:
+            status = after.pop(0)
+            return Reply(status, {"message": f"injected {status} after the work was done"})
+        if self._truncated.get(name):
+            self._truncated[name] -= 1
+            data = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            headers = {"Content-Type": "application/json", **reply.headers}
+            return Reply(reply.status, data[: len(data) // 2], headers)
+        return reply
 
     def _write(self, handler: BaseHTTPRequestHandler, reply: Reply) -> None:
         if isinstance(reply.body, bytes):
@@ -158,7 +188,9 @@ class FakeServer:
             content_type = "application/json"
         handler.send_response(reply.status)
         headers = (
-            {"Content-Type": content_type, **reply.headers} if content_type else dict(reply.headers)
+            {"Content-Type": content_type, **reply.headers}
+            if content_type and "Content-Type" not in reply.headers
+            else dict(reply.headers)
         )
         for key, value in headers.items():
             handler.send_header(key, value)

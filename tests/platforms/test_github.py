@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
-from ci_mlops.platforms import detect
+from ci_mlops.platforms import MissingBaseline, detect
 from ci_mlops.platforms.github import BODY_LIMIT, GitHubPlatform
 from ci_mlops.platforms.remote import marker
 from ci_mlops.spec.model import Spec
@@ -82,7 +82,7 @@ def test_a_comment_on_the_second_page_is_found(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     _platform(spec).post_report(spec.models[0], "first\n", [])
-    for number in range(35):  # GitHub lists 30 comments a page by default
+    for number in range(105):  # ci-mlops asks for GitHub's largest page, 100 comments
         github_api.add_comment(PR, "octocat", f"review {number}")
     github_api.comments[PR].append(github_api.comments[PR].pop(0))  # the bot's is now last
     _platform(spec).post_report(spec.models[0], "second\n", [])
@@ -251,8 +251,10 @@ def test_baseline_comes_from_the_newest_successful_default_branch_run(
     assert baseline is not None
     assert baseline.metrics == {"accuracy": 0.951, "f1": 0.96}
     assert f"run #{newest['run_number']}" in baseline.source and "main" in baseline.source
-    (runs,) = github_api.calls("runs")
-    assert runs.query == {"branch": "main", "status": "success"}
+    (listing,) = github_api.calls("repo_artifacts")
+    assert listing.query == {"name": "breast-cancer-evaluate", "per_page": "100"}
+    # only runs of artifacts on main are looked at: the newest, the fork's, then found
+    assert len(github_api.calls("run")) == 2
     (storage,) = github_api.calls("storage")
     assert "authorization" not in storage.headers  # the token never goes to blob storage
 
@@ -282,21 +284,26 @@ def test_no_runs_means_no_baseline_with_a_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert _platform(spec).fetch_baseline(spec.models[0]) is None
-    assert "no baseline: no successful run of mlops.yml on main" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no baseline: never produced: no successful push/schedule/workflow_dispatch" in err
+    assert "run of mlops.yml on main made an artifact named breast-cancer-evaluate" in err
 
 
-def test_a_workflow_not_yet_on_the_default_branch_means_no_baseline(
+def test_artifacts_of_another_workflow_or_a_failed_run_are_no_baseline(
     spec: Spec,
     github_api: FakeGitHub,
     github_env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    github_api.workflows.clear()
+    other = github_api.add_run(workflow="other.yml")
+    failed = github_api.add_run(conclusion="failure")
+    for run in (other, failed):
+        github_api.add_artifact(run, "breast-cancer-evaluate", {"metrics.json": b"{}"})
     assert _platform(spec).fetch_baseline(spec.models[0]) is None
-    assert "workflow mlops.yml is not on main yet" in capsys.readouterr().err
+    assert "never produced" in capsys.readouterr().err
 
 
-def test_an_expired_artifact_means_no_baseline(
+def test_an_expired_artifact_is_a_missing_baseline_not_a_first_run(
     spec: Spec,
     github_api: FakeGitHub,
     github_env: dict[str, str],
@@ -304,12 +311,14 @@ def test_an_expired_artifact_means_no_baseline(
 ) -> None:
     run = github_api.add_run()
     github_api.add_artifact(run, "breast-cancer-evaluate", {"metrics.json": b"{}"}, expired=True)
-    assert _platform(spec).fetch_baseline(spec.models[0]) is None
+    missing = _platform(spec).fetch_baseline(spec.models[0])
+    assert isinstance(missing, MissingBaseline)
+    assert missing.reason.startswith("expired: the breast-cancer-evaluate artifact of run #1")
     assert "has expired" in capsys.readouterr().err
     assert github_api.calls("artifact_zip") == []
 
 
-def test_a_410_on_download_means_no_baseline(
+def test_a_410_on_download_is_a_missing_baseline(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     run = github_api.add_run()
@@ -317,7 +326,7 @@ def test_a_410_on_download_means_no_baseline(
         run, "breast-cancer-evaluate", {"metrics.json": json.dumps(METRICS).encode()}
     )
     github_api.fail("artifact_zip", 410)  # expired between the listing and the download
-    assert _platform(spec).fetch_baseline(spec.models[0]) is None
+    assert isinstance(_platform(spec).fetch_baseline(spec.models[0]), MissingBaseline)
 
 
 def test_a_403_on_download_asks_for_actions_read(

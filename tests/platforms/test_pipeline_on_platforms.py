@@ -95,3 +95,24 @@ def test_github_pull_request_then_default_branch(
     assert [d["environment"] for d in github_api.deployments] == ["staging", "production"]
     assert {d["payload"]["version"] for d in github_api.deployments} == {"1.0.0-run.12"}
     assert len(github_api.calls("upload_asset")) == len(release["assets"])  # production reused it
+
+
+def test_an_expired_github_baseline_fails_change_gates_and_the_report_says_why(
+    trained: Path, tmp_path: Path, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    """baseline.if_missing is pass in the example: that is for a first model only."""
+    folder = clone(trained, tmp_path)
+    run = github_api.add_run(event="schedule")
+    github_api.add_artifact(run, "breast-cancer-evaluate", {"metrics.json": b"{}"}, expired=True)
+
+    result = invoke(folder, "evaluate")
+
+    assert result.code == 1, result.output
+    gates = json.loads((workdir(folder) / "gates.json").read_text())
+    failed = [c for c in gates["checks"] if not c["passed"]]
+    assert failed and all(c["rule"] in ("max_drop", "max_relative_drop") for c in failed)
+    assert gates["baseline_missing"].startswith("expired: the breast-cancer-evaluate artifact")
+    _steps(folder, ("report",))
+    (comment,) = github_api.comments[5]
+    assert "No baseline: expired: the breast\\-cancer\\-evaluate" not in comment["body"]
+    assert "⚠️ No baseline: expired: the breast-cancer-evaluate artifact" in comment["body"]

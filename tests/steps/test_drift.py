@@ -288,3 +288,69 @@ def test_the_drift_command_triggers_gitlab_through_the_environment(
     assert result.code == 0, result.output
     assert [p["variables"]["MLOPS_RETRAIN"] for p in gitlab.pipelines] == ["breast-cancer"]
     assert "retraining triggered" in result.output
+
+
+# -- missing values and non-finite numbers -------------------------------------------
+
+
+def _nulls(tmp_path: Path, current: dict[str, Any], rows: int = 2000) -> Spec:
+    """The synthetic spec, with current.parquet replaced by columns of ``current``."""
+    spec = _synthetic(tmp_path, rows=rows, shift=0.0, mix=[0.5, 0.3, 0.2])
+    reference = pd.read_parquet(spec.root / "data/reference.parquet")
+    frame = reference.copy()
+    for column, values in current.items():
+        frame[column] = values
+    frame.to_parquet(spec.root / "data/current.parquet")
+    return spec
+
+
+def test_a_column_that_became_entirely_null_drifts(tmp_path: Path) -> None:
+    spec = _nulls(tmp_path, {"income": np.nan})
+    summary = drift.run(spec, spec.models[0])
+    income = _by_column(summary)["income"]
+
+    assert income["kind"] == "empty" and income["drifted"]
+    assert income["missing_reference"] == 0.0 and income["missing_current"] == 1.0
+    assert "missing values 0.0% -> 100.0%" in income["reasons"]
+    assert summary["drifted_columns"] == ["income"] and summary["compared_columns"] == 3
+
+
+def test_a_rise_in_missing_values_drifts_though_the_rest_looks_alike(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    spec = _synthetic(tmp_path, rows=4000, shift=0.0, mix=[0.5, 0.3, 0.2])
+    current = pd.read_parquet(spec.root / "data/current.parquet")
+    current.loc[rng.random(len(current)) < 0.3, "age"] = np.nan  # random rows: same shape
+    current.to_parquet(spec.root / "data/current.parquet")
+    age = _by_column(drift.run(spec, spec.models[0]))["age"]
+
+    assert age["kind"] == "numeric" and age["drifted"]
+    assert age["missing_pvalue"] < 1e-6
+    assert age["reasons"][0].startswith("missing values 0.0% -> 3")
+    assert not any(r.startswith(("PSI", "KS")) for r in age["reasons"])
+
+
+def test_a_steady_share_of_missing_values_is_not_drift(tmp_path: Path) -> None:
+    spec = _synthetic(tmp_path, rows=4000, shift=0.0, mix=[0.5, 0.3, 0.2])
+    for name, seed in (("reference", 2), ("current", 3)):
+        path = spec.root / f"data/{name}.parquet"
+        frame = pd.read_parquet(path)
+        frame.loc[np.random.default_rng(seed).random(len(frame)) < 0.05, "age"] = np.nan
+        frame.to_parquet(path)
+    age = _by_column(drift.run(spec, spec.models[0]))["age"]
+
+    assert not age["drifted"] and age["missing_pvalue"] > 0.05
+
+
+def test_drift_json_is_strict_json_when_the_data_holds_infinities(tmp_path: Path) -> None:
+    spec = _synthetic(tmp_path, rows=500, shift=0.0, mix=[0.5, 0.3, 0.2])
+    current = pd.read_parquet(spec.root / "data/current.parquet")
+    current.loc[:10, "income"] = np.inf
+    current.to_parquet(spec.root / "data/current.parquet")
+    drift.run(spec, spec.models[0])
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"drift.json holds {constant}, which is not JSON")
+
+    raw = (spec.workdir(spec.models[0]) / "drift.json").read_text()
+    income = _by_column(json.loads(raw, parse_constant=refuse))["income"]
+    assert income["mean_current"] is None  # the mean of values with +inf is not a number

@@ -5,6 +5,7 @@ limit, and never crashing on missing or broken inputs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ def test_data_values_cannot_break_the_markdown(evaluated: Path, tmp_path: Path) 
     )
     section = render(folder).split("### Data tests")[1].split("###")[0]
     assert "<script>" not in section and "&lt;script&gt;" in section
-    assert "`a\\|b`" in section
+    assert "on column `a|b`" in section  # a list item: no table cell to split
     assert "second line" in section and "\nsecond line" not in section
 
 
@@ -346,3 +347,85 @@ def test_a_huge_report_is_trimmed_below_the_comment_limit(evaluated: Path, tmp_p
     # Only the longest section was cut: the others are whole.
     assert "| accuracy |" in markdown and "![roc curve](plots/roc_curve.png)" in markdown
     assert "- ❌ `train`: `expect_column_values_to_be_between` on column `feature_0`" in markdown
+
+
+# --- text from data is inert ----------------------------------------------------------
+
+ATTACKS = {
+    "image": "![x](https://evil.example/p.png)",
+    "mention": "@all",
+    "html": '<img src="https://evil.example/h.png">',
+    "fence": "```\nfenced",
+    "link": "[x](javascript:alert(1))",
+    "ticks": "`` `a` ``",
+}
+
+
+def hostile(folder: Path) -> None:
+    """Every record the report reads, with Markdown attacks where data can put text:
+    class labels, metric notes, column names, expectation details, baseline source."""
+    attack = " ".join(ATTACKS.values())
+    metrics = read_json(workdir(folder) / "metrics.json")
+    metrics["averaging"] = {"f1": f"binary, positive class {attack!r}"}
+    metrics["notes"] = {f"roc_auc {attack}": attack}
+    metrics["baseline"] = {"source": attack, "metrics": {"accuracy": 0.9, attack: 0.5}}
+    metrics["metrics"][attack] = 0.5
+    metrics["n_samples"] = attack
+    write(workdir(folder) / "metrics.json", metrics)
+    gates = read_json(workdir(folder) / "gates.json")
+    gates["checks"][0].update(passed=False, message=attack, rule=attack)
+    gates["model_sha256"] = attack
+    write(workdir(folder) / "gates.json", gates)
+    entry = {
+        "name": attack,
+        "kwargs": {"column": attack},
+        "success": False,
+        "unexpected_count": attack,
+        "message": attack,
+    }
+    write(
+        workdir(folder) / "data-test.json",
+        {"datasets": {attack: {"rows": attack, "expectations": [entry]}}},
+    )
+    write(
+        workdir(folder) / "export.json",
+        {**EXPORT, "passed": False, "message": attack, "opset": attack},
+    )
+
+
+def html_of(markdown: str) -> str:
+    """The report as GitHub/GitLab would render it: CommonMark, tables, raw HTML kept."""
+    from markdown_it import MarkdownIt
+
+    return (
+        MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+    )
+
+
+def outside_code(html: str) -> str:
+    return re.sub(r"<code>.*?</code>", "", html, flags=re.S)
+
+
+def test_text_from_data_is_inert_in_the_report(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    hostile(folder)
+    html = html_of(render(folder))
+    assert "evil.example" in html  # the attacks are shown...
+    images = re.findall(r"<img [^>]*>", html)
+    assert images and all('src="plots/' in tag for tag in images), images  # ...never fetched
+    assert "<a " not in html and "javascript:" not in re.findall(r'href="[^"]*"', html).__str__()
+    assert "<pre>" not in html  # no code block opened by a fence in the data
+    assert "<em>" not in html and "<strong>" not in html
+    visible = outside_code(html)
+    assert "@all" not in visible  # @ is followed by a zero-width space outside code
+    assert "@\u200ball" in visible
+    assert "&lt;img" in html  # HTML from data is text
+
+
+def test_code_spans_hold_backticks_and_pipes() -> None:
+    from ci_mlops.steps.markdown import code
+
+    assert html_of(code("a``b`c", table=False)) == "<p><code>a``b`c</code></p>\n"
+    assert html_of(code("`edge`", table=False)) == "<p><code>`edge`</code></p>\n"
+    cell = html_of(f"| h |\n|---|\n| {code('x|y')} |")
+    assert "<td><code>x|y</code></td>" in cell
