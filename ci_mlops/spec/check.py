@@ -365,6 +365,10 @@ def _file_problems(
     for j, pattern in enumerate(model.get("paths", ())):
         if not glob.glob(str(root / pattern), recursive=True):
             out.append(doc.problem((*here, "paths", j), f"matches no file: {pattern}"))
+    public_key = ((model.get("deploy") or {}).get("signing") or {}).get("public_key")
+    if public_key and not (root / public_key).is_file():
+        where = (*here, "deploy", "signing", "public_key")
+        out.append(doc.problem(where, f"file not found: {public_key}"))
     drift = (model.get("retrain") or {}).get("drift") or {}
     if "reference" in drift and not (root / drift["reference"]).is_file():
         where = (*here, "retrain", "drift", "reference")
