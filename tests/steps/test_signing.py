@@ -126,7 +126,7 @@ def test_the_key_may_be_pem_text_and_a_bad_key_is_bad_input(tmp_path: Path) -> N
             required=True,
             env={"MLOPS_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nnot a key\n"},
         )
-    with pytest.raises(UsageError, match="nowhere.pem: file not found"):
+    with pytest.raises(UsageError, match=r"nowhere\.pem: file not found"):
         signing.sign(
             version_files(tmp_path / "w3"),
             tmp_path / "s3",
@@ -250,7 +250,7 @@ def test_in_ci_the_signer_must_be_this_repositorys_default_branch_pipeline(spec:
     )
     assert on_github.issuer == "https://token.actions.githubusercontent.com"
     assert signing.policy(spec, model, "local", {}) is None
-    with pytest.raises(UsageError, match="^CI_PROJECT_PATH is not set"):
+    with pytest.raises(UsageError, match=r"^CI_PROJECT_PATH is not set"):
         signing.policy(spec, model, "gitlab", {**GITLAB_ENV, "CI_PROJECT_PATH": ""})
 
 
