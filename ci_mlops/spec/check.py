@@ -241,6 +241,14 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             if reason:
                 problems.append(doc.problem((*here, "retrain", "schedule"), reason))
         problems += _watched_problems(doc, here, model)
+        signing = (model.get("deploy") or {}).get("signing") or {}
+        if "public_key" in signing and "identity" in signing:
+            problems.append(
+                doc.problem(
+                    (*here, "deploy", "signing", "identity"),
+                    "give public_key (a key pair) or identity (keyless), not both",
+                )
+            )
         if check_files:
             problems += _file_problems(doc, here, model, root)
     problems += _branch_problems(doc)
