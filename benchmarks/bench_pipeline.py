@@ -26,6 +26,7 @@ from tests.e2e.harness import (  # noqa: E402
     make_job_python,
     make_project,
     run_pipeline,
+    signing_variables,
 )
 from tests.fakes.env import start_gitlab  # noqa: E402
 
@@ -39,6 +40,7 @@ def variables(origin: str, project_id: str, job_token: str) -> dict[str, str]:
         "CI_PROJECT_ID": project_id,
         "CI_JOB_TOKEN": job_token,
         "CI_PIPELINE_SOURCE": "push",
+        **signing_variables("push"),  # deploys sign with a key pair: no Sigstore offline
     }
 
 

@@ -324,7 +324,12 @@ def report(spec_path: Path, debug: bool, models: tuple[str, ...], post: bool) ->
 @click.option(
     "--verify",
     is_flag=True,
-    help="Deploy nothing; re-check the checksums of the version live in the environment.",
+    help="Deploy nothing; verify the version live in the environment (as `ci-mlops verify`).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Let a later environment take a model the one before it does not run (recorded).",
 )
 @common
 def deploy(
@@ -334,19 +339,22 @@ def deploy(
     environment: str | None,
     rollback: bool,
     verify: bool,
+    force: bool,
 ) -> int:
-    """Publish the model and point an environment at it.
+    """Publish the model, signed, and point an environment at it.
 
     Refuses a model without a passing verdict for its exact sha256, or whose ONNX
-    export failed or changed. A later environment (production) gets the version live
-    in the one before it (staging) when the model is the same file. Exits 1 when the
-    model may not ship or --verify finds a changed file.
+    export failed or changed. A later environment (production) takes only the version
+    live in the one before it (staging), and only when it is the same model file, unless
+    --force. Every version an environment is pointed at, rollbacks included, is
+    re-hashed from the registry and its signature and signer verified first. Exits 1
+    when the model may not ship or a check fails.
 
     \b
     Examples:
       ci-mlops deploy --model churn -e staging
       ci-mlops deploy --model churn -e production --rollback
-      ci-mlops deploy --model churn -e production --verify
+      ci-mlops deploy --model churn -e production --force
     """
     from ci_mlops.steps import deploy as step
 
@@ -354,8 +362,35 @@ def deploy(
     return _each(
         spec,
         models,
-        lambda m: step.run(spec, m, environment=environment, rollback=rollback, verify=verify),
+        lambda m: step.run(
+            spec, m, environment=environment, rollback=rollback, verify=verify, force=force
+        ),
     )
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Environment to verify (default: every environment with a version).",
+)
+@common
+def verify(spec_path: Path, debug: bool, models: tuple[str, ...], environment: str | None) -> int:
+    """Verify what the registry holds: re-hash the stored files of the version live in
+    each environment and check its signature and signer (deploy.signing, or in CI this
+    repository's pipeline on the default branch). Exits 1 when a check fails.
+
+    \b
+    Examples:
+      ci-mlops verify --model churn
+      ci-mlops verify --model churn -e production
+    """
+    from ci_mlops.steps import deploy as step
+
+    spec = _load(spec_path, check_files=False)
+    return _each(spec, models, lambda m: step.verify(spec, m, environment))
 
 
 PLATFORM_CHOICE = click.Choice(["local", "gitlab", "github"])

@@ -27,7 +27,17 @@ _CLEARED = (
     "MLOPS_RETRAIN",
     "MLOPS_PLATFORM",
 )
-_CLEARED_PREFIXES = ("CI_", "GITHUB_", "GITLAB_", "MLOPS_", "GCL_", "ZIZMOR_")
+# SIGSTORE_ and ACTIONS_ID_TOKEN_ would make signing keyless (and reach for the network).
+_CLEARED_PREFIXES = (
+    "CI_",
+    "GITHUB_",
+    "GITLAB_",
+    "MLOPS_",
+    "GCL_",
+    "ZIZMOR_",
+    "SIGSTORE_",
+    "ACTIONS_ID_TOKEN_",
+)
 
 settings.register_profile("default", deadline=None)
 # `make fuzz`: many more examples, no time limit per example.

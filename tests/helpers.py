@@ -127,3 +127,27 @@ def publishable_files(spec: Spec) -> dict[str, Path]:
     (workdir / "model.onnx").write_bytes(b"onnx-model-" * 100)
     (workdir / "report.md").write_text("# card\n", encoding="utf-8")
     return {name: workdir / name for name in ("model.joblib", "model.onnx", "report.md")}
+
+
+def make_key_pair(folder: Path, name: str = "signing") -> tuple[Path, Path]:
+    """An elliptic-curve (P-256) key pair in PEM: ``<name>.key`` and ``<name>.pub``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = folder / f"{name}.key"
+    public = folder / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public

@@ -53,7 +53,8 @@ PERMISSIONS: dict[str, dict[str, str]] = {
     "export": {"contents": "read"},
     "report": {"contents": "read", "pull-requests": "write"},
     # Models are release assets; environments are recorded as GitHub deployments.
-    "deploy": {"contents": "write", "deployments": "write"},
+    # id-token: write lets the job sign the model keyless with its OIDC identity.
+    "deploy": {"contents": "write", "deployments": "write", "id-token": "write"},
     "drift": {"contents": "read", "actions": "write"},  # retraining is a workflow dispatch
 }
 TOKEN_KINDS = ("evaluate", "report", "deploy", "drift")
@@ -288,6 +289,7 @@ CALLER_PERMISSIONS = {
     "actions": "write",
     "contents": "write",
     "deployments": "write",
+    "id-token": "write",
     "pull-requests": "write",
 }
 

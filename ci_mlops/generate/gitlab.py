@@ -163,6 +163,9 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
             "action": "start",
         }
         out["resource_group"] = f"deploy-{v.model}-{job.environment}"
+        # Keyless signing: an OIDC token for Sigstore, which names this project, its
+        # pipeline file and ref; verification accepts only the default branch's.
+        out["id_tokens"] = {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
     if job.kind == "report":
         # Only this job needs GITLAB_TOKEN (CI_JOB_TOKEN cannot post notes). Scoping the
         # variable to this environment keeps it out of every other job; "prepare"

@@ -35,7 +35,7 @@ EXTRAS = {
     "evaluate": ("ml", "platform"),
     "export": ("onnx", "ml"),
     "report": ("platform",),
-    "deploy": ("platform",),
+    "deploy": ("platform", "sign"),  # deploys sign what they publish and verify what they promote
     "drift": ("ml", "platform"),
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ class Published:
     version: str
     location: str  # a URL or a folder
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    folder: Path | None = None  # where the checked files are on this machine, once verified
 
 
 class Platform(ABC):
@@ -63,12 +64,16 @@ class Platform(ABC):
         """Store ``files`` (name -> path) as ``version`` of ``model``; verify checksums."""
 
     @abstractmethod
-    def promote(self, model: Model, environment: str, version: str) -> None:
-        """Point ``environment`` at ``version``, remembering the previous one."""
+    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
+        """Point ``environment`` at ``version``, remembering the previous one; ``forced``
+        is recorded in the environment's history (a promotion past the rules)."""
 
     @abstractmethod
-    def rollback(self, model: Model, environment: str) -> str:
-        """Point ``environment`` back at its previous version; return that version."""
+    def rollback(
+        self, model: Model, environment: str, check: Callable[[str], object] | None = None
+    ) -> str:
+        """Point ``environment`` back at its previous version; return that version.
+        ``check`` sees that version first and raises to stop the rollback."""
 
     @abstractmethod
     def trigger_retrain(self, model: Model, reason: str) -> str:
@@ -86,8 +91,9 @@ class Platform(ABC):
         nothing is deployed there or the platform cannot tell."""
         return None
 
-    def verify(self, model: Model, version: str) -> Published:
-        """Re-check every stored file of ``version`` against its recorded checksum."""
+    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
+        """Re-check every stored file of ``version`` against its recorded checksum; a
+        remote registry downloads them into ``into``. ``folder`` of the result holds them."""
         raise UsageError(f"verifying stored versions is not supported on {self.name}")
 
     @contextmanager

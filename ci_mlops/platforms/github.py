@@ -62,7 +62,7 @@ from github.GithubObject import NotSet
 from requests.adapters import HTTPAdapter
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file, write_text
+from ci_mlops.atomic import sha256_file, write_bytes, write_text
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
 from ci_mlops.platforms.remote import (
@@ -79,6 +79,7 @@ from ci_mlops.platforms.remote import (
     parse_metrics,
     retries,
     retry_after_cap,
+    safe_file_name,
     sha256_bytes,
     unreachable,
     with_marker,
@@ -642,9 +643,9 @@ class GitHubPlatform(Platform):
                 f"but {expected[:12]}... ({len(data)} bytes) was uploaded; the upload is corrupt, publish again"
             )
 
-    def verify(self, model: Model, version: str) -> Published:
-        """Download every asset of release ``<model>-v<version>`` and compare it with
-        its SHA256SUMS line."""
+    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
+        """Download every asset of release ``<model>-v<version>`` (into ``into`` when
+        given) and compare it with its SHA256SUMS line."""
         release = self._release(model, version, create=False)
         assets = self._assets(release)
         sums = self._checksums(model, version, assets)
@@ -653,14 +654,17 @@ class GitHubPlatform(Platform):
             if name not in assets:
                 problems.append(f"{name}: missing from the release")
                 continue
-            actual = sha256_bytes(self._asset_bytes(assets[name]))
+            data = self._asset_bytes(assets[name])
+            actual = sha256_bytes(data)
             if actual != expected:
-                problems.append(
-                    f"{name}: sha256 {actual[:12]}... differs from the recorded {expected[:12]}..."
+                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
+            if into is not None:
+                write_bytes(
+                    into / safe_file_name(name, f"release {self._tag(model, version)}"), data
                 )
         if problems:
             raise CheckFailed(f"release {self._tag(model, version)}: " + "; ".join(problems))
-        return Published(version=version, location=str(release.html_url), files=sums)
+        return Published(version=version, location=str(release.html_url), files=sums, folder=into)
 
     def live(self, model: Model, environment: str) -> Published | None:
         """The version the newest ``deploy:<model>`` deployment to ``environment`` names,
@@ -694,7 +698,7 @@ class GitHubPlatform(Platform):
 
     # -- environments ----------------------------------------------------------------
 
-    def promote(self, model: Model, environment: str, version: str) -> None:
+    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
         """Deploy release ``<model>-v<version>`` to ``environment`` (a GitHub deployment)."""
         release = self._release(model, version, create=False)
         state = self._environment_state(model, environment)
@@ -702,11 +706,14 @@ class GitHubPlatform(Platform):
         if current == version:
             log.info(f"{model.name} {environment} already runs {version}")
             return
-        history = [*state["history"], current] if current else state["history"]
-        self._deploy(model, environment, version, history, str(release.html_url))
+        history = [*state["history"], current] if current else list(state["history"])
+        marked = [*_forced(state), *([version] if forced else [])]
+        self._deploy(model, environment, version, history, str(release.html_url), marked)
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
-    def rollback(self, model: Model, environment: str) -> str:
+    def rollback(
+        self, model: Model, environment: str, check: Callable[[str], object] | None = None
+    ) -> str:
         """Deploy the version ``environment`` ran before the current one; return it."""
         state = self._environment_state(model, environment)
         history = state["history"]
@@ -716,8 +723,10 @@ class GitHubPlatform(Platform):
                 f"(now: {state.get('version') or 'nothing deployed'})"
             )
         previous = str(history.pop())
+        if check is not None:
+            check(previous)
         release = self._release(model, previous, create=False)
-        self._deploy(model, environment, previous, history, str(release.html_url))
+        self._deploy(model, environment, previous, history, str(release.html_url), _forced(state))
         log.info(f"{model.name} {environment}: rolled back {state.get('version')} -> {previous}")
         return previous
 
@@ -748,7 +757,13 @@ class GitHubPlatform(Platform):
         return {**payload, "history": history_list(payload.get("history"), source)}
 
     def _deploy(
-        self, model: Model, environment: str, version: str, history: list[str], url: str
+        self,
+        model: Model,
+        environment: str,
+        version: str,
+        history: list[str],
+        url: str,
+        forced: list[str],
     ) -> None:
         repo = self._repo()
         hint = "deployments need `deployments: write`"
@@ -760,7 +775,13 @@ class GitHubPlatform(Platform):
                 task=f"deploy:{model.name}",
                 auto_merge=False,
                 required_contexts=[],
-                payload={"model": model.name, "version": version, "history": history},
+                payload={
+                    "model": model.name,
+                    "version": version,
+                    "history": history,
+                    # versions promoted with --force, oldest first
+                    **({"forced": forced} if forced else {}),
+                },
                 environment=environment,
                 description=f"{model.name} {version}"[:140],
                 production_environment=environment == "production",
@@ -822,6 +843,11 @@ class _CappedRetry(GithubRetry):
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), retry_after_cap())
+
+
+def _forced(state: dict[str, Any]) -> list[str]:
+    forced = state.get("forced")
+    return [str(v) for v in forced] if isinstance(forced, list) else []
 
 
 def _quiet_pygithub() -> None:

@@ -34,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ import gitlab
 import requests
 
 from ci_mlops import log
-from ci_mlops.atomic import read_artifact, sha256_file
+from ci_mlops.atomic import read_artifact, sha256_file, write_bytes
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
@@ -61,6 +61,7 @@ from ci_mlops.platforms.remote import (
     retries,
     retry_after_cap,
     retry_after_seconds,
+    safe_file_name,
     sha256_bytes,
     unreachable,
     with_marker,
@@ -401,19 +402,23 @@ class GitLabPlatform(Platform):
                 f"but {expected[:12]}... was uploaded; the upload is corrupt, publish again"
             )
 
-    def verify(self, model: Model, version: str) -> Published:
-        """Download every file of ``version`` and compare it with its SHA256SUMS line."""
+    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
+        """Download every file of ``version`` (into ``into`` when given) and compare it
+        with its SHA256SUMS line."""
         sums = self._checksums(model, version)
-        problems = [
-            f"{name}: sha256 {actual[:12]}... differs from the recorded {expected[:12]}..."
-            for name, expected in sorted(sums.items())
-            if (actual := sha256_bytes(self._get_file(model.name, version, name))) != expected
-        ]
+        problems = []
+        for name, expected in sorted(sums.items()):
+            data = self._get_file(model.name, version, name)
+            actual = sha256_bytes(data)
+            if actual != expected:
+                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
+            if into is not None:
+                write_bytes(into / safe_file_name(name, f"{model.name} {version}"), data)
         if problems:
             raise CheckFailed(
                 f"{model.name} {version} in the package registry: " + "; ".join(problems)
             )
-        return self._published(model, version, sums)
+        return replace(self._published(model, version, sums), folder=into)
 
     def live(self, model: Model, environment: str) -> Published | None:
         """The version ``environment`` points at, with the checksums it was published with."""
@@ -439,7 +444,7 @@ class GitLabPlatform(Platform):
 
     # -- environments --------------------------------------------------------------
 
-    def promote(self, model: Model, environment: str, version: str) -> None:
+    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
         """Point ``environment`` at a published ``version``, keeping the old one."""
         self._require_published(model, version)
         record = self._read_environment(model, environment)
@@ -450,10 +455,13 @@ class GitLabPlatform(Platform):
             return
         if current:
             history.append(current)
-        self._write_environment(model, environment, version, history)
+        marked = [*_forced(record), *([version] if forced else [])]
+        self._write_environment(model, environment, version, history, marked)
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
-    def rollback(self, model: Model, environment: str) -> str:
+    def rollback(
+        self, model: Model, environment: str, check: Callable[[str], object] | None = None
+    ) -> str:
         """Point ``environment`` back at the version it ran before; return it."""
         record = self._read_environment(model, environment)
         history = record["history"]
@@ -463,7 +471,9 @@ class GitLabPlatform(Platform):
                 f"(now: {record.get('version') or 'nothing deployed'})"
             )
         previous = str(history.pop())
-        self._write_environment(model, environment, previous, history)
+        if check is not None:
+            check(previous)
+        self._write_environment(model, environment, previous, history, _forced(record))
         log.info(f"{model.name} {environment}: rolled back {record.get('version')} -> {previous}")
         return previous
 
@@ -494,9 +504,14 @@ class GitLabPlatform(Platform):
         return {**record, "history": history_list(record.get("history"), source)}
 
     def _write_environment(
-        self, model: Model, environment: str, version: str, history: list[str]
+        self,
+        model: Model,
+        environment: str,
+        version: str,
+        history: list[str],
+        forced: list[str] | None = None,
     ) -> None:
-        record = {
+        record: dict[str, Any] = {
             "model": model.name,
             "environment": environment,
             "version": version,
@@ -505,6 +520,8 @@ class GitLabPlatform(Platform):
             "pipeline": self.env.pipeline_url or self.env.pipeline_iid or None,
             "commit": self.env.commit_sha or None,
         }
+        if forced:
+            record["forced"] = forced  # versions promoted with --force, oldest first
         data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
         self._put_file(
             f"{model.name}-environments", ENVIRONMENTS_VERSION, f"{environment}.json", data
@@ -567,6 +584,11 @@ def _image_bytes(workdir: Path, image: Path) -> bytes:
             f"{image}: refused: images are uploaded only from inside {workdir}"
         ) from None
     return read_artifact(workdir, relative)
+
+
+def _forced(record: dict[str, Any]) -> list[str]:
+    forced = record.get("forced")
+    return [str(v) for v in forced] if isinstance(forced, list) else []
 
 
 def _artifact_path(model: Model, name: str) -> str:

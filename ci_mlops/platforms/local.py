@@ -36,8 +36,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -199,25 +200,33 @@ class LocalRegistry:
         data["previous"] = history_list(data.get("previous"), f"{path}: previous")
         return data
 
-    def promote(self, name: str, environment: str, version: str) -> dict[str, Any]:
+    def promote(
+        self, name: str, environment: str, version: str, forced: bool = False
+    ) -> dict[str, Any]:
         """Point ``environment`` at ``version``; the version it left goes first in
-        ``previous``."""
+        ``previous``; ``forced`` promotions accumulate in ``forced``."""
         with self.locked(name):
             self.manifest(name, version)  # refuse to point at a version that is not there
             current = self.pointer(name, environment)
             if current and current["version"] == version:
                 return current
             older = [current["version"], *current.get("previous", [])] if current else []
-            record = {
+            record: dict[str, Any] = {
                 "version": version,
                 "previous": [v for v in older if v != version],
                 "updated_at": _now(),
             }
+            forced_before = list(current.get("forced", [])) if current else []
+            if forced or forced_before:
+                record["forced"] = forced_before + ([version] if forced else [])
             write_json(self.pointer_file(name, environment), record)
             return record
 
-    def rollback(self, name: str, environment: str) -> str:
-        """Point ``environment`` back at its previous version and return that version."""
+    def rollback(
+        self, name: str, environment: str, check: Callable[[str], object] | None = None
+    ) -> str:
+        """Point ``environment`` back at its previous version and return that version;
+        ``check`` sees that version first and may refuse it by raising."""
         with self.locked(name):
             current = self.pointer(name, environment)
             if current is None:
@@ -230,12 +239,16 @@ class LocalRegistry:
                     f"{name}: {environment} has no earlier version to roll back to "
                     f"(live: {current['version']})"
                 )
+            if check is not None:
+                check(str(previous[0]))
             record = {
                 "version": previous[0],
                 "previous": previous[1:],
                 "updated_at": _now(),
                 "rolled_back_from": current["version"],
             }
+            if current.get("forced"):
+                record["forced"] = current["forced"]
             write_json(self.pointer_file(name, environment), record)
             return str(previous[0])
 
@@ -307,11 +320,13 @@ class LocalPlatform(Platform):
         )
         return self._published(model, manifest)
 
-    def promote(self, model: Model, environment: str, version: str) -> None:
-        self.registry(model).promote(model.name, environment, version)
+    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
+        self.registry(model).promote(model.name, environment, version, forced)
 
-    def rollback(self, model: Model, environment: str) -> str:
-        return self.registry(model).rollback(model.name, environment)
+    def rollback(
+        self, model: Model, environment: str, check: Callable[[str], object] | None = None
+    ) -> str:
+        return self.registry(model).rollback(model.name, environment, check)
 
     def trigger_retrain(self, model: Model, reason: str) -> str:
         raise UsageError(
@@ -326,8 +341,10 @@ class LocalPlatform(Platform):
             return None
         return self._published(model, self.registry(model).manifest(model.name, pointer["version"]))
 
-    def verify(self, model: Model, version: str) -> Published:
-        return self._published(model, self.registry(model).verify(model.name, version))
+    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
+        """Re-hash the files in place; ``into`` is not needed, they are on this machine."""
+        checked = self._published(model, self.registry(model).verify(model.name, version))
+        return replace(checked, folder=self.registry(model).version_dir(model.name, version))
 
     @contextmanager
     def exclusive(self, model: Model) -> Iterator[None]:

@@ -213,6 +213,16 @@ def checksums_file(sums: Mapping[str, str]) -> bytes:
     return "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())).encode()
 
 
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def safe_file_name(name: str, source: str) -> str:
+    """``name`` from a registry listing, refused when it could leave a download folder."""
+    if not _FILE_NAME.fullmatch(name):
+        raise PlatformError(f"{source}: {name!r} cannot be a file name of a version")
+    return name
+
+
 def parse_checksums(raw: bytes, source: str) -> dict[str, str]:
     """file name -> sha256 from a SHA256SUMS listing."""
     sums: dict[str, str] = {}

@@ -241,6 +241,14 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             if reason:
                 problems.append(doc.problem((*here, "retrain", "schedule"), reason))
         problems += _watched_problems(doc, here, model)
+        signing = (model.get("deploy") or {}).get("signing") or {}
+        if "public_key" in signing and "identity" in signing:
+            problems.append(
+                doc.problem(
+                    (*here, "deploy", "signing", "identity"),
+                    "give public_key (a key pair) or identity (keyless), not both",
+                )
+            )
         if check_files:
             problems += _file_problems(doc, here, model, root)
     problems += _branch_problems(doc)
@@ -365,6 +373,10 @@ def _file_problems(
     for j, pattern in enumerate(model.get("paths", ())):
         if not glob.glob(str(root / pattern), recursive=True):
             out.append(doc.problem((*here, "paths", j), f"matches no file: {pattern}"))
+    public_key = ((model.get("deploy") or {}).get("signing") or {}).get("public_key")
+    if public_key and not (root / public_key).is_file():
+        where = (*here, "deploy", "signing", "public_key")
+        out.append(doc.problem(where, f"file not found: {public_key}"))
     drift = (model.get("retrain") or {}).get("drift") or {}
     if "reference" in drift and not (root / drift["reference"]).is_file():
         where = (*here, "retrain", "drift", "reference")

@@ -111,12 +111,24 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """Who may sign the versions a model promotes: a public key (key pairs), or a
+    keyless identity and issuer; unset fields fall back to the environment and the CI
+    platform's own identity."""
+
+    public_key: str | None = None
+    identity: str | None = None
+    issuer: str | None = None
+
+
+@dataclass(frozen=True)
 class Deploy:
     """Where the model is published and its environments, in promotion order."""
 
     target: str
     registry: str
     environments: tuple[Environment, ...]
+    signing: Signing = Signing()
 
 
 @dataclass(frozen=True)
@@ -330,6 +342,7 @@ def _model(raw: dict[str, Any]) -> Model:
             target=deploy.get("target", "auto"),
             registry=deploy.get("registry", ".mlops-registry"),
             environments=tuple(Environment(e["name"], e.get("when", "auto")) for e in envs),
+            signing=Signing(**(deploy.get("signing") or {})),
         ),
         retrain=_retrain(raw.get("retrain") or {}),
     )

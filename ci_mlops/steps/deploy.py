@@ -2,13 +2,20 @@
 at it; roll an environment back; verify what an environment runs.
 
 A model is deployed only with a passing verdict (gates.json) for its exact sha256, and
-only with an ONNX export that passed and still matches export.json. An environment after
-the first (production after staging) gets the very version live in the environment
-before it when the model is the same file, so what was tried is what ships.
+only with an ONNX export that passed and still matches export.json. What is published is
+signed (see :mod:`ci_mlops.steps.signing`). An environment after the first (production
+after staging) takes only the version live in the environment before it, and only when
+it holds this very model file, unless ``force`` says otherwise (recorded in the
+environment's history). Every version an environment is about to point at, by a
+deploy, a promotion or a rollback, is re-hashed from the registry's stored bytes and its
+signature and signer checked first; ``verify`` does the same for what is live.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,7 @@ from ci_mlops.atomic import artifact_sha256, sha256_file
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.platforms import Platform, Published, detect
 from ci_mlops.spec.model import Model, Spec
+from ci_mlops.steps import signing
 from ci_mlops.steps.records import read_record
 
 # What a version holds besides the model file, in the order a reader looks for them.
@@ -31,24 +39,30 @@ def run(
     environment: str | None = None,
     rollback: bool = False,
     verify: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Deploy ``model`` to ``environment`` (default: the spec's first environment).
 
     ``rollback`` points the environment back at its previous version instead;
-    ``verify`` re-checks the files of the version live there. Raises CheckFailed when
-    the model may not ship (no passing verdict, changed files) or verification fails."""
+    ``verify`` re-checks the version live there. ``force`` lets a later environment take
+    a model the one before it does not run. Raises CheckFailed when the model may not
+    ship (no passing verdict, changed files, a bad signature)."""
     if rollback and verify:
         raise UsageError("--rollback and --verify do not go together: run one, then the other")
     env = _environment(spec, model, environment)
     platform = _platform(spec, model)
-    if rollback:
-        return _rollback(platform, model, env)
     if verify:
-        return _verify(platform, model, env)
-    files = _deployable(spec, model)
-    with platform.exclusive(model):
-        published, action = _place(platform, model, env, files)
-        platform.promote(model, env, published.version)
+        return verify_environment(spec, model, env, platform)
+    trust = signing.policy(spec, model, platform.name)
+    with _scratch() as scratch:
+        if rollback:
+            return _rollback(platform, model, env, trust, scratch)
+        files = _deployable(spec, model)
+        with platform.exclusive(model):
+            published, action = _place(platform, model, env, files, trust, scratch, force)
+            if action != "promoted":  # a promoted version was verified by _place
+                _trusted(platform, model, published.version, trust, scratch)
+            platform.promote(model, env, published.version, forced=action == "forced")
     print(f"{action} {model.name} {published.version} to {env}: {published.location}")
     return {
         "environment": env,
@@ -56,6 +70,48 @@ def run(
         "location": published.location,
         "action": action,
     }
+
+
+def verify(spec: Spec, model: Model, environment: str | None = None) -> list[dict[str, Any]]:
+    """Verify the version live in ``environment`` (default: every environment with a
+    version); CheckFailed names the first file, signature or signer that is wrong."""
+    platform = _platform(spec, model)
+    names = (
+        [_environment(spec, model, environment)]
+        if environment
+        else [e.name for e in model.deploy.environments]
+    )
+    results = []
+    for env in names:
+        if environment is None and platform.live(model, env) is None:
+            continue
+        results.append(verify_environment(spec, model, env, platform))
+    if not results:
+        raise UsageError(
+            f"{model.name}: nothing is deployed to any environment, so nothing to verify"
+        )
+    return results
+
+
+def verify_environment(spec: Spec, model: Model, env: str, platform: Platform) -> dict[str, Any]:
+    live = platform.live(model, env)
+    if live is None:
+        raise UsageError(f"{model.name}: nothing is deployed to {env}, so nothing to verify")
+    trust = signing.policy(spec, model, platform.name)
+    with _scratch() as scratch:
+        checked = _trusted(platform, model, live.version, trust, scratch)
+    signed = f", signed by {trust.describe()}" if trust else " (no signing policy: hashes only)"
+    print(
+        f"verified {model.name} {checked.version} in {env}: "
+        f"{len(checked.files)} files match their checksums{signed} ({checked.location})"
+    )
+    return {"environment": env, "version": checked.version, "action": "verified"}
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="ci-mlops-deploy-") as folder:
+        yield Path(folder)
 
 
 def _environment(spec: Spec, model: Model, environment: str | None) -> str:
@@ -75,42 +131,71 @@ def _platform(spec: Spec, model: Model) -> Platform:
     return detect(spec) if target == "auto" else detect(spec, target)
 
 
-def _rollback(platform: Platform, model: Model, env: str) -> dict[str, Any]:
-    version = platform.rollback(model, env)
+def _trusted(
+    platform: Platform, model: Model, version: str, trust: signing.Policy | None, scratch: Path
+) -> Published:
+    """Re-hash ``version``'s stored bytes and verify its signature and signer; the
+    checked version, whose ``files`` are the hashes just computed."""
+    into = scratch / "verify" / version
+    into.mkdir(parents=True, exist_ok=True)
+    checked = platform.verify(model, version, into=into)
+    if trust is not None:
+        folder = checked.folder or into
+        signing.verify(folder, trust, f"{model.name} {version}", scratch / "keys")
+    return checked
+
+
+def _rollback(
+    platform: Platform, model: Model, env: str, trust: signing.Policy | None, scratch: Path
+) -> dict[str, Any]:
+    version = platform.rollback(
+        model, env, check=lambda v: _trusted(platform, model, v, trust, scratch)
+    )
     print(f"rolled back {model.name} in {env}: {version} is live now")
     return {"environment": env, "version": version, "action": "rolled back"}
 
 
-def _verify(platform: Platform, model: Model, env: str) -> dict[str, Any]:
-    live = platform.live(model, env)
-    if live is None:
-        raise StepError(f"{model.name}: nothing is deployed to {env}, so nothing to verify")
-    checked = platform.verify(model, live.version)
-    print(
-        f"verified {model.name} {checked.version} in {env}: "
-        f"{len(checked.files)} files match their checksums ({checked.location})"
-    )
-    return {"environment": env, "version": checked.version, "action": "verified"}
-
-
 def _place(
-    platform: Platform, model: Model, env: str, files: dict[str, Path]
+    platform: Platform,
+    model: Model,
+    env: str,
+    files: dict[str, Path],
+    trust: signing.Policy | None,
+    scratch: Path,
+    force: bool,
 ) -> tuple[Published, str]:
-    """Reuse the version live in the environment before ``env`` when it holds this very
-    model file; otherwise publish a new version."""
+    """The version live in the environment before ``env`` when it holds this very model
+    file (verified first); otherwise a new signed version, which only the first
+    environment (or ``force``) takes."""
     names = [e.name for e in model.deploy.environments]
     index = names.index(env)
     model_sha = sha256_file(files[model.model_file])
+    action = "deployed"
     if index > 0:
-        earlier = platform.live(model, names[index - 1])
-        if earlier is not None and earlier.files.get(model.model_file) == model_sha:
-            return earlier, "promoted"
-        log.warn(
-            f"{model.name}: this model is not the one live in {names[index - 1]}; "
-            f"publishing it straight to {env}"
+        before = names[index - 1]
+        earlier = platform.live(model, before)
+        if earlier is not None:
+            checked = _trusted(platform, model, earlier.version, trust, scratch)
+            if checked.files.get(model.model_file) == model_sha:
+                return checked, "promoted"
+        held = (
+            f"{before} runs {earlier.version} (model sha256 {earlier.files.get(model.model_file)})"
+            if earlier is not None
+            else f"nothing is deployed to {before}"
         )
+        if not force:
+            raise CheckFailed(
+                f"{model.name}: {env} takes only a model that {before} runs, and {held}; "
+                f"this model has sha256 {model_sha}: deploy it to {before} first, or pass "
+                "--force (recorded in the environment's history)"
+            )
+        log.warn(
+            f"{model.name}: --force: deploying to {env} a model {before} does not run ({held})"
+        )
+        action = "forced"
+    signed = signing.sign(files, scratch / "sign", required=trust is not None)
     version = model.version + platform.version_suffix()
-    return platform.publish(model, version, files), "deployed"
+    return platform.publish(model, version, signed), action
 
 
 def _deployable(spec: Spec, model: Model) -> dict[str, Path]:

@@ -15,12 +15,14 @@ ci-mlops itself: about two seconds, offline.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import REPO, copy_example, git, make_git_repo, run_cli
+from tests.helpers import REPO, copy_example, git, make_git_repo, make_key_pair, run_cli
 from tests.linters import GITLAB_CI_LOCAL
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "make_project",
     "run_pipeline",
     "safe_job_name",
+    "signing_variables",
 ]
 
 # Where jobs install ci-mlops from: this working tree, through the spec's install setting.
@@ -89,6 +92,21 @@ def job_env(job_bin: Path) -> dict[str, str]:
     """gitlab-ci-local's environment: the jobs' python first on PATH, the pip settings."""
     path = f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     return {**os.environ, **PIP_ENV, "PATH": path, "VIRTUAL_ENV": str(job_bin.parent)}
+
+
+@functools.cache
+def _deploy_key() -> tuple[Path, Path]:
+    return make_key_pair(Path(tempfile.mkdtemp(prefix="ci-mlops-deploy-key-")))
+
+
+def signing_variables(source: str) -> dict[str, str]:
+    """How the jobs sign and verify: every pipeline knows the public key; only pipelines
+    of the default branch get the private one (a protected variable on GitLab)."""
+    private, public = _deploy_key()
+    keys = {"MLOPS_SIGNING_PUBLIC_KEY": str(public)}
+    if source != "merge_request_event":
+        keys["MLOPS_SIGNING_KEY"] = str(private)
+    return keys
 
 
 # --- projects -----------------------------------------------------------------------

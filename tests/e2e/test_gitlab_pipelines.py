@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import PipelineRun, Project, make_project, run_pipeline
+from tests.e2e.harness import (
+    PipelineRun,
+    Project,
+    make_project,
+    run_pipeline,
+    signing_variables,
+)
 from tests.fakes.env import GITLAB_TOKEN, start_gitlab
 from tests.fakes.gitlab_api import FakeGitLab
 from tests.helpers import REPO, git
@@ -33,6 +39,7 @@ def ci_variables(api: FakeGitLab, source: str = "push", **extra: str) -> dict[st
         "CI_JOB_TOKEN": api.job_token,
         "CI_PIPELINE_SOURCE": source,
         "MLOPS_API_RETRIES": "2",
+        **signing_variables(source),
         **extra,
     }
 

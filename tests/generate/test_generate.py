@@ -121,7 +121,8 @@ def test_github_jobs_have_least_privilege(example: str) -> None:
         if job_id.endswith("-report"):
             assert writes == {"pull-requests"}
         elif "-deploy-" in job_id:
-            assert writes == {"contents", "deployments"}
+            # id-token: write signs the model keyless with the job's OIDC identity
+            assert writes == {"contents", "deployments", "id-token"}
         elif job_id.endswith("-drift"):
             assert writes == {"actions"}
         else:
@@ -215,3 +216,15 @@ def test_gitlab_jobs_follow_the_plan(example: str) -> None:
     assert doc[f"{example}:deploy-production"]["rules"][-1]["when"] == "manual"
     assert doc[f"{example}:train"]["cache"][1]["key"] == f"ci-mlops-{example}-model"
     assert doc["workflow"]["rules"][1]["when"] == "never"
+
+
+@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+def test_only_deploy_jobs_get_an_oidc_token_for_sigstore_and_the_sign_extra(example: str) -> None:
+    doc = yaml.safe_load((EXAMPLES / example / GITLAB_FILE).read_text())
+    jobs = {k: v for k, v in doc.items() if ":" in k}
+    signing = {k for k, v in jobs.items() if "id_tokens" in v}
+    assert signing == {f"{example}:deploy-staging", f"{example}:deploy-production"}
+    for key in signing:
+        assert jobs[key]["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
+        assert "ci-mlops[gitlab,sign]" in jobs[key]["before_script"][0]
+    assert not any("sign" in " ".join(jobs[k]["before_script"]) for k in set(jobs) - signing)

@@ -26,7 +26,7 @@ EXTRAS = {
     "evaluate": "ml,{platform}",
     "export": "onnx,ml",
     "report": "{platform}",
-    "deploy": "{platform}",
+    "deploy": "{platform},sign",
     "drift": "ml,{platform}",
     "validate": "",
 }

@@ -21,7 +21,7 @@ from ci_mlops.cli import main
 from tests.fakes.env import github_vars, gitlab_vars
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.helpers import Result, copy_example, run_cli
+from tests.helpers import Result, copy_example, make_key_pair, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -107,8 +107,14 @@ def gitlab(session: Session) -> Iterator[FakeGitLab]:
     assert leaks(bodies) == [], "a token was sent in a request body"
 
 
-def test_gitlab_commands_and_refusals(session: Session, gitlab: FakeGitLab) -> None:
-    env = {**gitlab_vars(gitlab), **TOKENS}
+def signing_env(folder: Path) -> dict[str, str]:
+    """Deploys sign with a key pair, as on a runner without OIDC."""
+    private, public = make_key_pair(folder)
+    return {"MLOPS_SIGNING_KEY": str(private), "MLOPS_SIGNING_PUBLIC_KEY": str(public)}
+
+
+def test_gitlab_commands_and_refusals(session: Session, gitlab: FakeGitLab, tmp_path: Path) -> None:
+    env = {**gitlab_vars(gitlab), **TOKENS, **signing_env(tmp_path / "keys")}
     for args in (
         ("evaluate", *MODEL),
         ("report", *MODEL),
@@ -142,7 +148,7 @@ def github(session: Session) -> Iterator[FakeGitHub]:
 
 
 def test_github_commands_and_refusals(session: Session, github: FakeGitHub, tmp_path: Path) -> None:
-    env = {**github_vars(github, tmp_path), **TOKENS}
+    env = {**github_vars(github, tmp_path), **TOKENS, **signing_env(tmp_path / "keys")}
     for args in (
         ("evaluate", *MODEL),
         ("report", *MODEL),

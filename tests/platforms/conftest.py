@@ -15,7 +15,17 @@ from ci_mlops.spec.model import Spec
 from tests.fakes.env import github_vars, gitlab_vars, start_github, start_gitlab
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.helpers import copy_example
+from tests.helpers import copy_example, make_key_pair
+
+
+@pytest.fixture(autouse=True)
+def signing_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every deploy in these tests signs with a key pair (as where there is no OIDC) and verify with its
+    public half; returns the private key."""
+    private, public = make_key_pair(tmp_path / "keys")
+    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(private))
+    monkeypatch.setenv("MLOPS_SIGNING_PUBLIC_KEY", str(public))
+    return private
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The job steps as a merge-request pipeline and a default-branch pipeline would run them,
 against the fake GitLab and GitHub APIs: evaluate reads the baseline, report posts its
-note with plots, deploy publishes, promotes and reuses the staging version."""
+note with plots, deploy publishes signed versions, promotes and reuses the staging
+version; and registries whose bytes were rewritten, or that hold a version someone else
+signed, are refused by promotion, rollback and ``verify``."""
 
 from __future__ import annotations
 
@@ -9,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ci_mlops.atomic import sha256_file
+from ci_mlops.platforms import detect
+from ci_mlops.platforms.remote import checksums_file, sha256_bytes
+from ci_mlops.spec.check import load_spec
+from ci_mlops.steps import signing
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.steps.trained import clone, invoke, trained_example, workdir
+from tests.helpers import make_key_pair
+from tests.steps.trained import clone, invoke, train_example, trained_example, workdir
 
 pytestmark = pytest.mark.slow
 
@@ -116,3 +124,101 @@ def test_an_expired_github_baseline_fails_change_gates_and_the_report_says_why(
     (comment,) = github_api.comments[5]
     assert "No baseline: expired: the breast\\-cancer\\-evaluate" not in comment["body"]
     assert "⚠️ No baseline: expired: the breast-cancer-evaluate artifact" in comment["body"]
+
+
+def _attacker_files(folder: Path, tmp_path: Path) -> dict[str, Path]:
+    """A version signed with a key that is not the deploy key, as a merge-request
+    pipeline could make one."""
+    attacker, _ = make_key_pair(tmp_path / "attacker")
+    files = {n: workdir(folder) / n for n in ("model.joblib", "metrics.json", "gates.json")}
+    return signing.sign(files, tmp_path / "forged", True, {"MLOPS_SIGNING_KEY": str(attacker)})
+
+
+def _refused(folder: Path, args: tuple[str, ...], *expected: str) -> None:
+    result = invoke(folder, *args)
+    assert result.code == 1, (args, result.output)
+    for text in expected:
+        assert text in result.stderr, (args, result.stderr)
+
+
+def test_gitlab_registry_edits_and_foreign_versions_are_refused(
+    trained: Path, tmp_path: Path, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
+) -> None:
+    folder = clone(trained, tmp_path)
+    _steps(folder, ("deploy", "-e", "staging"))
+    version = "1.0.0-pipeline.17"
+    model = workdir(folder) / "model.joblib"
+    signed_sha = sha256_file(model)
+
+    # A job token rewrites the model and the SHA256SUMS listing of the staging version.
+    stored = gitlab_api.packages[("breast-cancer", version)]
+    sums = {n: sha256_bytes(d) for n, d in stored if n != "SHA256SUMS"}
+    sums["model.joblib"] = evil = sha256_bytes(b"EVIL")
+    stored += [("model.joblib", b"EVIL"), ("SHA256SUMS", checksums_file(sums))]
+    rewritten = f"model.joblib: sha256 {evil} does not match {signed_sha} in model.sig"
+    _refused(folder, ("deploy", "-e", "production"), f"breast-cancer {version}: ", rewritten)
+    _refused(folder, ("verify",), rewritten)
+    assert gitlab_api.package_file("breast-cancer-environments", "0.0.0", "production.json") is None
+
+    # A merge-request pipeline publishes its own signed version and points staging at it.
+    forged = "1.0.0-pipeline.18"
+    for name, path in _attacker_files(folder, tmp_path).items():
+        stored_files = gitlab_api.packages.setdefault(("breast-cancer", forged), [])
+        stored_files.append((name, path.read_bytes()))
+    listing = {n: sha256_bytes(d) for n, d in gitlab_api.packages[("breast-cancer", forged)]}
+    gitlab_api.packages[("breast-cancer", forged)].append(("SHA256SUMS", checksums_file(listing)))
+    record = {"version": forged, "history": [version]}
+    gitlab_api.packages[("breast-cancer-environments", "0.0.0")].append(
+        ("staging.json", json.dumps(record).encode())
+    )
+    not_ours = f"breast-cancer {forged}: model.sig was not signed by the public key"
+    _refused(folder, ("deploy", "-e", "production"), not_ours)
+    _refused(folder, ("verify", "-e", "staging"), not_ours)
+    # Rolling staging back lands on the rewritten version: refused, staging unchanged.
+    _refused(folder, ("deploy", "--rollback"), rewritten)
+    staging = gitlab_api.package_file("breast-cancer-environments", "0.0.0", "staging.json")
+    assert json.loads(staging or b"{}")["version"] == forged
+
+
+def test_github_release_edits_and_foreign_versions_are_refused(
+    trained: Path,
+    tmp_path: Path,
+    github_api: FakeGitHub,
+    github_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = clone(trained, tmp_path)
+    _steps(folder, ("deploy", "-e", "staging"))
+    signed_sha = sha256_file(workdir(folder) / "model.joblib")
+    train_example(folder, C=0.5)
+    _steps(folder, ("evaluate",), ("export",))
+    monkeypatch.setenv("GITHUB_RUN_NUMBER", "13")  # the next run publishes 1.0.0-run.13
+    _steps(folder, ("deploy", "-e", "staging"))
+
+    # Someone with contents: write replaces the first release's model and its listing.
+    first = next(r for r in github_api.releases if r["tag_name"] == "breast-cancer-v1.0.0-run.12")
+    assets = {a["name"]: a for a in first["assets"]}
+    github_api.blobs[f"assets/{assets['model.joblib']['id']}"] = b"EVIL"
+    listing = github_api.blobs[f"assets/{assets['SHA256SUMS']['id']}"].decode()
+    evil = sha256_bytes(b"EVIL")
+    github_api.blobs[f"assets/{assets['SHA256SUMS']['id']}"] = listing.replace(
+        signed_sha, evil
+    ).encode()
+    rewritten = f"model.joblib: sha256 {evil} does not match {signed_sha} in model.sig"
+    _refused(folder, ("deploy", "--rollback"), "breast-cancer 1.0.0-run.12: ", rewritten)
+    staging = [d for d in github_api.deployments if d["environment"] == "staging"]
+    assert staging[-1]["payload"]["version"] == "1.0.0-run.13"
+
+    # A version signed by another key, deployed to staging through the API, is refused.
+    _steps(folder, ("deploy", "-e", "production"))
+    forged = _attacker_files(folder, tmp_path)
+    monkeypatch.setenv("GITHUB_RUN_NUMBER", "14")
+    platform = detect(load_spec(folder / "mlops.yaml"))
+    spec_model = platform.spec.models[0]
+    published = platform.publish(spec_model, "1.0.0-run.14", forged)
+    platform.promote(spec_model, "staging", published.version)
+    not_ours = "breast-cancer 1.0.0-run.14: model.sig was not signed by the public key"
+    _refused(folder, ("verify", "-e", "staging"), not_ours)
+    _refused(folder, ("deploy", "-e", "production"), not_ours)
+    production = [d for d in github_api.deployments if d["environment"] == "production"]
+    assert production[-1]["payload"]["version"] == "1.0.0-run.13"

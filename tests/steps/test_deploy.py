@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ci_mlops.atomic import sha256_file
-from tests.helpers import EXAMPLE_NAMES, cli_command
+from ci_mlops.platforms.local import LocalRegistry
+from ci_mlops.steps import signing
+from tests.helpers import EXAMPLE_NAMES, cli_command, make_key_pair
 from tests.steps.trained import clone, invoke, read_json, train_example, trained_example, workdir
 
 REGISTRY = ".mlops-registry"
@@ -127,12 +130,52 @@ def test_production_promotes_the_version_live_in_staging(bc: Path) -> None:
     assert pointer(bc, "production")["version"] == pointer(bc, "staging")["version"] == "1.0.0+1"
 
 
-def test_production_gets_a_new_version_for_a_model_staging_never_ran(bc: Path) -> None:
+def test_production_refuses_a_model_staging_never_ran_unless_forced(bc: Path) -> None:
+    refused = invoke(bc, "deploy", "-e", "production")
+
+    assert refused.code == 1
+    model_sha = sha256_file(workdir(bc) / "model.joblib")
+    assert (
+        "production takes only a model that staging runs, and nothing is deployed to staging; "
+        f"this model has sha256 {model_sha}"
+    ) in refused.stderr
+    assert not versions_dir(bc).exists()
+
+    forced = invoke(bc, "deploy", "-e", "production", "--force")
+
+    assert forced.code == 0, forced.output
+    assert "forced breast-cancer 1.0.0+1 to production" in forced.stdout
+    assert "--force: deploying to production a model staging does not run" in forced.stderr
+    assert pointer(bc, "production")["forced"] == ["1.0.0+1"]
+
+
+def test_production_refuses_a_model_other_than_the_one_in_staging(bc: Path) -> None:
+    assert invoke(bc, "deploy", "-e", "staging").code == 0
+    staged = sha256_file(workdir(bc) / "model.joblib")
+    train_example(bc, C=0.5)
+    prepare(bc)
+
     result = invoke(bc, "deploy", "-e", "production")
 
-    assert result.code == 0, result.output
-    assert "deployed breast-cancer 1.0.0+1 to production" in result.stdout
-    assert "is not the one live in staging" in result.stderr
+    assert result.code == 1
+    assert f"staging runs 1.0.0+1 (model sha256 {staged})" in result.stderr
+    assert not (bc / REGISTRY / "breast-cancer" / "environments" / "production.json").exists()
+
+
+def test_promotion_re_hashes_the_stored_bytes(bc: Path) -> None:
+    """``printf EVIL > versions/1.0.0+1/model.joblib``, then promote: refused."""
+    assert invoke(bc, "deploy", "-e", "staging").code == 0
+    stored = versions_dir(bc) / "1.0.0+1" / "model.joblib"
+    recorded = sha256_file(stored)
+    stored.write_bytes(b"EVIL")
+
+    result = invoke(bc, "deploy", "-e", "production")
+
+    assert result.code == 1
+    evil = sha256_file(stored)
+    assert f"{stored}: sha256 {evil} does not match {recorded} in manifest.json" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (bc / REGISTRY / "breast-cancer" / "environments" / "production.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -234,3 +277,121 @@ def test_concurrent_deploys_get_distinct_versions_and_consistent_pointers(bc: Pa
     live = pointer(bc, "staging")
     assert sorted([live["version"], *live["previous"]]) == versions
     assert invoke(bc, "deploy", "--verify").code == 0
+
+
+# -- signed versions ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def signed(bc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The ready example whose spec names a public key; the private half is in
+    MLOPS_SIGNING_KEY, as only default-branch deploys would have it."""
+    private, public = make_key_pair(tmp_path / "secrets")
+    (bc / "keys").mkdir()
+    (bc / "keys" / "deploy.pub").write_bytes(public.read_bytes())
+    spec_file = bc / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text("utf-8"))
+    data["models"][0]["deploy"] = {"signing": {"public_key": "keys/deploy.pub"}}
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(private))
+    return bc
+
+
+def rewrite_stored_model(folder: Path, version: str) -> tuple[Path, str, str]:
+    """Replace the stored model and fix its manifest entry, as someone with write access
+    to the registry would; return the file, its signed and its new sha256."""
+    stored = versions_dir(folder) / version / "model.joblib"
+    signed_sha = sha256_file(stored)
+    stored.write_bytes(b"EVIL")
+    manifest_path = stored.parent / "manifest.json"
+    manifest = read_json(manifest_path)
+    manifest["files"]["model.joblib"]["sha256"] = manifest["model_sha256"] = sha256_file(stored)
+    manifest_path.write_text(json.dumps(manifest))
+    return stored, signed_sha, sha256_file(stored)
+
+
+def test_a_signed_version_is_promoted_and_verified(signed: Path) -> None:
+    deployed = invoke(signed, "deploy")
+    assert deployed.code == 0, deployed.output
+    stored = versions_dir(signed) / "1.0.0+1"
+    assert "model.sig" in read_json(stored / "manifest.json")["files"]
+    assert set(signing.signed_digests(stored / "model.sig")) == {
+        "model.joblib",
+        "model.onnx",
+        "metrics.json",
+        "gates.json",
+        "export.json",
+    }
+
+    promoted = invoke(signed, "deploy", "-e", "production")
+    verified = invoke(signed, "verify")
+
+    assert promoted.code == 0, promoted.output
+    assert "promoted breast-cancer 1.0.0+1 to production" in promoted.stdout
+    assert verified.code == 0, verified.output
+    for env in ("staging", "production"):
+        assert (
+            f"verified breast-cancer 1.0.0+1 in {env}: 6 files match their checksums, signed "
+            "by the public key from deploy.signing.public_key (keys/deploy.pub)"
+        ) in verified.stdout
+
+
+def test_stored_bytes_edited_with_their_manifest_are_refused_everywhere(signed: Path) -> None:
+    assert invoke(signed, "deploy").code == 0
+    train_example(signed, C=0.5)
+    prepare(signed)
+    assert invoke(signed, "deploy").code == 0  # 1.0.0+2 in staging, 1.0.0+1 before it
+    stored, signed_sha, evil_sha = rewrite_stored_model(signed, "1.0.0+1")
+    expected = f"{stored}: sha256 {evil_sha} does not match {signed_sha} in model.sig"
+
+    rollback = invoke(signed, "deploy", "--rollback")
+    assert rollback.code == 1 and expected in rollback.stderr
+    assert pointer(signed, "staging")["version"] == "1.0.0+2"
+
+    assert invoke(signed, "deploy", "--rollback", "-e", "staging").code == 1
+    stored2, signed2, evil2 = rewrite_stored_model(signed, "1.0.0+2")
+    promote = invoke(signed, "deploy", "-e", "production")
+    assert promote.code == 1
+    assert f"{stored2}: sha256 {evil2} does not match {signed2} in model.sig" in promote.stderr
+    assert not (signed / REGISTRY / "breast-cancer" / "environments" / "production.json").exists()
+
+    verify = invoke(signed, "verify", "-e", "staging")
+    assert verify.code == 1
+    assert f"breast-cancer 1.0.0+2: {stored2}: sha256 {evil2}" in verify.stderr
+
+
+def test_a_version_signed_by_anyone_else_is_never_promoted(signed: Path, tmp_path: Path) -> None:
+    """What a merge-request pipeline can do with a job token: publish a version of its
+    own (signed with its own key, or not at all) and point staging at it."""
+    registry = LocalRegistry(signed / REGISTRY)
+    attacker, _ = make_key_pair(tmp_path / "attacker")
+    files = {n: workdir(signed) / n for n in ("model.joblib", "metrics.json", "gates.json")}
+    forged = signing.sign(files, tmp_path / "s", True, {"MLOPS_SIGNING_KEY": str(attacker)})
+    for version, content in (("1.0.0+1", forged), ("1.0.0+2", files)):
+        registry.publish("breast-cancer", version, content, model_file="model.joblib", source={})
+        registry.promote("breast-cancer", "staging", version)
+        if version == "1.0.0+1":
+            first = invoke(signed, "deploy", "-e", "production")
+            assert first.code == 1
+            assert (
+                "breast-cancer 1.0.0+1: model.sig was not signed by the public key from "
+                "deploy.signing.public_key (keys/deploy.pub)"
+            ) in first.stderr
+
+    unsigned = invoke(signed, "deploy", "-e", "production")
+    assert unsigned.code == 1
+    assert "breast-cancer 1.0.0+2: not signed (no model.sig)" in unsigned.stderr
+    assert invoke(signed, "verify").code == 1
+    assert not (signed / REGISTRY / "breast-cancer" / "environments" / "production.json").exists()
+
+
+def test_without_the_private_key_nothing_is_published(
+    signed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLOPS_SIGNING_KEY")
+
+    result = invoke(signed, "deploy")
+
+    assert result.code == 2
+    assert "no way to sign this version: set MLOPS_SIGNING_KEY" in result.stderr
+    assert not versions_dir(signed).exists()
