@@ -4,6 +4,7 @@ and no code, so loading it runs nothing. Converted with onnxmltools."""
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ci_mlops.errors import StepError
@@ -48,8 +49,17 @@ class XgboostModel(EstimatorModel):
 
         width = len(self.inputs(frame)[0].columns)
         return convert_with_onnxmltools(
-            onnxmltools.convert_xgboost, self.estimator, width, opset, self.source.path
+            onnxmltools.convert_xgboost, _positional(self.estimator), width, opset, self.source.path
         )
+
+
+def _positional(estimator: Any) -> Any:
+    """A copy that names its features by position. The converter reads feature indices
+    from names like f0, f1 and refuses a DataFrame's column names; the ONNX graph takes
+    the columns in order anyway."""
+    positional = copy.deepcopy(estimator)
+    positional.get_booster().feature_names = None
+    return positional
 
 
 FRAMEWORK = Xgboost()
