@@ -98,3 +98,14 @@ def test_every_framework_has_an_example(name: str) -> None:
 def test_an_unknown_name_is_refused_with_the_known_ones() -> None:
     with pytest.raises(StepError, match="unsupported framework 'keras'; one of sklearn, pytorch"):
         get("keras")
+
+
+def test_readme_spec_reference_lists_every_framework() -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `models[].framework` |")]
+    values = re.split(r"(?<!\\)\|", row)[2]  # cells split on pipes that are not escaped
+    assert values.count("`") == 2 * len(NAMES)
+    for name in NAMES:
+        assert f"`{name}`" in values
+        assert FRAMEWORKS[name].model_file in row
+    assert "`ci_mlops/frameworks/__init__.py`" in readme.split("### Add a framework")[1]
