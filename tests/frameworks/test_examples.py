@@ -263,3 +263,24 @@ def test_an_opset_onnxmltools_cannot_write_says_which_it_can(
 
     assert result.code == 2, result.output
     assert "onnxmltools" in result.stderr and "converts up to opset 15" in result.stderr
+
+
+def test_the_exported_mixed_table_model_evaluates_like_the_native_one(
+    ran: dict[str, Path], tmp_path: Path
+) -> None:
+    """framework: onnx feeds a graph with string inputs and missing values the same way
+    export does, so the exported churn model scores what the pipeline scored."""
+    project = project_copy(ran, "sklearn", tmp_path)
+    folder = model_dir(project)
+    native = read(folder / "metrics.json")["metrics"]
+    spec = project / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("framework: sklearn", "framework: onnx"))
+    (folder / "train.json").unlink()  # the model file is now model.onnx, judged as it is
+
+    result = cli(project, "evaluate")
+
+    assert result.code == 0, result.output
+    scored = read(folder / "metrics.json")["metrics"]
+    assert scored.keys() == native.keys()
+    for name, value in native.items():
+        assert scored[name] == pytest.approx(value, abs=1e-5), name
