@@ -1,6 +1,6 @@
 """A second `ci-mlops run` on unchanged inputs, as a share of the first run's wall time,
 and the onnxruntime vs native batch-1 latency of each example model (from the first
-run's export.json).
+run's export.json), with the largest ONNX-vs-native difference it measured.
 
 Run: .venv/bin/python benchmarks/bench_run.py
 """
@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ("breast-cancer", "diabetes")
+# Each example's folder is named like its model.
+EXAMPLES = (
+    "breast-cancer",
+    "diabetes",
+    "churn",
+    "wine",
+    "diabetes-xgboost",
+    "breast-cancer-lightgbm",
+)
 
 
 def timed_run(project: Path) -> float:
@@ -47,12 +55,17 @@ def main() -> None:
             first = timed_run(project)
             second = timed_run(project)
             export = json.loads((project / ".ci-mlops" / example / "export.json").read_text())
-            rows.append((example, first, second, export["latency"]))
-    print("| example | first run | second run | second / first | batch-1 native | batch-1 onnxruntime | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for example, first, second, lat in rows:
+            rows.append((example, first, second, export))
+    print(
+        "| example | first run | second run | second / first | max abs diff | tolerance "
+        "| batch-1 native | batch-1 onnxruntime | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for example, first, second, export in rows:
+        lat = export["latency"]
         print(
             f"| {example} | {first:.1f} s | {second:.2f} s | {second / first:.1%} "
+            f"| {export['max_abs_diff']:.2g} | {export['tolerance']:.2g} "
             f"| {lat['native_batch1_ms']:.3f} ms | {lat['onnx_batch1_ms']:.4f} ms "
             f"| {lat['batch1_speedup']:.0f}x |"
         )

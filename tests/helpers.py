@@ -16,6 +16,13 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 EXAMPLE_NAMES = ("breast-cancer", "diabetes")
+# One example per framework beyond the two above, each run end to end by tests/frameworks.
+FRAMEWORK_EXAMPLES = {
+    "sklearn": "churn",
+    "pytorch": "wine",
+    "xgboost": "diabetes-xgboost",
+    "lightgbm": "breast-cancer-lightgbm",
+}
 # A remote that can never resolve: gitlab-ci-local wants an origin, nothing may reach it.
 FAKE_ORIGIN = "https://gitlab.example.invalid/ci-mlops/demo.git"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXAMPLE_NAMES, copy_example
+from tests.helpers import EXAMPLE_NAMES, FRAMEWORK_EXAMPLES, copy_example
 
 HEAVY = (
     "great_expectations",
@@ -21,6 +21,10 @@ HEAVY = (
     "sklearn",
     "skl2onnx",
     "torch",
+    "xgboost",
+    "lightgbm",
+    "onnxmltools",
+    "joblib",
     "matplotlib",
     "gitlab",
     "github",
@@ -54,7 +58,7 @@ def imported_modules(args: list[str], spec: Path) -> set[str]:
     return modules
 
 
-@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+@pytest.mark.parametrize("example", [*EXAMPLE_NAMES, *FRAMEWORK_EXAMPLES.values()])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_command_imports_no_heavy_library(tmp_path: Path, command: str, example: str) -> None:
     spec = copy_example(example, tmp_path) / "mlops.yaml"

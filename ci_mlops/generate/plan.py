@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field, replace
 
+from ci_mlops.frameworks import FRAMEWORKS
 from ci_mlops.spec.model import Model, Spec
 
 # Job kinds in pipeline order.
@@ -69,6 +70,7 @@ class Job:
     artifacts: bool = True
     junit: str | None = None
     always_keep_artifacts: bool = False  # keep results of a failing check
+    framework_extra: str | None = None  # what loads the model, for jobs that load it
 
     @property
     def stage(self) -> str:
@@ -85,7 +87,8 @@ class Job:
         return shlex.join(("ci-mlops", *self.args))
 
     def extras(self, platform: str) -> tuple[str, ...]:
-        return tuple(platform if e == "platform" else e for e in EXTRAS[self.kind])
+        kind = (platform if e == "platform" else e for e in EXTRAS[self.kind])
+        return tuple(dict.fromkeys([*kind, *filter(None, [self.framework_extra])]))
 
     @property
     def runs_user_code(self) -> bool:
@@ -132,6 +135,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
         return f"{name}:{kind}"
 
     data_dir = f".ci-mlops/{name}"
+    loads = FRAMEWORKS[model.framework].extra
     jobs = [
         Job(
             key("data-test"),
@@ -159,6 +163,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
             timeout_minutes=timeout,
             junit=f"{data_dir}/evaluate.junit.xml",
             always_keep_artifacts=True,
+            framework_extra=loads,
         ),
     ]
     checks = [key("evaluate")]
@@ -172,6 +177,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
                 needs=(key("train"),),
                 timeout_minutes=timeout,
                 always_keep_artifacts=True,
+                framework_extra=loads,
             )
         )
         checks.append(key("export"))

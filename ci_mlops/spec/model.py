@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_mlops import __version__
+from ci_mlops.frameworks import FRAMEWORKS
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
@@ -33,7 +34,7 @@ TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSI
 DEFAULT_INSTALL = f"ci-mlops[{{extras}}]=={__version__}"
 DEFAULT_TEMPLATES_GITLAB = "$CI_SERVER_FQDN/ci-mlops/ci-mlops"
 DEFAULT_TEMPLATES_GITHUB = "ci-mlops/ci-mlops"
-MODEL_FILE_NAMES = {"sklearn": "model.joblib", "pytorch": "model.pt", "onnx": "model.onnx"}
+MODEL_FILE_NAMES = {name: framework.model_file for name, framework in FRAMEWORKS.items()}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ci_mlops import atomic
 from ci_mlops.errors import UsageError
+from ci_mlops.frameworks import NAMES as FRAMEWORK_NAMES
 
 SCHEMA_URL = "https://raw.githubusercontent.com/ci-mlops/ci-mlops/main/ci_mlops/spec/schema.json"
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -22,6 +23,7 @@ NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f$`'\"\\]")
 _PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _EVAL_WORDS = ("eval", "valid", "test")
+_OTHER_FRAMEWORKS = ", ".join(n for n in FRAMEWORK_NAMES if n != "sklearn")
 _TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")
 
 
@@ -209,7 +211,7 @@ def _model_head(name: str, paths: list[str], script: str | None) -> str:
         "models:\n"
         f"  - name: {name}   # lower-case letters, digits and dashes\n"
         "    version: 0.1.0\n"
-        "    framework: sklearn   # or pytorch, onnx: what the training command writes\n"
+        f"    framework: sklearn   # or {_OTHER_FRAMEWORKS}: what the training command writes\n"
         "    # A guess: nothing in the folder says. Use regression to predict numbers\n"
         "    # (then gate rmse, mae, r2 or mape below).\n"
         "    task: classification\n"

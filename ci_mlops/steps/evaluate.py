@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ci_mlops import atomic, log
+from ci_mlops import atomic, frameworks, log
 from ci_mlops.errors import GateFailed, StepError
+from ci_mlops.frameworks import Predictions, Source, Trained
+from ci_mlops.frameworks.base import first_line
 from ci_mlops.platforms.base import Baseline, MissingBaseline
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
-from ci_mlops.steps.predictors import Predictions, first_line, load_predictor
 from ci_mlops.steps.records import read_record
 
 if TYPE_CHECKING:
@@ -52,9 +53,10 @@ def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any
     with log.timed(f"evaluate {model.name}"):
         data, sha = read_model(model_path)
         check_integrity(workdir / "train.json", model_path, sha)
-        predictor = load_predictor(model, model_path, data, spec.root)
+        source = Source(model_path, data, model.task, spec.root, model.model_class)
+        trained = frameworks.load(model.framework, source)
         loaded = load_dataset(spec.root, model.eval_data)
-        y_true, predictions = _predict(predictor, loaded, model, spec.root)
+        y_true, predictions = _predict(trained, loaded, model, spec.root)
         scores = compute_metrics(model, y_true, predictions)
         found = resolve_baseline(spec, model, baseline)
         base = found if isinstance(found, Baseline) else None
@@ -100,7 +102,7 @@ def check_integrity(train_json: Path, model_path: Path, sha: str) -> None:
 
 
 def _predict(
-    predictor: Callable[[Any], Predictions], loaded: Loaded, model: Model, root: Path
+    trained: Trained, loaded: Loaded, model: Model, root: Path
 ) -> tuple[np.ndarray, Predictions]:
     eval_file = root / (model.eval_data.path or model.eval_data.features or "")
     if len(loaded.frame) == 0:
@@ -112,7 +114,7 @@ def _predict(
         except ValueError:
             raise StepError(f"{eval_file}: target {loaded.target!r} is not numeric") from None
     try:
-        predictions = predictor(loaded.features)
+        predictions = trained.predict(loaded.features)
     except StepError:
         raise
     except Exception as exc:  # the user's model can fail in any way; name the inputs

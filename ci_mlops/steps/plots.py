@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ci_mlops.steps.predictors import Predictions, first_line
+from ci_mlops.frameworks.base import Predictions, first_line
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,7 +15,7 @@ from ci_mlops.cli import main
 from ci_mlops.generate.plan import build_plan
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE, render_files
 from ci_mlops.spec import load_spec
-from tests.helpers import EXAMPLES, copy_example, run_cli
+from tests.helpers import EXAMPLES, FRAMEWORK_EXAMPLES, copy_example, run_cli
 
 EXAMPLE_NAMES = ("breast-cancer", "diabetes")
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -29,7 +29,7 @@ def with_template_sha(spec_file: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("example", EXAMPLE_NAMES)
+@pytest.mark.parametrize("example", [*EXAMPLE_NAMES, *FRAMEWORK_EXAMPLES.values()])
 def test_committed_example_pipelines_match_their_spec(example: str) -> None:
     result = run_cli("generate", "--check", cwd=EXAMPLES / example)
     assert result.code == 0, result.output

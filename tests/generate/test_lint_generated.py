@@ -13,7 +13,7 @@ from ci_mlops.generate.plan import build_plan
 from ci_mlops.generate.templates import interpolate, render_templates
 from ci_mlops.spec import load_spec
 from tests.generate.test_generate import EXAMPLE_NAMES, with_template_sha
-from tests.helpers import REPO, copy_example, run_cli
+from tests.helpers import EXAMPLES, FRAMEWORK_EXAMPLES, REPO, copy_example, run_cli
 from tests.linters import (
     actionlint_findings,
     github_workflow_errors,
@@ -52,6 +52,18 @@ def test_github_workflow_passes_schema_zizmor_and_actionlint(
     assert github_workflow_errors(workflow) == []
     assert zizmor_findings([workflow]) == []
     assert actionlint_findings([workflow]) == []
+
+
+def test_framework_examples_committed_pipelines_pass_schemas_zizmor_and_actionlint() -> None:
+    """The examples of the other frameworks differ from the two above in their jobs'
+    extras and model files; their committed files are checked in one batch."""
+    folders = [EXAMPLES / e for e in FRAMEWORK_EXAMPLES.values()]
+    workflows = [f / ".github/workflows/mlops.yml" for f in folders]
+    for folder, workflow in zip(folders, workflows, strict=True):
+        assert gitlab_schema_errors(folder / ".gitlab-ci.yml") == [], folder.name
+        assert github_workflow_errors(workflow) == [], folder.name
+    assert zizmor_findings(workflows) == []
+    assert actionlint_findings(workflows) == []
 
 
 def test_published_templates_are_current() -> None:

@@ -30,6 +30,16 @@ EXTRAS = {
     "drift": "ml,{platform}",
     "validate": "",
 }
+# The extra of each framework, which the jobs that load the model (evaluate, export)
+# add to their own; also written out rather than read from the registry.
+FRAMEWORK_EXTRAS = {
+    "sklearn": "ml",
+    "pytorch": "torch",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "onnx": "onnx",
+}
+LOADS_MODEL = ("evaluate", "export")
 STEP = r"(data-test|train|evaluate|export|report|drift)"
 MODEL_LINE = re.compile(rf'ci-mlops {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
 DEPLOY_LINE = re.compile(
@@ -86,13 +96,26 @@ def schema_errors(name: str, doc: Any) -> list[str]:
     ]
 
 
+def _extras(spec: Spec, platform: str) -> set[str]:
+    """Each job's extras: its kind's, plus the model's framework where it loads the model."""
+    out = set()
+    for kind, extras in EXTRAS.items():
+        extras = extras.format(platform=platform)
+        out.add(extras)
+        if kind in LOADS_MODEL:
+            for model in spec.models:
+                names = [e for e in extras.split(",") if e]
+                framework = FRAMEWORK_EXTRAS[model.framework]
+                out.add(",".join(names if framework in names else [*names, framework]))
+    return out
+
+
 def pip_lines(spec: Spec, platform: str) -> set[str]:
     """Every pip line a job of ``spec`` may run: ci-mlops with each kind's extras, and the
     project's requirements."""
     install = spec.runtime.install
     out = set()
-    for extras in EXTRAS.values():
-        extras = extras.format(platform=platform)
+    for extras in _extras(spec, platform):
         text = (
             install.replace("{extras}", extras)
             if extras

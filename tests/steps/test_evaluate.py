@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from ci_mlops.frameworks import Predictions
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import evaluate
-from ci_mlops.steps.predictors import Predictions
 from tests.helpers import Result
 from tests.steps.trained import (
     PNG_MAGIC,

@@ -213,7 +213,7 @@ def test_pytorch_without_torch_says_what_to_install(
     (workdir / "model.pt").write_bytes(b"not loaded: torch is missing")
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
 
-    with pytest.raises(StepError, match=r"model\.pt: .*install ci-mlops\[torch\]"):
+    with pytest.raises(StepError, match=r"model\.pt: .*install .ci-mlops\[torch\]."):
         export.run(spec, torch_model)
 
 
