@@ -81,6 +81,9 @@ def test_examples_pass_and_write_json_and_junit(tmp_path: Path, name: str) -> No
         assert len(suite.findall("testcase")) == count
         assert not suite.findall("testcase/failure")
     assert f"data-test {name}/eval" in res.stderr
+    # The spec travels in the model folder to the jobs that check nothing out.
+    snapshot = folder / ".ci-mlops" / name / "spec.yaml"
+    assert snapshot.read_bytes() == (folder / "mlops.yaml").read_bytes()
 
 
 def test_nulls_fail_with_column_and_count(tmp_path: Path) -> None:
