@@ -94,6 +94,17 @@ def test_every_python_a_github_job_starts_is_isolated(path: Path) -> None:
     assert all("python -I -m " in line for line in runs), runs
 
 
+def test_every_permission_of_a_generated_workflow_says_why() -> None:
+    for path in github_files():
+        lines = path.read_text("utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() in ("permissions:",):
+                j = i + 1
+                while j < len(lines) and lines[j].startswith(line[: -len("permissions:")] + "  "):
+                    assert " # " in lines[j], f"{path}:{j + 1}: {lines[j]}"
+                    j += 1
+
+
 def test_the_gitlab_report_job_fetches_no_code_and_runs_isolated() -> None:
     reports = [(f, k, j) for f, k, j in gitlab_jobs() if k.endswith(":report")]
     assert len(reports) == 4  # two examples, the report and the pipeline components
