@@ -5,10 +5,13 @@ note with plots, deploy publishes, promotes and reuses the staging version."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from ci_mlops.cli import main
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
 from tests.steps.trained import clone, invoke, trained_example, workdir
@@ -95,3 +98,33 @@ def test_github_pull_request_then_default_branch(
     assert [d["environment"] for d in github_api.deployments] == ["staging", "production"]
     assert {d["payload"]["version"] for d in github_api.deployments} == {"1.0.0-run.12"}
     assert len(github_api.calls("upload_asset")) == len(release["assets"])  # production reused it
+
+
+def test_github_report_and_deploy_from_the_model_folder_alone(
+    trained: Path,
+    tmp_path: Path,
+    github_api: FakeGitHub,
+    github_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GitHub's report and deploy jobs check nothing out: they get the model folder as
+    artifacts, with the spec copy data-test leaves there, and comment and publish from
+    that alone."""
+    job = tmp_path / "job"
+    model_dir = job / ".ci-mlops" / "breast-cancer"
+    shutil.copytree(workdir(trained), model_dir)
+    shutil.copy(trained / "mlops.yaml", model_dir / "spec.yaml")
+    monkeypatch.setenv("MLOPS_WORKDIR", str(job / ".ci-mlops"))
+    monkeypatch.chdir(job)
+    spec = ["--spec", ".ci-mlops/breast-cancer/spec.yaml", "--model", "breast-cancer"]
+
+    for args in (["report"], ["deploy", "-e", "staging"]):
+        result = CliRunner().invoke(main, [*args, *spec])
+        assert result.exit_code == 0, (args, result.output)
+
+    (comment,) = github_api.comments[5]
+    assert comment["body"].startswith("<!-- ci-mlops:report model=breast-cancer -->")
+    (release,) = github_api.releases
+    assert release["tag_name"] == "breast-cancer-v1.0.0-run.12"
+    assert [d["environment"] for d in github_api.deployments] == ["staging"]
+    assert sorted(p.name for p in job.iterdir()) == [".ci-mlops"]  # nothing else was needed
