@@ -309,7 +309,9 @@ def report(spec_path: Path, debug: bool, models: tuple[str, ...], post: bool) ->
     """
     from ci_mlops.steps import report as step
 
-    spec = _load(spec_path)
+    # The report reads no data file; in CI it runs without a checkout, from the spec
+    # copy in the model folder.
+    spec = _load(spec_path, check_files=False)
     return _each(spec, models, lambda m: step.run(spec, m, post=post))
 
 
@@ -358,7 +360,9 @@ def deploy(
     """
     from ci_mlops.steps import deploy as step
 
-    spec = _load(spec_path)
+    # Deploy reads no data file; on GitHub it runs without a checkout, from the spec
+    # copy in the model folder.
+    spec = _load(spec_path, check_files=False)
     return _each(
         spec,
         models,

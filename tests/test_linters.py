@@ -34,10 +34,11 @@ concurrency:
   cancel-in-progress: true
 jobs:
   test:
+    name: Test
     runs-on: ubuntu-24.04
     timeout-minutes: 10
     permissions:
-      contents: read
+      contents: read # read the repository
     steps:
       - uses: {CHECKOUT}
         with:
@@ -128,6 +129,20 @@ def test_zizmor_reports_injection_unpinned_action_and_permissions(tmp_path: Path
     assert {"template-injection", "unpinned-uses", "excessive-permissions"} <= idents
     injection = next(f for f in findings if "template-injection" in f)
     assert injection.startswith(f"{path}:8:")
+
+
+def test_zizmor_pedantic_asks_for_a_reason_beside_each_write_permission(tmp_path: Path) -> None:
+    """The persona the generated files are held to: a write permission without a
+    comment is a finding, and the same permission with one is not."""
+    documented = GOOD_WORKFLOW.replace(
+        "contents: read # read the repository",
+        "contents: read # read the repository\n      pull-requests: write # comment",
+    )
+    undocumented = documented.replace("pull-requests: write # comment", "pull-requests: write")
+    assert zizmor_findings([write(tmp_path / "ok.yml", documented)]) == []
+    findings = zizmor_findings([write(tmp_path / "bad.yml", undocumented)])
+    assert [f.split(": ", 2)[1].split(" ")[0] for f in findings] == ["undocumented-permissions"]
+    assert zizmor_findings([tmp_path / "bad.yml"], persona="regular") == []
 
 
 # --- actionlint ----------------------------------------------------------------------

@@ -8,12 +8,21 @@ reach scripts through ``env:``)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
-from ci_mlops.generate.plan import Job, ModelPlan, Plan, pip_install, templated_pip_install
+from ci_mlops.generate.plan import (
+    PYTHON,
+    Job,
+    ModelPlan,
+    Plan,
+    pip_install,
+    snapshot_spec_path,
+    templated_pip_install,
+)
 from ci_mlops.spec.model import Spec
 
 # Actions are pinned by full commit SHA; the comment names the release it is.
@@ -42,6 +51,43 @@ def annotate_pins(text: str, spec: Spec | None = None) -> str:
     return "".join(lines)
 
 
+# Why each permission a generated job holds is there, written beside it (zizmor's
+# pedantic persona asks for it, and so does a reviewer).
+PERMISSION_REASONS = {
+    ("contents", "read"): "read the repository",
+    ("contents", "write"): "publish the model as a release asset",
+    ("actions", "read"): "download the default branch's baseline artifact",
+    ("actions", "write"): "dispatch a retraining run",
+    ("pull-requests", "write"): "post and update the report comment",
+    ("deployments", "write"): "record the version each environment runs",
+    ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
+}
+_PERMISSION_LINE = re.compile(r"^(\s+)([a-z-]+): (read|write)$")
+
+
+def annotate_permissions(text: str) -> str:
+    """Add a ``# why`` comment after each permission of a ``permissions:`` mapping."""
+    lines, inside = [], None
+    for line in text.splitlines(keepends=True):
+        stripped = line.rstrip("\n")
+        if stripped.endswith("permissions:"):
+            inside = len(stripped) - len(stripped.lstrip())
+        elif inside is not None:
+            match = _PERMISSION_LINE.match(stripped)
+            if match and len(match.group(1)) > inside:
+                reason = PERMISSION_REASONS[(match.group(2), match.group(3))]
+                line = f"{stripped} # {reason}\n"
+            else:
+                inside = None
+        lines.append(line)
+    return "".join(lines)
+
+
+def annotate(text: str, spec: Spec | None = None) -> str:
+    """The comments a generated workflow carries: action releases and permission reasons."""
+    return annotate_permissions(annotate_pins(text, spec))
+
+
 RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
 DISPATCH_TYPE = "ci-mlops-retrain"
 
@@ -58,6 +104,11 @@ PERMISSIONS: dict[str, dict[str, str]] = {
     "drift": {"contents": "read", "actions": "write"},  # retraining is a workflow dispatch
 }
 TOKEN_KINDS = ("evaluate", "report", "deploy", "drift")
+
+# Jobs whose token can write to the repository or its pull requests. They check out
+# nothing: ci-mlops is installed first, into an empty workspace, then the artifacts
+# arrive, and an isolated interpreter runs it with the spec from the model folder.
+NO_CHECKOUT = ("report", "deploy")
 
 
 @dataclass(frozen=True)
@@ -118,12 +169,12 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
         if job.runs_user_code:
             env["MLOPS_REQUIREMENTS"] = v.requirements or ""
             lines.append(
-                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
+                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -I -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
             )
     else:
         lines = [pip_install(v.install, extras)]
         if job.runs_user_code and v.requirements:
-            lines.append(shlex.join(["python", "-m", "pip", "install", "-r", v.requirements]))
+            lines.append(shlex.join([*PYTHON, "-m", "pip", "install", "-r", v.requirements]))
     step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
     if env:
         step["env"] = env
@@ -132,8 +183,9 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
 
 def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     step: dict[str, Any] = {"uses": SETUP_PYTHON, "with": {"python-version": v.python}}
-    # Jobs that publish use no cache, so a poisoned cache cannot reach a release.
-    if job.kind != "deploy" and v.requirements and not v.reusable:
+    # Jobs with a write token use no cache, so a cache filled by a job that ran
+    # pull-request code cannot reach a release or a comment.
+    if job.kind not in NO_CHECKOUT and v.requirements and not v.reusable:
         step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
     return step
 
@@ -155,20 +207,30 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
             "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
             "cancel-in-progress": False,
         }
+    isolated = job.kind in NO_CHECKOUT
     env: dict[str, str] = {
-        "MLOPS_SPEC": v.spec,
+        "MLOPS_SPEC": snapshot_spec_path(v.model) if isolated else v.spec,
         "MLOPS_WORKDIR": ".ci-mlops",
         "GX_ANALYTICS_ENABLED": "false",
     }
     if mp:
         env["MLOPS_MODEL"] = v.model
     out["env"] = env
-    steps: list[dict[str, Any]] = [
-        {"uses": CHECKOUT, "with": {"persist-credentials": False}},
-        _setup_python(job, v),
-    ]
+    out["steps"] = _steps(job, v, isolated)
+    return out
+
+
+def _steps(job: Job, v: Values, isolated: bool) -> list[dict[str, Any]]:
+    """Checkout, Python, caches, artifacts, install, the ci-mlops step, upload. A job
+    without a checkout installs ci-mlops before any artifact is in its workspace."""
+    steps: list[dict[str, Any]] = []
+    if not isolated:
+        steps.append({"uses": CHECKOUT, "with": {"persist-credentials": False}})
+    steps.append(_setup_python(job, v))
     if job.kind == "train":
         steps.append(_train_cache(v))
+    if isolated:
+        steps.append(_install_step(job, v))
     for need in job.needs:
         kind = need.split(":", 1)[1]
         steps.append(
@@ -177,12 +239,13 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
                 "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
             }
         )
-    steps.append(_install_step(job, v))
-    run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, spec_file)}
+    if not isolated:
+        steps.append(_install_step(job, v))
+    run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, isolated=isolated)}
     if job.kind in TOKEN_KINDS:
         run_step["env"] = {"GITHUB_TOKEN": "${{ github.token }}"}
     steps.append(run_step)
-    if job.artifacts and mp:
+    if job.artifacts and job.model:
         upload: dict[str, Any] = {
             "uses": UPLOAD,
             "with": {
@@ -196,8 +259,7 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
         if job.always_keep_artifacts:
             upload = {"if": "always()", **upload}
         steps.append(upload)
-    out["steps"] = steps
-    return out
+    return steps
 
 
 def _train_cache(v: Values) -> dict[str, Any]:

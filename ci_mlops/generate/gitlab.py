@@ -8,16 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_mlops.generate.plan import (
+    ISOLATED_CI_MLOPS,
     STAGES,
     Job,
     ModelPlan,
     Plan,
     pip_install,
+    snapshot_spec_path,
     templated_pip_install,
 )
 from ci_mlops.spec.model import Spec
 
 REPORT_ENVIRONMENT = "ci-mlops-report"
+
+# Jobs that hold a token that can write more than CI_JOB_TOKEN can: the report job gets
+# GITLAB_TOKEN. They check out nothing, use no cache that a job running merge-request
+# code could have filled, and run ci-mlops from an isolated interpreter.
+NO_CHECKOUT = ("report",)
 RETRAIN_UNSET = '($MLOPS_RETRAIN == null || $MLOPS_RETRAIN == "")'
 MANUAL_SOURCES = "/^(web|api|trigger|pipeline)$/"
 
@@ -109,6 +116,8 @@ def _install_lines(job: Job, v: Values) -> list[str]:
 
 
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
+    if job.kind in NO_CHECKOUT:
+        return []
     pip: dict[str, Any] = {"key": f"pip-{v.python}", "paths": [".cache/pip"], "policy": "pull-push"}
     if v.requirements and not v.component:
         pip["key"] = {"files": [v.requirements], "prefix": f"pip-{v.python}"}
@@ -134,8 +143,14 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
         out["tags"] = v.tags
     out["interruptible"] = job.kind != "deploy"
     out["timeout"] = f"{job.timeout_minutes} minutes"
-    variables: dict[str, str] = {
-        "PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
+    isolated = job.kind in NO_CHECKOUT
+    variables: dict[str, str] = {}
+    if isolated:
+        # No clone or fetch: the job works from its artifacts alone.
+        variables["GIT_STRATEGY"] = "none"
+    else:
+        variables["PIP_CACHE_DIR"] = "$CI_PROJECT_DIR/.cache/pip"
+    variables |= {
         # No request for pip's latest version and no progress bars in the job log.
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "PIP_PROGRESS_BAR": "off",
@@ -147,13 +162,15 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
         if job.runs_user_code:
             variables["MLOPS_REQUIREMENTS"] = v.requirements or ""
     out["variables"] = variables
-    out["cache"] = _cache(job, v)
+    caches = _cache(job, v)
+    if caches:
+        out["cache"] = caches
     out["needs"] = [_need(n, v) for n in job.needs]
     out["before_script"] = _install_lines(job, v)
     if job.model:
         variables["MLOPS_MODEL"] = v.model
-    variables["MLOPS_SPEC"] = spec_file
-    out["script"] = [command_line(job, spec_file)]
+    variables["MLOPS_SPEC"] = snapshot_spec_path(v.model) if isolated else spec_file
+    out["script"] = [command_line(job, isolated=isolated)]
     if job.artifacts and name:
         out["artifacts"] = _artifacts(job, v.model)
     if job.environment:
@@ -168,8 +185,9 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
         out["id_tokens"] = {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
     if job.kind == "report":
         # Only this job needs GITLAB_TOKEN (CI_JOB_TOKEN cannot post notes). Scoping the
-        # variable to this environment keeps it out of every other job; "prepare"
-        # records no deployment.
+        # variable to this environment keeps it out of every other generated job;
+        # "prepare" records no deployment. The scope alone is no boundary against a
+        # pipeline file that names the environment itself: the README says what is.
         out["environment"] = {"name": REPORT_ENVIRONMENT, "action": "prepare"}
     if job.when == "manual":
         out["allow_failure"] = True
@@ -189,10 +207,12 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
     return out
 
 
-def command_line(job: Job, spec_file: str) -> str:
+def command_line(job: Job, *, isolated: bool = False) -> str:
     """The job's ci-mlops call, reading the model and spec from MLOPS_MODEL and
-    MLOPS_SPEC so that inline jobs, components and reusable workflows run the same line."""
-    words, previous = ["ci-mlops"], ""
+    MLOPS_SPEC so that inline jobs, components and reusable workflows run the same line.
+    ``isolated`` runs it as a module of an isolated interpreter (jobs with write tokens)."""
+    words = list(ISOLATED_CI_MLOPS) if isolated else ["ci-mlops"]
+    previous = ""
     for arg in job.args:
         if previous == "--model":
             words.append('"$MLOPS_MODEL"')

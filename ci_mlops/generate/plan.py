@@ -43,6 +43,21 @@ EXTRAS = {
 # Kinds that load the user's model or run the user's code, so need their requirements.
 USER_CODE = ("train", "evaluate", "export")
 
+# Every generated ``python`` call runs isolated (``-I``): the job's folder (the checkout,
+# or a runner's leftover workspace) is not on ``sys.path``, and ``PYTHON*`` variables and
+# the user's site folder are ignored, so a committed ``pip/``, ``ci_mlops/`` or
+# ``sitecustomize.py`` never stands in for what the job meant to run.
+PYTHON = ("python", "-I")
+
+# Jobs that hold a write token run ci-mlops as a module of the isolated interpreter
+# rather than through its console script, and read the spec from the model folder:
+# they have no checkout to read it from (see :data:`SPEC_SNAPSHOT`).
+ISOLATED_CI_MLOPS = (*PYTHON, "-m", "ci_mlops")
+
+# The copy of the spec the data-test step leaves in the model folder, so that it
+# travels with the artifacts to jobs that have no checkout.
+SPEC_SNAPSHOT = "spec.yaml"
+
 TITLES = {
     "data-test": "Data tests",
     "train": "Train",
@@ -247,14 +262,20 @@ def watch_pattern(path: str) -> str:
 def pip_install(install: str, extras: tuple[str, ...], *more: str) -> str:
     """The pip call that installs ci-mlops with ``extras`` (and ``more`` arguments) from
     the spec's install setting, quoted for the shell."""
-    return shlex.join(["python", "-m", "pip", "install", *install_args(install, extras), *more])
+    return shlex.join([*PYTHON, "-m", "pip", "install", *install_args(install, extras), *more])
 
 
 def templated_pip_install(extras: tuple[str, ...]) -> str:
     """The same call in a template, where the install setting arrives in $MLOPS_INSTALL
     and its ``{extras}`` is filled in at run time."""
     sed = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
-    return f'python -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
+    return f'{" ".join(PYTHON)} -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
+
+
+def snapshot_spec_path(model: str) -> str:
+    """Where a job without a checkout finds the spec: in the model folder it received
+    as an artifact."""
+    return f".ci-mlops/{model}/{SPEC_SNAPSHOT}"
 
 
 def install_args(install: str, extras: tuple[str, ...]) -> list[str]:

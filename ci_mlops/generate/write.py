@@ -53,7 +53,7 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
             if mode == "inline"
             else github.render_caller(spec, plan)
         )
-        text = github.annotate_pins(dump(doc), spec)
+        text = github.annotate(dump(doc), spec)
         out[GITHUB_FILE] = header(spec_file, regenerate_command(spec_file, "github", mode)) + text
         check_limits(GITHUB_FILE, doc, out[GITHUB_FILE], mode)
     return out

@@ -25,6 +25,7 @@ from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, SpecError, StepError
 from ci_mlops.spec.model import Dataset, Expectation, Model, Spec
 from ci_mlops.steps.datasets import load_dataset
+from ci_mlops.steps.records import snapshot_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +61,7 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
     }
     summary = _summary(model, reports, gx.__version__)
     workdir = spec.workdir(model)
+    snapshot_spec(spec, model)
     atomic.write_json(workdir / RESULT_JSON, summary)
     atomic.write_text(workdir / RESULT_JUNIT, junit_xml(model, reports))
     if not summary["success"]:

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ci_mlops import atomic
 from ci_mlops.atomic import read_artifact
 from ci_mlops.errors import StepError
+from ci_mlops.generate.plan import SPEC_SNAPSHOT
+from ci_mlops.spec.model import Model, Spec
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -22,3 +25,29 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StepError(f"{path}: expected a JSON object")
     return data
+
+
+def snapshot_spec(spec: Spec, model: Model) -> Path:
+    """Copy the spec into the model folder. Jobs that hold a write token check nothing
+    out; the spec reaches them in the model folder with the other artifacts, and they
+    read it as data (YAML and the schema), as they do every other file there."""
+    folder = spec.workdir(model)
+    target = folder / SPEC_SNAPSHOT
+    atomic.write_bytes(target, spec.path.read_bytes())
+    _snapshot_public_key(spec, model, folder)
+    return target
+
+
+def _snapshot_public_key(spec: Spec, model: Model, folder: Path) -> None:
+    """The deploy job verifies signatures with ``deploy.signing.public_key``, a path
+    relative to the spec: it travels beside the spec copy, at the same relative path."""
+    relative = model.deploy.signing.public_key
+    if not relative:
+        return
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise StepError(
+            f"{spec.path}: deploy.signing.public_key {relative!r} must lie inside the "
+            "repository folder of the spec, so that it can travel with the model folder"
+        )
+    atomic.write_bytes(target, (spec.root / relative).read_bytes())

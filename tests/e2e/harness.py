@@ -6,7 +6,7 @@ private index or a git URL). gitlab-ci-local runs every job on this machine, eac
 own copy of the project (``--shell-isolation``), so the model folder reaches a job only
 through ``needs`` artifacts and caches, as on GitLab.
 
-Jobs run ``python -m pip install ...`` like they would on a runner. The ``python`` they
+Jobs run ``python -I -m pip install ...`` like they would on a runner. The ``python`` they
 find first on PATH is a session virtualenv that sees the project's dependencies through a
 ``.pth`` line (see :func:`make_job_python`), so each install only builds and installs
 ci-mlops itself: about two seconds, offline.
@@ -35,6 +35,7 @@ from tests.helpers import REPO, copy_example, git, make_git_repo, make_key_pair,
 from tests.linters import GITLAB_CI_LOCAL
 
 __all__ = [
+    "CI_MLOPS_CALLS",
     "JobResult",
     "PipelineRun",
     "Project",
@@ -59,6 +60,10 @@ PIP_ENV = {
     "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     "PIP_PROGRESS_BAR": "off",
 }
+
+# How a job's ci-mlops step starts: the console script, or the isolated module in jobs
+# that hold a write token.
+CI_MLOPS_CALLS = ("ci-mlops ", "python -I -m ci_mlops ")
 
 SUMMARY = re.compile(r"^\s*(PASS|FAIL|WARN)\s+\[\s*([\d.]+)\s*(ms|s|min|m)?\s*\]\s+(\S+)\s*$")
 STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
@@ -207,7 +212,7 @@ class JobResult:
     name: str
     status: str  # PASS, FAIL or WARN (failed but allowed to)
     seconds: float
-    install_seconds: float | None = None  # before_script: from start to the first `$ ci-mlops`
+    install_seconds: float | None = None  # before_script: until the first ci-mlops step
     script_seconds: float | None = None  # the ci-mlops step to the end of the job
 
 
@@ -297,11 +302,11 @@ def _seconds(value: str, unit: str | None) -> float:
 
 def parse_jobs(stdout: str) -> dict[str, JobResult]:
     """Jobs from the closing summary, with the install/work split from the timestamps:
-    a job's ``before_script`` lasts until its first ``$ ci-mlops`` line."""
+    a job's ``before_script`` lasts until its first ci-mlops step line."""
     first_step: dict[str, float] = {}
     for line in stdout.splitlines():
         match = STEP_LINE.match(line)
-        if match and match.group(4) == "$" and match.group(5).startswith("ci-mlops "):
+        if match and match.group(4) == "$" and match.group(5).startswith(CI_MLOPS_CALLS):
             first_step.setdefault(match.group(3), _seconds(match.group(1), match.group(2)))
     jobs: dict[str, JobResult] = {}
     for line in stdout.splitlines():

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.harness import (
+    CI_MLOPS_CALLS,
     PipelineRun,
     Project,
+    job_env,
     make_project,
     run_pipeline,
+    safe_job_name,
     signing_variables,
 )
 from tests.fakes.env import GITLAB_TOKEN, start_gitlab
@@ -161,6 +165,81 @@ def test_merge_request_pipeline_posts_one_note_with_deltas_and_updates_it(
     assert len(gitlab_api.calls("update_note")) == 1
     for text in (first.output, second.output, first.log(f"{MODEL}:report")):
         assert GITLAB_TOKEN not in text and gitlab_api.job_token not in text
+
+
+def _attack_files(log: Path) -> dict[str, str]:
+    """What a merge request could commit to run its code where GITLAB_TOKEN lives: each
+    file, when Python executes it, appends its name, the job and whether the token was
+    there to ``log`` (an absolute path outside every job's folder)."""
+
+    def record(name: str) -> str:
+        return (
+            f"import os; open({str(log)!r}, 'a').write({name!r} + ' ' + "
+            "os.environ.get('CI_JOB_NAME', '?') + ' token=' + "
+            "str('GITLAB_TOKEN' in os.environ) + chr(10))\n"
+        )
+
+    return {
+        "pip.py": record("pip.py"),
+        "pip/__init__.py": record("pip/__init__.py"),
+        "pip/__main__.py": record("pip/__main__.py"),
+        "sitecustomize.py": record("sitecustomize.py"),
+        "usercustomize.py": record("usercustomize.py"),
+        "zz-ci-mlops.pth": record("zz-ci-mlops.pth"),
+        "ci_mlops/__init__.py": record("ci_mlops/__init__.py"),
+        "ci_mlops/__main__.py": record("ci_mlops/__main__.py"),
+    }
+
+
+def test_merge_request_code_never_runs_in_the_report_job(
+    tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
+) -> None:
+    """The report job holds GITLAB_TOKEN. A merge request commits files that Python
+    picks up from the current folder (a ``pip`` package, a ``ci_mlops`` shadow package,
+    ``sitecustomize.py``, a ``.pth``): none of them runs, in the report job or any other.
+    gitlab-ci-local ignores ``GIT_STRATEGY: none`` and gives the report job the whole
+    checkout, so this is the harder case of a runner's leftover workspace."""
+    log = tmp_path / "executed.log"
+    project = make_project(MODEL, tmp_path / "project")
+    project.branch("innocent-looking")
+    for path, text in _attack_files(log).items():
+        (project.path / path).parent.mkdir(parents=True, exist_ok=True)
+        project.commit(path, text, f"add {path}")
+    project.commit("train.py", "# tuned\n", "tune the model")
+    variables = ci_variables(
+        gitlab_api,
+        "merge_request_event",
+        CI_MERGE_REQUEST_IID=MR_IID,
+        CI_MERGE_REQUEST_TARGET_BRANCH_NAME="main",
+        GITLAB_TOKEN=GITLAB_TOKEN,
+    )
+
+    run = run_pipeline(project, job_bin, variables)
+
+    assert_passed(run, [*CHECKS, f"{MODEL}:report"])
+    assert len(gitlab_api.notes[int(MR_IID)]) == 1  # the token was there and was used
+    assert not log.exists(), log.read_text("utf-8")
+    report_log = run.log(f"{MODEL}:report")
+    assert "$ python -I -m ci_mlops report " in report_log
+    assert GITLAB_TOKEN not in report_log
+    # The files were in the report job's folder, live: the interpreter the job used to
+    # run, started the old way (`python -m`, the folder on sys.path), runs them.
+    workspace = project.state() / "builds" / safe_job_name(f"{MODEL}:report")
+    assert (workspace / "pip" / "__init__.py").is_file()
+    for module in ("pip", "ci_mlops"):
+        subprocess.run(
+            [str(job_bin / "python"), "-m", module, "--version"],
+            cwd=workspace,
+            env={**job_env(job_bin), "GITLAB_TOKEN": GITLAB_TOKEN, "CI_JOB_NAME": "control"},
+            capture_output=True,
+            check=False,
+        )
+    assert log.read_text("utf-8").split() == [
+        "pip/__init__.py", "control", "token=True",
+        "pip/__main__.py", "control", "token=True",
+        "ci_mlops/__init__.py", "control", "token=True",
+        "ci_mlops/__main__.py", "control", "token=True",
+    ]  # fmt: skip
 
 
 def test_a_docs_only_push_runs_no_model_job(tmp_path: Path, job_bin: Path) -> None:
@@ -336,4 +415,8 @@ def test_include_mode_runs_the_same_jobs_with_the_same_result(
 
 def _commands(log: str) -> list[str]:
     """The ci-mlops command lines a job log shows."""
-    return [line for line in log.splitlines() if line.startswith("$ ci-mlops ")]
+    return [
+        line
+        for line in log.splitlines()
+        if line.startswith(tuple(f"$ {call}" for call in CI_MLOPS_CALLS))
+    ]

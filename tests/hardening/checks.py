@@ -41,10 +41,15 @@ FRAMEWORK_EXTRAS = {
 }
 LOADS_MODEL = ("evaluate", "export")
 STEP = r"(data-test|train|evaluate|export|report|drift)"
-MODEL_LINE = re.compile(rf'ci-mlops {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
+# Jobs that hold a write token run ci-mlops as a module of an isolated interpreter.
+CI_MLOPS = r"(ci-mlops|python -I -m ci_mlops)"
+MODEL_LINE = re.compile(rf'{CI_MLOPS} {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
 DEPLOY_LINE = re.compile(
-    r'ci-mlops deploy --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL" --environment [a-z0-9-]+'
+    rf'{CI_MLOPS} deploy --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL" --environment [a-z0-9-]+'
 )
+ISOLATED = "python -I -m ci_mlops "
+PIP = ["python", "-I", "-m", "pip", "install"]
+WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy")}
 # Platform values a script must never expand: anyone who can push a branch or open a
 # merge request chooses them.
 UNTRUSTED = re.compile(
@@ -121,13 +126,13 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
             if extras
             else install.replace("[{extras}]", "").replace("{extras}", "")
         )
-        words = ["python", "-m", "pip", "install", *text.split()]
+        words = [*PIP, *text.split()]
         out.add(shlex.join(words))
         if spec.runtime.requirements:
             # The project's requirements, in the same pip call or in one of their own.
             out.add(shlex.join([*words, "-r", spec.runtime.requirements]))
     if spec.runtime.requirements:
-        out.add(shlex.join(["python", "-m", "pip", "install", "-r", spec.runtime.requirements]))
+        out.add(shlex.join([*PIP, "-r", spec.runtime.requirements]))
     return out
 
 
@@ -162,9 +167,7 @@ def gitlab_problems(text: str, spec: Spec, mode: str) -> list[str]:
         for line in [*job.get("before_script", []), *job["script"]]:
             if not allowed_line(line, spec, "gitlab", mode, pips) or UNTRUSTED.search(line):
                 out.append(f"{key}: unexpected shell line {line!r}")
-        variables = job.get("variables", {})
-        if variables.get("MLOPS_SPEC") != spec.path.name:
-            out.append(f"{key}: MLOPS_SPEC is {variables.get('MLOPS_SPEC')!r}")
+        out += [f"{key}: {p}" for p in gitlab_token_problems(key, job, spec.path.name)]
     for path, leaf in walk(doc):
         if not isinstance(leaf, str) or "$" not in leaf:
             continue
@@ -175,6 +178,64 @@ def gitlab_problems(text: str, spec: Spec, mode: str) -> list[str]:
         if mode == "include" and path[-1] == "component":
             continue  # the component address: $CI_SERVER_FQDN by default
         out.append(f"{'/'.join(map(str, path))}: GitLab expands variables in {leaf!r}")
+    return out
+
+
+def gitlab_token_problems(key: str, job: dict[str, Any], spec_file: str) -> list[str]:
+    """The report job, the one that receives GITLAB_TOKEN, fetches no code, restores no
+    cache and runs ci-mlops isolated with the spec from its model folder; no other job
+    names its environment."""
+    variables = job.get("variables", {})
+    kind = key.split(":", 1)[1]
+    environment = (job.get("environment") or {}).get("name")
+    if kind not in WRITE_TOKEN_JOBS["gitlab"]:
+        wrong = [] if variables.get("MLOPS_SPEC") == spec_file else ["MLOPS_SPEC"]
+        return wrong + (
+            ["names the report environment"] if environment == "ci-mlops-report" else []
+        )
+    model = key.split(":", 1)[0]
+    out = []
+    if environment != "ci-mlops-report":
+        out.append(f"environment is {environment!r}")
+    if variables.get("GIT_STRATEGY") != "none":
+        out.append("fetches the repository")
+    if "cache" in job or "PIP_CACHE_DIR" in variables:
+        out.append("restores a cache")
+    if variables.get("MLOPS_SPEC") != f".ci-mlops/{model}/spec.yaml":
+        out.append(f"MLOPS_SPEC is {variables.get('MLOPS_SPEC')!r}")
+    if not all(line.startswith(ISOLATED) for line in job["script"]):
+        out.append("runs ci-mlops without isolation")
+    return out
+
+
+def github_token_problems(job_id: str, job: dict[str, Any]) -> list[str]:
+    """A job whose token can write checks nothing out, restores no cache, installs
+    ci-mlops before any artifact arrives and runs it isolated from the model folder."""
+    if "uses" in job:
+        return []  # a call of the reusable workflow, whose own jobs are held to this
+    writes = {k for k, v in job.get("permissions", {}).items() if v == "write"}
+    if writes == {"actions"}:
+        # The drift check dispatches retraining. It runs on schedules only, which run
+        # the default branch's code, and it reads the data files of the checkout.
+        scheduled = str(job.get("if", "")).startswith("github.event_name == 'schedule'")
+        return [] if scheduled else [f"{job_id}: may dispatch workflows outside a schedule"]
+    if not writes:
+        return []
+    steps = job.get("steps", [])
+    uses = [str(step.get("uses", "")).split("@")[0] for step in steps]
+    out = []
+    if "actions/checkout" in uses:
+        out.append(f"{job_id}: holds a write token and checks out the repository")
+    if any("cache" in (step.get("with") or {}) for step in steps) or "actions/cache" in uses:
+        out.append(f"{job_id}: holds a write token and restores a cache")
+    install = next(i for i, s in enumerate(steps) if s.get("name") == "Install ci-mlops")
+    if "actions/download-artifact" in uses[:install]:
+        out.append(f"{job_id}: artifacts arrive before ci-mlops is installed")
+    runs = [s["run"] for s in steps[install + 1 :] if "run" in s]
+    if not runs or not all(r.startswith(ISOLATED) for r in runs):
+        out.append(f"{job_id}: runs ci-mlops without isolation")
+    if not str(job.get("env", {}).get("MLOPS_SPEC", "")).startswith(".ci-mlops/"):
+        out.append(f"{job_id}: reads the spec from outside the model folder")
     return out
 
 
@@ -200,6 +261,7 @@ def github_problems(text: str, spec: Spec, mode: str) -> list[str]:
         if model.retrain.schedule:
             literals.add(model.retrain.schedule)
     for job_id, job in doc["jobs"].items():
+        out += github_token_problems(job_id, job)
         for step in job.get("steps", []):
             # The runner hands the script to bash, which ends lines at \n only.
             for line in filter(None, step.get("run", "").split("\n")):

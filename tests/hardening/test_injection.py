@@ -246,7 +246,7 @@ def _script_lines(node: Any) -> list[str]:
 
 SHIM = """#!/bin/sh
 # Jobs install ci-mlops with pip; here it is already installed, so record and skip that.
-if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "$@" >> "$PIP_LOG"; exit 0; fi
+if [ "$1" = "-I" ] && [ "$2" = "-m" ] && [ "$3" = "pip" ]; then echo "$@" >> "$PIP_LOG"; exit 0; fi
 exec {python} "$@"
 """
 
@@ -297,10 +297,10 @@ def test_the_train_job_passes_exactly_the_spec_values(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned-param").exists()
     # The only other commands the job ran: one pip call (the shim), then ci-mlops train.
     pip_calls = (tmp_path / "pip.log").read_text("utf-8").splitlines()
-    assert pip_calls == [f"-m pip install ci-mlops=={__version__}"]
+    assert pip_calls == [f"-I -m pip install ci-mlops=={__version__}"]
     ran = [line for line in proc.stdout.splitlines() if re.search(r"\$ (python|ci-mlops)", line)]
     assert [line.split("$ ", 1)[1] for line in ran] == [
-        f"python -m pip install ci-mlops=={__version__}",
+        f"python -I -m pip install ci-mlops=={__version__}",
         'ci-mlops train --spec "$MLOPS_SPEC" --model "$MLOPS_MODEL"',
     ]
     record = yaml.safe_load(next(project.rglob(".ci-mlops/churn/train.json")).read_text("utf-8"))

@@ -7,15 +7,19 @@ signed, are refused by promotion, rollback and ``verify``."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from ci_mlops.atomic import sha256_file
+from ci_mlops.cli import main
 from ci_mlops.platforms import detect
 from ci_mlops.platforms.remote import checksums_file, sha256_bytes
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import signing
+from ci_mlops.steps.records import snapshot_spec
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.gitlab_api import FakeGitLab
 from tests.helpers import make_key_pair
@@ -222,3 +226,66 @@ def test_github_release_edits_and_foreign_versions_are_refused(
     _refused(folder, ("deploy", "-e", "production"), not_ours)
     production = [d for d in github_api.deployments if d["environment"] == "production"]
     assert production[-1]["payload"]["version"] == "1.0.0-run.13"
+
+
+def test_github_report_and_deploy_from_the_model_folder_alone(
+    trained: Path,
+    tmp_path: Path,
+    github_api: FakeGitHub,
+    github_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GitHub's report and deploy jobs check nothing out: they get the model folder as
+    artifacts, with the spec copy data-test leaves there, and comment and publish from
+    that alone."""
+    job = tmp_path / "job"
+    model_dir = job / ".ci-mlops" / "breast-cancer"
+    shutil.copytree(workdir(trained), model_dir)
+    shutil.copy(trained / "mlops.yaml", model_dir / "spec.yaml")
+    monkeypatch.setenv("MLOPS_WORKDIR", str(job / ".ci-mlops"))
+    monkeypatch.chdir(job)
+    spec = ["--spec", ".ci-mlops/breast-cancer/spec.yaml", "--model", "breast-cancer"]
+
+    for args in (["report"], ["deploy", "-e", "staging"]):
+        result = CliRunner().invoke(main, [*args, *spec])
+        assert result.exit_code == 0, (args, result.output)
+
+    (comment,) = github_api.comments[5]
+    assert comment["body"].startswith("<!-- ci-mlops:report model=breast-cancer -->")
+    (release,) = github_api.releases
+    assert release["tag_name"] == "breast-cancer-v1.0.0-run.12"
+    assert [d["environment"] for d in github_api.deployments] == ["staging"]
+    assert sorted(p.name for p in job.iterdir()) == [".ci-mlops"]  # nothing else was needed
+
+
+def test_a_github_deploy_without_checkout_verifies_with_the_spec_public_key(
+    trained: Path,
+    tmp_path: Path,
+    github_api: FakeGitHub,
+    github_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deploy.signing.public_key is a path beside the spec; the deploy job has only the
+    model folder, where data-test put the spec copy and the key."""
+    folder = clone(trained, tmp_path)
+    private, _ = make_key_pair(folder / "keys", "deploy")
+    spec_file = folder / "mlops.yaml"
+    spec_file.write_text(
+        spec_file.read_text().replace(
+            "    deploy:\n", "    deploy:\n      signing: {public_key: keys/deploy.pub}\n", 1
+        )
+    )
+    spec = load_spec(spec_file)
+    snapshot_spec(spec, spec.models[0])
+    job = tmp_path / "job"
+    shutil.copytree(workdir(folder), job / ".ci-mlops" / "breast-cancer")
+    monkeypatch.delenv("MLOPS_SIGNING_PUBLIC_KEY")
+    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(private))
+    monkeypatch.setenv("MLOPS_WORKDIR", str(job / ".ci-mlops"))
+    monkeypatch.chdir(job)
+    args = ["--spec", ".ci-mlops/breast-cancer/spec.yaml", "--model", "breast-cancer"]
+
+    for step in (["deploy", "-e", "staging"], ["verify", "-e", "staging"]):
+        result = CliRunner().invoke(main, [*step, *args])
+        assert result.exit_code == 0, (step, result.output)
+    assert [d["environment"] for d in github_api.deployments] == ["staging"]

@@ -17,7 +17,7 @@ from ci_mlops.cli import main
 from ci_mlops.errors import StepError
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import data_test
-from tests.helpers import EXAMPLE_NAMES, Result, copy_example, run_cli
+from tests.helpers import EXAMPLE_NAMES, Result, copy_example, make_key_pair, run_cli
 
 
 def invoke(folder: Path, *args: str) -> Result:
@@ -81,6 +81,32 @@ def test_examples_pass_and_write_json_and_junit(tmp_path: Path, name: str) -> No
         assert len(suite.findall("testcase")) == count
         assert not suite.findall("testcase/failure")
     assert f"data-test {name}/eval" in res.stderr
+    # The spec travels in the model folder to the jobs that check nothing out.
+    snapshot = folder / ".ci-mlops" / name / "spec.yaml"
+    assert snapshot.read_bytes() == (folder / "mlops.yaml").read_bytes()
+
+
+def test_the_deploy_public_key_travels_with_the_spec_copy(tmp_path: Path) -> None:
+    """Deploy jobs check nothing out and read the spec copy: the public key the spec
+    names must be beside it, at the same relative path."""
+    folder = copy_example("breast-cancer", tmp_path)
+    _, public = make_key_pair(folder / "keys")
+    spec_file = folder / "mlops.yaml"
+    text = spec_file.read_text()
+    assert "    deploy:\n" in text
+    spec_file.write_text(
+        text.replace(
+            "    deploy:\n",
+            f"    deploy:\n      signing: {{public_key: keys/{public.name}}}\n",
+            1,
+        )
+    )
+
+    res = invoke(folder)
+
+    assert res.code == 0, res.output
+    copied = folder / ".ci-mlops" / "breast-cancer" / "keys" / public.name
+    assert copied.read_bytes() == public.read_bytes()
 
 
 def test_nulls_fail_with_column_and_count(tmp_path: Path) -> None:

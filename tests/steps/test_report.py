@@ -5,7 +5,11 @@ limit, and never crashing on missing or broken inputs."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,36 @@ def write(path: Path, data: Any) -> None:
 
 
 # --- the report of a passing run ------------------------------------------------------
+
+
+def test_the_report_runs_from_the_model_folder_alone(
+    evaluated: Path, reported: tuple[Path, Result], tmp_path: Path
+) -> None:
+    """As in CI's report job: no checkout, only the model folder (with the spec copy the
+    data-test step leaves there), an isolated interpreter, and a ``ci_mlops`` package
+    in the current folder that would stop the run if Python imported it."""
+    job = tmp_path / "job"
+    shutil.copytree(workdir(evaluated), job / ".ci-mlops" / "breast-cancer")
+    (job / ".ci-mlops" / "breast-cancer" / "report.md").unlink()
+    shutil.copy(evaluated / "mlops.yaml", job / ".ci-mlops" / "breast-cancer" / "spec.yaml")
+    (job / "ci_mlops").mkdir()
+    for name in ("__init__.py", "__main__.py"):
+        (job / "ci_mlops" / name).write_text("raise SystemExit(99)\n", "utf-8")
+    command = [sys.executable, "-I", "-m", "ci_mlops", "report", "--no-post"]
+    spec = [".ci-mlops/breast-cancer/spec.yaml", "--model", "breast-cancer"]
+    env = {"PATH": os.environ["PATH"], "MLOPS_WORKDIR": ".ci-mlops"}
+
+    result = subprocess.run(
+        [*command, "--spec", *spec], cwd=job, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    written = (job / ".ci-mlops" / "breast-cancer" / "report.md").read_text("utf-8")
+    assert written == (workdir(evaluated) / "report.md").read_text("utf-8")
+    shadowed = subprocess.run(
+        [sys.executable, "-m", "ci_mlops", "report", "--spec", *spec], cwd=job, env=env
+    )
+    assert shadowed.returncode == 99  # without -I the folder's package would have run
 
 
 def test_report_starts_with_the_marker_and_the_verdict(reported: tuple[Path, Result]) -> None:
