@@ -168,14 +168,19 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     ]
     if job.kind == "train":
         steps.append(_train_cache(v))
-    for need in job.needs:
+    # A need that uploads nothing (a deploy waits for the one before it) has no artifact
+    # to download, and download-artifact fails on a name that was never uploaded.
+    uploads = {j.key for j in mp.jobs if j.artifacts} if mp else set()
+    for need in (n for n in job.needs if n in uploads):
         kind = need.split(":", 1)[1]
-        steps.append(
-            {
-                "uses": DOWNLOAD,
-                "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
-            }
-        )
+        download: dict[str, Any] = {
+            "uses": DOWNLOAD,
+            "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
+        }
+        if v.reusable and kind == "export":
+            # With inputs.onnx off the export job is skipped and uploads nothing.
+            download = {"if": "inputs.onnx", **download}
+        steps.append(download)
     steps.append(_install_step(job, v))
     run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, spec_file)}
     if job.kind in TOKEN_KINDS:
