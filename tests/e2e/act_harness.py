@@ -56,6 +56,7 @@ __all__ = [
     "record_run",
     "run_workflow",
     "shift_current_data",
+    "step_seconds",
 ]
 
 # In CI the repository clone has the shared folder beside it.
@@ -290,6 +291,34 @@ def parse_jobs(stdout: str) -> dict[str, str]:
         if isinstance(entry, dict) and entry.get("jobResult") and entry.get("jobID"):
             jobs[str(entry["jobID"])] = str(entry["jobResult"])
     return jobs
+
+
+def step_seconds(stdout: str) -> dict[str, dict[str, float]]:
+    """Job id -> what its steps took, by kind: ``python`` (setup-python, with its cache),
+    ``artifacts`` (download/upload-artifact and actions/cache), ``install`` and
+    ``work`` (the ci-mlops step), from the ``executionTime`` act logs per step."""
+    kinds: dict[str, dict[str, float]] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or "executionTime" not in entry or "jobID" not in entry:
+            continue
+        step = str(entry.get("step", ""))
+        if "setup-python" in step:
+            kind = "python"
+        elif "artifact" in step or "actions/cache" in step:
+            kind = "artifacts"
+        elif step == "Install ci-mlops":
+            kind = "install"
+        elif step.startswith(("actions/checkout", "Set up job", "Complete job")):
+            kind = "act"
+        else:
+            kind = "work"
+        job = kinds.setdefault(str(entry["jobID"]), {})
+        job[kind] = job.get(kind, 0.0) + float(entry["executionTime"]) / 1e9
+    return kinds
 
 
 def record_run(api: FakeGitHub, run: WorkflowRun, *, branch: str, event: str) -> dict[str, Any]:
