@@ -259,6 +259,7 @@ def run_workflow(
         "AGENT_TOOLSDIRECTORY": str(tool_cache),
         "RUNNER_TOOL_CACHE": str(tool_cache),
         "PIP_CACHE_DIR": str(tools.pip_cache),  # setup-python's pip cache wants it to exist
+        "ACT_DISABLE_VERSION_CHECK": "1",  # act would ask api.nektosact.com for notices
     }
     env.pop("VIRTUAL_ENV", None)
     start = time.perf_counter()
