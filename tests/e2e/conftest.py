@@ -1,5 +1,6 @@
-"""Shared by the end-to-end pipeline runs: one virtualenv for every job of the session,
-and the fake GitLab API the jobs talk to."""
+"""Shared by the end-to-end pipeline runs: one virtualenv for every GitLab job of the
+session, the act set-up every GitHub run shares, and the fake GitLab API the jobs talk
+to."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.act_harness import ActTools, make_act_tools
 from tests.e2e.harness import make_job_python
 from tests.fakes.env import start_gitlab
 from tests.fakes.gitlab_api import FakeGitLab
@@ -27,3 +29,9 @@ def gitlab_api() -> Iterator[FakeGitLab]:
     api = start_gitlab()
     yield api
     api.stop()
+
+
+@pytest.fixture(scope="session")
+def act_tools(tmp_path_factory: pytest.TempPathFactory) -> ActTools:
+    """The vendored actions, the ci-mlops wheel and the tool-cache Python, made once."""
+    return make_act_tools(tmp_path_factory.mktemp("act"))

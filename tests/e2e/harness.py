@@ -36,9 +36,11 @@ from tests.linters import GITLAB_CI_LOCAL
 
 __all__ = [
     "CI_MLOPS_CALLS",
+    "PIP_ENV",
     "JobResult",
     "PipelineRun",
     "Project",
+    "dependencies_path",
     "job_env",
     "make_job_python",
     "make_project",
@@ -87,6 +89,23 @@ def make_job_python(folder: Path) -> Path:
     return folder / "bin"
 
 
+def dependencies_path(folder: Path) -> Path:
+    """A folder that holds this interpreter's installed packages except ci-mlops, as
+    symbolic links: an interpreter with it on its path has every dependency, but pip
+    finds no ci-mlops there, so installing a ci-mlops wheel of the same version installs
+    it instead of calling it already satisfied."""
+    folder.mkdir(parents=True)
+    site = sysconfig.get_paths()
+    for root in sorted({Path(site["purelib"]), Path(site["platlib"])}):
+        for entry in root.iterdir():
+            name = entry.name.lower()
+            if name.startswith(("ci_mlops", "_ci_mlops", "__editable__")) or name.endswith(".pth"):
+                continue
+            if not (folder / entry.name).exists():
+                (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 def _base_python() -> str:
     """The interpreter the project's venv was made from (a venv cannot be made from a
     venv's python with that venv's packages)."""
@@ -123,6 +142,7 @@ class Project:
 
     path: Path
     model: str
+    platform: str = "gitlab"
 
     @property
     def spec_file(self) -> Path:
@@ -136,7 +156,7 @@ class Project:
         self.generate()
 
     def generate(self, *args: str) -> None:
-        result = run_cli("generate", "--platform", "gitlab", *args, cwd=self.path)
+        result = run_cli("generate", "--platform", self.platform, *args, cwd=self.path)
         assert result.code == 0, result.output
 
     def commit(self, path: str, text: str, message: str = "change") -> None:
@@ -174,15 +194,18 @@ def make_project(
     *,
     deploy_target: str | None = None,
     change: Callable[[dict[str, Any]], None] | None = None,
+    platform: str = "gitlab",
+    install: str = INSTALL,
 ) -> Project:
     """``examples/<example>`` as a git repository whose ``origin/main`` is its first
-    commit, with jobs that install ci-mlops from this working tree."""
+    commit, with jobs that install ci-mlops through ``install`` (default: from this
+    working tree) and the pipeline of ``platform``."""
     folder = copy_example(example, tmp_path)
     spec = yaml.safe_load((folder / "mlops.yaml").read_text("utf-8"))
-    project = Project(folder, spec["models"][0]["name"])
+    project = Project(folder, spec["models"][0]["name"], platform)
 
     def edit(data: dict[str, Any]) -> None:
-        data.setdefault("runtime", {})["install"] = INSTALL
+        data.setdefault("runtime", {})["install"] = install
         if deploy_target:
             data["models"][0].setdefault("deploy", {})["target"] = deploy_target
         if change:

