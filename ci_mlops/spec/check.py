@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import glob
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import jsonschema
 from ci_mlops.errors import Problem, SpecError
 from ci_mlops.spec.load import JsonPath, Located, read_spec, schema
 from ci_mlops.spec.model import TASK_METRICS, Spec, build_spec
+from ci_mlops.spec.sniff import is_number
 
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -241,6 +243,7 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             if reason:
                 problems.append(doc.problem((*here, "retrain", "schedule"), reason))
         problems += _watched_problems(doc, here, model)
+        problems += _columns_problems(doc, here, model)
         signing = (model.get("deploy") or {}).get("signing") or {}
         if "public_key" in signing and "identity" in signing:
             problems.append(
@@ -334,6 +337,58 @@ def _watched_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> li
         if reason:
             out.append(doc.problem(path, reason))
     return out
+
+
+def _columns_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
+    """Named columns must hold the target of a single file, and must not hold the
+    target of split files (the labels file brings it)."""
+    out = []
+    for role, ds in (model.get("data") or {}).items():
+        columns, target = ds.get("columns"), ds.get("target")
+        if not columns or not target:
+            continue
+        where = (*here, "data", role, "target")
+        if "path" in ds and target not in columns:
+            out.append(doc.problem(where, f"{target!r} is not one of the named columns"))
+        if "labels" in ds and target in columns:
+            message = f"{target!r} is named in columns, but the target comes from the labels file"
+            out.append(doc.problem(where, message))
+    return out
+
+
+def data_warnings(path: Path) -> list[Problem]:
+    """Data files whose first row, read as column names, holds numbers: the usual sign
+    of a file without a header row. Warnings, not errors: numbers can be names."""
+    doc = read_spec(path)
+    out = []
+    for i, model in enumerate(doc.data.get("models") or []):
+        for role, ds in (model.get("data") or {}).items():
+            if not isinstance(ds, dict) or ds.get("header") is False or ds.get("columns"):
+                continue
+            for key in ("path", "features", "labels"):
+                file = ds.get(key)
+                if not isinstance(file, str) or file.lower().endswith((".parquet", ".pq")):
+                    continue
+                numbers = _numeric_names(path.parent / file, str(ds.get("delimiter", ",")))
+                if numbers:
+                    shown = ", ".join(repr(n) for n in numbers[:3])
+                    message = (
+                        f"{file}: the column names look like data ({shown}); if the file "
+                        "has no header row, set header: false (and name the columns with "
+                        "columns: [...])"
+                    )
+                    out.append(doc.problem(("models", i, "data", role, key), message))
+    return out
+
+
+def _numeric_names(file: Path, delimiter: str) -> list[str]:
+    """The cells of the file's first row that read as numbers."""
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            first = next(csv.reader(handle, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return [cell for cell in first if is_number(cell)]
 
 
 def _glob_problem(value: str) -> str | None:
