@@ -134,17 +134,18 @@ def init(spec_path: Path, debug: bool, force: bool, name: str | None) -> int:
 
     path = write_starter(spec_path, name=name, force=force)
     folder = path.resolve().parent
-    for line in guesses(folder):
+    lines, widths = guesses(folder)
+    for line in lines:
         click.echo(f"guessed {line}")
     added = ignore_working_files(folder)
     if added:
         click.echo(f"added {', '.join(added)} to {path.parent / '.gitignore'}")
-    _reread(path)
+    _reread(path, widths)
     click.echo(f"wrote {path}; next: check the guesses, then run `ci-mlops validate`")
     return 0
 
 
-def _reread(path: Path) -> None:
+def _reread(path: Path, widths: dict[str, int | None]) -> None:
     """Read the data back with the options just written, as the steps will, so a wrong
     guess shows now rather than in the first pipeline."""
     from ci_mlops import log
@@ -153,10 +154,18 @@ def _reread(path: Path) -> None:
     spec = _load(path, check_files=False)
     for model in spec.models:
         for role, dataset in model.datasets.items():
-            if not all((spec.root / f).is_file() for f in dataset.files):
+            if role not in widths or not all((spec.root / f).is_file() for f in dataset.files):
+                continue
+            expected = widths[role]
+            if expected is None:
+                log.warn(
+                    f"{path}: {role} data: rows of different widths with every delimiter "
+                    "tried; fix the data options in the spec (delimiter, header, columns)"
+                )
                 continue
             try:
-                click.echo(f"re-read {role} data: {describe_loaded(spec.root, dataset)}")
+                line = describe_loaded(spec.root, dataset, expected)
+                click.echo(f"re-read {role} data: {line}")
             except MlopsError as exc:
                 log.warn(f"{path}: {role} data: {exc}; fix the data options in the spec")
 

@@ -24,6 +24,7 @@ class Shape:
 
     delimiter: str
     header: bool
+    regular: bool  # every sampled row has the same number of fields
     names: tuple[str, ...]  # the header row's names; empty without one
     rows: tuple[tuple[str, ...], ...]  # the sampled data rows
     why: str  # one line: how the delimiter and header were decided
@@ -41,17 +42,20 @@ def sniff(file: Path) -> Shape | None:
     delimiter, rows = _split(lines)
     first = rows[0]
     numbers = [cell for cell in first if is_number(cell)]
-    split = (
-        f"{_NAMES[delimiter]}-delimited ({len(first)} columns in every sampled row)"
-        if len(first) > 1
-        else "one column"
-    )
+    widths = sorted({len(r) for r in rows})
+    if len(widths) > 1:
+        split = f"rows of {', '.join(map(str, widths))} columns: no delimiter splits them alike"
+    elif len(first) > 1:
+        split = f"{_NAMES[delimiter]}-delimited ({len(first)} columns in every sampled row)"
+    else:
+        split = "one column"
     if numbers:
         shown = ", ".join(repr(c) for c in numbers[:2])
         why = f"{split}; no header row (the first row holds numbers: {shown})"
-        return Shape(delimiter, False, (), tuple(rows), why)
+        return Shape(delimiter, False, len(widths) == 1, (), tuple(rows), why)
     why = f"{split}; a header row ({', '.join(first[:4])}{', ...' if len(first) > 4 else ''})"
-    return Shape(delimiter, True, tuple(c.strip() for c in first), tuple(rows[1:]), why)
+    names = tuple(c.strip() for c in first)
+    return Shape(delimiter, True, len(widths) == 1, names, tuple(rows[1:]), why)
 
 
 def _sample(file: Path) -> list[str]:

@@ -41,6 +41,10 @@ class Data:
     header: bool = True
     columns: tuple[str, ...] = ()
     task: str = "classification"
+    # Feature columns the sample shows, for init to compare with what the steps read;
+    # None when the rows differ in width.
+    width: int | None = None
+    sampled: bool = False
     # What was guessed and why, one line each, printed by ``init``.
     guesses: tuple[str, ...] = ()
 
@@ -141,8 +145,10 @@ def describe(
         guesses.append(f"{labels}: {label_shape.why}")
         target, values, why = _label_target(label_shape)
         columns: tuple[str, ...] = ()
+        width = shape.width
     else:
         target, values, why, columns = _file_target(shape)
+        width = shape.width - 1
     task, task_why = guess_task(values)
     guesses += [f"target: {target!r} ({why})", f"task: {task} ({task_why})"]
     return Data(
@@ -154,6 +160,8 @@ def describe(
         header=shape.header,
         columns=columns,
         task=task,
+        width=width if shape.regular else None,
+        sampled=True,
         guesses=tuple(guesses),
     )
 
@@ -226,10 +234,12 @@ def starter_text(folder: Path, name: str) -> str:
     )
 
 
-def guesses(folder: Path) -> list[str]:
-    """What ``init`` guessed about the data in ``folder`` and why, one line each."""
+def guesses(folder: Path) -> tuple[list[str], dict[str, int | None]]:
+    """What ``init`` guessed about the data in ``folder`` and why, one line each; and
+    the number of feature columns each sampled role shows (None: rows of different widths)."""
     train, evaluation = choose_data(find_data(folder), folder)
-    return [*train.guesses, *evaluation.guesses]
+    widths = {role: d.width for role, d in (("train", train), ("eval", evaluation)) if d.sampled}
+    return [*train.guesses, *evaluation.guesses], widths
 
 
 def _q(value: str) -> str:

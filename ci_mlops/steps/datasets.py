@@ -173,14 +173,18 @@ def _missing(path: Path, column: str, columns: list[str]) -> str:
     return f"{path}: no column named {column!r} (columns: {shown})"
 
 
-def describe_loaded(root: Path, dataset: Dataset) -> str:
+def describe_loaded(root: Path, dataset: Dataset, expected: int | None = None) -> str:
     """One line saying what the steps read from ``dataset``: rows, feature columns and
-    target; StepError when it cannot be read or has no feature column."""
+    target; StepError when it cannot be read, or its feature columns are none or not
+    the ``expected`` number."""
     loaded = load_dataset(root, dataset)
     files = " + ".join(dataset.files)
     width = len(loaded.features.columns)
-    if width == 0:
-        raise StepError(f"{files}: no feature columns besides the target {loaded.target!r}")
+    if width == 0 or (expected is not None and width != expected):
+        shown = "" if expected is None else f", the file shows {expected}"
+        raise StepError(
+            f"{files}: read as {width} feature columns besides the target {loaded.target!r}{shown}"
+        )
     return (
         f"{files}: {len(loaded.frame)} rows, {width} feature column{'s' * (width != 1)} "
         f"and target {loaded.target!r}"

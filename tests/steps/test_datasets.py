@@ -10,7 +10,7 @@ import pytest
 from ci_mlops.errors import StepError
 from ci_mlops.spec.check import load_spec
 from ci_mlops.spec.model import Dataset
-from ci_mlops.steps.datasets import load_dataset, read_like, target_name
+from ci_mlops.steps.datasets import describe_loaded, load_dataset, read_like, target_name
 from ci_mlops.steps.train import mlops_variables
 
 FEATURES = "1.5 2.0 3.0\n4.0 5.5 6.0\n7.0 8.0 9.5\n"
@@ -157,3 +157,21 @@ def test_drift_samples_read_with_the_training_datas_names(tmp_path: Path) -> Non
 
     assert list(read_like(tmp_path / "x.txt", ds).columns) == ["a", "b", "c"]
     assert list(read_like(tmp_path / "whole.txt", ds).columns) == ["a", "b", "c", "sick"]
+
+
+def test_init_s_re_read_names_what_it_read_and_what_the_sample_showed(tmp_path: Path) -> None:
+    split_files(tmp_path)
+    ds = dataset(
+        tmp_path,
+        "        features: x.txt\n        labels: y.txt\n        header: false\n"
+        "        delimiter: ' '\n",
+    )
+
+    assert describe_loaded(tmp_path, ds, 3) == (
+        "x.txt + y.txt: 3 rows, 3 feature columns and target 'target'"
+    )
+    with pytest.raises(StepError) as caught:
+        describe_loaded(tmp_path, ds, 4)
+    assert str(caught.value) == (
+        "x.txt + y.txt: read as 3 feature columns besides the target 'target', the file shows 4"
+    )
