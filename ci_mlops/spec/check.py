@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import glob
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import jsonschema
 from ci_mlops.errors import Problem, SpecError
 from ci_mlops.spec.load import JsonPath, Located, read_spec, schema
 from ci_mlops.spec.model import TASK_METRICS, Spec, build_spec
-from ci_mlops.spec.sniff import is_number
+from ci_mlops.spec.sniff import is_number, sniff
 
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -357,38 +358,61 @@ def _columns_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> li
 
 
 def data_warnings(path: Path) -> list[Problem]:
-    """Data files whose first row, read as column names, holds numbers: the usual sign
-    of a file without a header row. Warnings, not errors: numbers can be names."""
+    """Data files that the spec's options probably read wrong: a delimiter that leaves
+    one column where another splits every row, a first row of numbers read as column
+    names. Warnings, not errors: numbers can be names, one column can be right."""
     doc = read_spec(path)
     out = []
     for i, model in enumerate(doc.data.get("models") or []):
         for role, ds in (model.get("data") or {}).items():
-            if not isinstance(ds, dict) or ds.get("header") is False or ds.get("columns"):
+            if not isinstance(ds, dict) or ds.get("format") == "parquet":
                 continue
             for key in ("path", "features", "labels"):
                 file = ds.get(key)
                 if not isinstance(file, str) or file.lower().endswith((".parquet", ".pq")):
                     continue
-                numbers = _numeric_names(path.parent / file, str(ds.get("delimiter", ",")))
-                if numbers:
-                    shown = ", ".join(repr(n) for n in numbers[:3])
-                    message = (
-                        f"{file}: the column names look like data ({shown}); if the file "
-                        "has no header row, set header: false (and name the columns with "
-                        "columns: [...])"
-                    )
+                message = _data_warning(path.parent, file, ds, labels=key == "labels")
+                if message:
                     out.append(doc.problem(("models", i, "data", role, key), message))
     return out
 
 
-def _numeric_names(file: Path, delimiter: str) -> list[str]:
-    """The cells of the file's first row that read as numbers."""
+def _data_warning(root: Path, file: str, ds: dict[str, Any], *, labels: bool) -> str | None:
+    delimiter = str(ds.get("delimiter", ","))
+    first = _first_row(root / file, delimiter)
+    if not first:
+        return None
+    shape = sniff(root / file)
+    if (
+        not labels
+        and len(first) == 1
+        and shape is not None
+        and shape.regular
+        and shape.width > 1
+        and shape.delimiter != delimiter
+    ):
+        return (
+            f"{file}: delimiter {delimiter!r} reads one column, {shape.delimiter!r} splits "
+            f"every sampled row into {shape.width}: set delimiter: {json.dumps(shape.delimiter)}"
+        )
+    if ds.get("header") is False or ds.get("columns"):
+        return None
+    numbers = [cell for cell in first if all(is_number(t) for t in cell.split() or [""])]
+    if not numbers:
+        return None
+    shown = ", ".join(repr(n) for n in numbers[:3])
+    return (
+        f"{file}: the column names look like data ({shown}); if the file has no header "
+        "row, set header: false (and name the columns with columns: [...])"
+    )
+
+
+def _first_row(file: Path, delimiter: str) -> list[str]:
     try:
         with file.open(newline="", encoding="utf-8") as handle:
-            first = next(csv.reader(handle, delimiter=delimiter), [])
+            return next(csv.reader(handle, delimiter=delimiter), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
-    return [cell for cell in first if is_number(cell)]
 
 
 def _glob_problem(value: str) -> str | None:

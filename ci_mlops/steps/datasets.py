@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ci_mlops.errors import StepError
 from ci_mlops.spec.model import Dataset
+from ci_mlops.spec.sniff import is_number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,7 +171,10 @@ def read_like(path: Path, dataset: Dataset) -> pd.DataFrame:
 
 def _missing(path: Path, column: str, columns: list[str]) -> str:
     shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
-    return f"{path}: no column named {column!r} (columns: {shown})"
+    hint = ""
+    if columns and all(is_number(c) for c in columns):
+        hint = "; the column names look like data: if the file has no header row, set header: false"
+    return f"{path}: no column named {column!r} (columns: {shown}){hint}"
 
 
 def describe_loaded(root: Path, dataset: Dataset, expected: int | None = None) -> str:

@@ -283,3 +283,20 @@ def test_named_columns_must_agree_with_the_target(tmp_path: Path) -> None:
 
     assert result.code == 2
     assert "data.train.target: 'target' is not one of the named columns" in result.stderr
+
+
+def test_validate_warns_when_the_delimiter_leaves_one_column(tmp_path: Path) -> None:
+    touch(tmp_path, "train.py", text=TRAIN_PY)
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="a;b;label\n1;2;0\n3;4;1\n")
+    assert run_cli("init", cwd=tmp_path).code == 0
+    spec = tmp_path / "mlops.yaml"
+    assert 'delimiter: ";"' in spec.read_text("utf-8")
+    spec.write_text(spec.read_text("utf-8").replace('delimiter: ";"', ""), encoding="utf-8")
+
+    result = run_cli("validate", cwd=tmp_path)
+
+    assert result.code == 0, result.output
+    assert (
+        "$.models[0].data.train.path: data/train.csv: delimiter ',' reads one column, ';' "
+        'splits every sampled row into 3: set delimiter: ";"'
+    ) in result.stderr

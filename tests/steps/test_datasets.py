@@ -175,3 +175,22 @@ def test_init_s_re_read_names_what_it_read_and_what_the_sample_showed(tmp_path: 
     assert str(caught.value) == (
         "x.txt + y.txt: read as 3 feature columns besides the target 'target', the file shows 4"
     )
+
+
+def test_a_missing_target_among_numeric_names_points_at_the_header_option(
+    tmp_path: Path,
+) -> None:
+    split_files(tmp_path, features="a b c\n1 2 3\n4 5 6\n", labels="1\n0\n")
+    ds = dataset(
+        tmp_path,
+        "        features: x.txt\n        labels: y.txt\n        delimiter: ' '\n"
+        "        target: sick\n",
+    )
+
+    with pytest.raises(StepError) as caught:
+        load_dataset(tmp_path, ds)
+
+    assert str(caught.value) == (
+        f"{tmp_path / 'y.txt'}: no column named 'sick' (columns: 1); the column names look "
+        "like data: if the file has no header row, set header: false"
+    )
