@@ -14,7 +14,7 @@ The registry lives at ``<spec folder>/<deploy.registry>`` (default ``.mlops-regi
             export.json
             report.md             the model card, when a report was rendered
             manifest.json         {model, version, created_at, files: {name: {sha256, size}},
-                                   model_sha256, source: {spec, git_commit}}
+                                   model_sha256, source: {spec (repository-relative), git_commit}}
           .tmp-<random>/          a publish in progress, renamed into place when complete
         environments/
           staging.json            {version, previous: [older versions, newest first], updated_at}
