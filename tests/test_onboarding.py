@@ -158,3 +158,67 @@ def test_a_headerless_single_file_gets_column_names(tmp_path: Path) -> None:
     assert train["header"] is False and "delimiter" not in train
     assert train["columns"] == ["x1", "x2", "x3", "x4", "x5", "target"]
     assert train["target"] == "target"
+
+
+NAMED_SPEC = """\
+version: 1
+models:
+  - name: named
+    framework: sklearn
+    task: classification
+    paths: [train.py]
+    data:
+      train:
+        features: data/train_features.txt
+        labels: data/train_labels.txt
+        delimiter: "{sep}"
+        header: false
+        columns: [a, b, c, d, e]
+        target: sick
+        expectations:
+          - expect_column_values_to_not_be_null: {{column: a}}
+          - expect_column_values_to_be_in_set: {{column: sick, value_set: [0, 1]}}
+      eval:
+        features: data/test_features.txt
+        labels: data/test_labels.txt
+        delimiter: "{sep}"
+        header: false
+        columns: [a, b, c, d, e]
+        target: sick
+    train:
+      command: python train.py
+    metrics:
+      accuracy: {{min: 0.8}}
+    retrain:
+      drift:
+        reference: data/train_features.txt
+        current: data/test_features.txt
+        retrain: false
+"""
+
+
+def test_named_columns_reach_every_step_that_reads_data(tmp_path: Path) -> None:
+    root = headerless_split_repo(tmp_path / "named", ";")
+    (root / "mlops.yaml").write_text(NAMED_SPEC.format(sep=";"), encoding="utf-8")
+    # The training command is told the target the steps read.
+    (root / "train.py").write_text(
+        SPLIT_TRAIN.format(sep=";")
+        + "assert os.environ['MLOPS_TARGET'] == 'sick', os.environ['MLOPS_TARGET']\n",
+        encoding="utf-8",
+    )
+
+    run = run_cli("run", cwd=root, env=PATH_ENV)
+    drift = run_cli("drift", cwd=root, env=PATH_ENV)
+
+    assert run.code == 0, run.output
+    work = root / ".ci-mlops" / "named"
+    checked = json.loads((work / "data-test.json").read_text())["datasets"]["train"]
+    assert checked["success"] is True and checked["columns"] == 6
+    assert [(e["kwargs"], e["success"]) for e in checked["expectations"]] == [
+        ({"column": "a"}, True),
+        ({"column": "sick", "value_set": [0, 1]}, True),
+    ]
+    assert json.loads((work / "gates.json").read_text())["passed"] is True
+    assert drift.code == 0, drift.output
+    report = json.loads((work / "drift.json").read_text())
+    assert [c["column"] for c in report["columns"]] == ["a", "b", "c", "d", "e"]
