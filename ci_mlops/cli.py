@@ -130,11 +130,44 @@ def init(spec_path: Path, debug: bool, force: bool, name: str | None) -> int:
     Example:
       ci-mlops init --name churn
     """
-    from ci_mlops.spec.starter import write_starter
+    from ci_mlops.spec.starter import guesses, ignore_working_files, write_starter
 
     path = write_starter(spec_path, name=name, force=force)
-    click.echo(f"wrote {path}; next: edit it, then run `ci-mlops validate`")
+    folder = path.resolve().parent
+    lines, widths = guesses(folder)
+    for line in lines:
+        click.echo(f"guessed {line}")
+    added = ignore_working_files(folder)
+    if added:
+        click.echo(f"added {', '.join(added)} to {path.parent / '.gitignore'}")
+    _reread(path, widths)
+    click.echo(f"wrote {path}; next: check the guesses, then run `ci-mlops validate`")
     return 0
+
+
+def _reread(path: Path, widths: dict[str, int | None]) -> None:
+    """Read the data back with the options just written, as the steps will, so a wrong
+    guess shows now rather than in the first pipeline."""
+    from ci_mlops import log
+    from ci_mlops.steps.datasets import describe_loaded
+
+    spec = _load(path, check_files=False)
+    for model in spec.models:
+        for role, dataset in model.datasets.items():
+            if role not in widths or not all((spec.root / f).is_file() for f in dataset.files):
+                continue
+            expected = widths[role]
+            if expected is None:
+                log.warn(
+                    f"{path}: {role} data: rows of different widths with every delimiter "
+                    "tried; fix the data options in the spec (delimiter, header, columns)"
+                )
+                continue
+            try:
+                line = describe_loaded(spec.root, dataset, expected)
+                click.echo(f"re-read {role} data: {line}")
+            except MlopsError as exc:
+                log.warn(f"{path}: {role} data: {exc}; fix the data options in the spec")
 
 
 @main.command(context_settings=CONTEXT)
@@ -153,6 +186,12 @@ def validate(spec_path: Path, debug: bool, no_files: bool) -> int:
       ci-mlops validate --spec examples/diabetes/mlops.yaml
     """
     spec = _load(spec_path, check_files=not no_files)
+    if not no_files:
+        from ci_mlops import log
+        from ci_mlops.spec.check import data_warnings
+
+        for problem in data_warnings(spec_path):
+            log.warn(str(problem))
     names = ", ".join(m.name for m in spec.models)
     click.echo(
         f"{spec_path}: ok ({len(spec.models)} model{'s' * (len(spec.models) != 1)}: {names})"

@@ -14,7 +14,7 @@ The registry lives at ``<spec folder>/<deploy.registry>`` (default ``.mlops-regi
             export.json
             report.md             the model card, when a report was rendered
             manifest.json         {model, version, created_at, files: {name: {sha256, size}},
-                                   model_sha256, source: {spec, git_commit}}
+                                   model_sha256, source: {spec (repository-relative), git_commit}}
           .tmp-<random>/          a publish in progress, renamed into place when complete
         environments/
           staging.json            {version, previous: [older versions, newest first], updated_at}
@@ -360,7 +360,10 @@ class LocalPlatform(Platform):
         )
 
     def _source(self) -> dict[str, Any]:
-        return {"spec": str(self.spec.path.resolve()), "git_commit": _git_commit(self.spec.root)}
+        # Relative to the repository, so a record made on one machine names the same
+        # file on another and leaks no local folder names.
+        spec = _repo_relative(self.spec.path)
+        return {"spec": spec, "git_commit": _git_commit(self.spec.root)}
 
 
 def _safe(name: str, what: str) -> str:
@@ -439,6 +442,28 @@ def _unlock(fd: int) -> None:
     import fcntl
 
     fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the top of its git repository, or its file name outside one."""
+    top = _git(path.resolve().parent, "rev-parse", "--show-toplevel")
+    if top:
+        try:
+            return path.resolve().relative_to(Path(top).resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    """The output of a git command run in ``cwd``, or None when it fails or git is absent."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _git_commit(root: Path) -> str | None:

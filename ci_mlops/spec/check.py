@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import glob
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import jsonschema
 from ci_mlops.errors import Problem, SpecError
 from ci_mlops.spec.load import JsonPath, Located, read_spec, schema
 from ci_mlops.spec.model import TASK_METRICS, Spec, build_spec
+from ci_mlops.spec.sniff import is_number, sniff
 
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -241,6 +244,7 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             if reason:
                 problems.append(doc.problem((*here, "retrain", "schedule"), reason))
         problems += _watched_problems(doc, here, model)
+        problems += _columns_problems(doc, here, model)
         signing = (model.get("deploy") or {}).get("signing") or {}
         if "public_key" in signing and "identity" in signing:
             problems.append(
@@ -334,6 +338,81 @@ def _watched_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> li
         if reason:
             out.append(doc.problem(path, reason))
     return out
+
+
+def _columns_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
+    """Named columns must hold the target of a single file, and must not hold the
+    target of split files (the labels file brings it)."""
+    out = []
+    for role, ds in (model.get("data") or {}).items():
+        columns, target = ds.get("columns"), ds.get("target")
+        if not columns or not target:
+            continue
+        where = (*here, "data", role, "target")
+        if "path" in ds and target not in columns:
+            out.append(doc.problem(where, f"{target!r} is not one of the named columns"))
+        if "labels" in ds and target in columns:
+            message = f"{target!r} is named in columns, but the target comes from the labels file"
+            out.append(doc.problem(where, message))
+    return out
+
+
+def data_warnings(path: Path) -> list[Problem]:
+    """Data files that the spec's options probably read wrong: a delimiter that leaves
+    one column where another splits every row, a first row of numbers read as column
+    names. Warnings, not errors: numbers can be names, one column can be right."""
+    doc = read_spec(path)
+    out = []
+    for i, model in enumerate(doc.data.get("models") or []):
+        for role, ds in (model.get("data") or {}).items():
+            if not isinstance(ds, dict) or ds.get("format") == "parquet":
+                continue
+            for key in ("path", "features", "labels"):
+                file = ds.get(key)
+                if not isinstance(file, str) or file.lower().endswith((".parquet", ".pq")):
+                    continue
+                message = _data_warning(path.parent, file, ds, labels=key == "labels")
+                if message:
+                    out.append(doc.problem(("models", i, "data", role, key), message))
+    return out
+
+
+def _data_warning(root: Path, file: str, ds: dict[str, Any], *, labels: bool) -> str | None:
+    delimiter = str(ds.get("delimiter", ","))
+    first = _first_row(root / file, delimiter)
+    if not first:
+        return None
+    shape = sniff(root / file)
+    if (
+        not labels
+        and len(first) == 1
+        and shape is not None
+        and shape.regular
+        and shape.width > 1
+        and shape.delimiter != delimiter
+    ):
+        return (
+            f"{file}: delimiter {delimiter!r} reads one column, {shape.delimiter!r} splits "
+            f"every sampled row into {shape.width}: set delimiter: {json.dumps(shape.delimiter)}"
+        )
+    if ds.get("header") is False or ds.get("columns"):
+        return None
+    numbers = [cell for cell in first if all(is_number(t) for t in cell.split() or [""])]
+    if not numbers:
+        return None
+    shown = ", ".join(repr(n) for n in numbers[:3])
+    return (
+        f"{file}: the column names look like data ({shown}); if the file has no header "
+        "row, set header: false (and name the columns with columns: [...])"
+    )
+
+
+def _first_row(file: Path, delimiter: str) -> list[str]:
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle, delimiter=delimiter), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
 
 
 def _glob_problem(value: str) -> str | None:

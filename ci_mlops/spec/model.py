@@ -57,6 +57,9 @@ class Dataset:
     delimiter: str
     target: str | None
     expectations: tuple[Expectation, ...]
+    # Names for the columns of the file (single file) or of the features file (split
+    # files); empty: the header row's names, or the positions 0, 1, ... without one.
+    columns: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -303,6 +306,7 @@ def _dataset(raw: dict[str, Any]) -> Dataset:
             for item in raw.get("expectations", ())
             for name, kwargs in item.items()
         ),
+        columns=tuple(str(c) for c in raw.get("columns", ())),
     )
 
 

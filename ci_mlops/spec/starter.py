@@ -6,18 +6,21 @@ name, and every guess is marked with a comment so the user knows what to check.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ci_mlops import atomic
 from ci_mlops.errors import UsageError
 from ci_mlops.frameworks import NAMES as FRAMEWORK_NAMES
+from ci_mlops.spec.sniff import Shape, guess_task, sniff
 
 SCHEMA_URL = "https://raw.githubusercontent.com/ci-mlops/ci-mlops/main/ci_mlops/spec/schema.json"
-DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+# Text tables with these endings count as data inside data/ only: at the top level a
+# .txt is far more often requirements or notes.
+DATA_FOLDER_SUFFIXES = (*DATA_SUFFIXES, ".txt", ".dat", ".data")
 NAME_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 # Paths the schema refuses: control characters, quotes, $, backquotes, backslashes.
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f$`'\"\\]")
@@ -36,6 +39,16 @@ class Data:
     labels: str | None = None
     target: str = "target"
     note: str = ""
+    delimiter: str = ","
+    header: bool = True
+    columns: tuple[str, ...] = ()
+    task: str = "classification"
+    # Feature columns the sample shows, for init to compare with what the steps read;
+    # None when the rows differ in width.
+    width: int | None = None
+    sampled: bool = False
+    # What was guessed and why, one line each, printed by ``init``.
+    guesses: tuple[str, ...] = ()
 
 
 def write_starter(path: Path, name: str | None = None, force: bool = False) -> Path:
@@ -71,12 +84,12 @@ def sanitize_name(raw: str) -> str:
 def find_data(folder: Path) -> list[str]:
     """Data files in ``folder/data/`` and at the top level, relative to ``folder``."""
     found = []
-    for where in (folder / "data", folder):
+    for where, suffixes in ((folder / "data", DATA_FOLDER_SUFFIXES), (folder, DATA_SUFFIXES)):
         if where.is_dir():
             found += sorted(
                 p.relative_to(folder).as_posix()
                 for p in where.iterdir()
-                if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                if p.is_file() and p.suffix.lower() in suffixes
             )
     return [f for f in found if not _UNSAFE_PATH.search(f)]
 
@@ -89,14 +102,14 @@ def choose_data(files: list[str], folder: Path) -> tuple[Data, Data]:
     train = _role(files, ("train",), folder)
     evaluation = _role(files, _EVAL_WORDS, folder)
     if train is None and evaluation is None:
-        only = Data(path=files[0], target=_guess_target(folder / files[0]))
+        only = describe(folder, path=files[0])
         note = "the same file as the training data: hold out rows for evaluation"
-        return only, Data(path=only.path, target=only.target, note=note)
+        return only, replace(only, note=note, guesses=())
     if train is None or evaluation is None:
         found = train or evaluation
         assert found is not None
         note = "the same data for training and evaluation: hold out rows for evaluation"
-        return found, Data(found.path, found.features, found.labels, found.target, note)
+        return found, replace(found, note=note, guesses=())
     return train, evaluation
 
 
@@ -114,25 +127,73 @@ def _role(files: list[str], words: tuple[str, ...], folder: Path) -> Data | None
         features = next((f for f in matches if _has_word(f, "feature")), None)
         labels = next((f for f in matches if _has_word(f, "label")), None)
         if features and labels:
-            return Data(features=features, labels=labels, target=_guess_target(folder / labels))
-        return Data(path=matches[0], target=_guess_target(folder / matches[0]))
+            return describe(folder, features=features, labels=labels)
+        return describe(folder, path=matches[0])
     return None
 
 
-def _guess_target(file: Path) -> str:
-    """A column named like a target, else the last column (CSV only), else ``target``."""
-    if file.suffix.lower() != ".csv":
-        return "target"
-    try:
-        with file.open(newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return "target"
-    columns = [c.strip() for c in header if c.strip() and not _UNSAFE_PATH.search(c)]
-    for column in columns:
-        if column.lower() in _TARGET_NAMES:
-            return column
-    return columns[-1] if columns else "target"
+def describe(
+    folder: Path, *, path: str | None = None, features: str | None = None, labels: str | None = None
+) -> Data:
+    """A dataset with its format, target and task guessed from a sample of its files."""
+    main = path or features
+    assert main
+    shape = sniff(folder / main) if not main.lower().endswith((".parquet", ".pq")) else None
+    if shape is None:
+        return Data(path=path, features=features, labels=labels)
+    guesses = [f"{main}: {shape.why}"]
+    label_shape = sniff(folder / labels) if labels else None
+    if labels and label_shape is not None:
+        guesses.append(f"{labels}: {label_shape.why}")
+        target, values, why = _label_target(label_shape)
+        columns: tuple[str, ...] = ()
+        width = shape.width
+    else:
+        target, values, why, columns = _file_target(shape)
+        width = shape.width - 1
+    task, task_why = guess_task(values)
+    guesses += [f"target: {target!r} ({why})", f"task: {task} ({task_why})"]
+    return Data(
+        path=path,
+        features=features,
+        labels=labels,
+        target=target,
+        delimiter=shape.delimiter,
+        header=shape.header,
+        columns=columns,
+        task=task,
+        width=width if shape.regular else None,
+        sampled=True,
+        guesses=tuple(guesses),
+    )
+
+
+def _label_target(shape: Shape) -> tuple[str, list[str], str]:
+    """The target of a labels file: its first column, named by its header or ``target``."""
+    values = [row[0] for row in shape.rows if row]
+    if shape.header and shape.names and _usable(shape.names[0]):
+        return shape.names[0], values, "the labels file's column"
+    return "target", values, "the labels file's one column, which has no name"
+
+
+def _file_target(shape: Shape) -> tuple[str, list[str], str, tuple[str, ...]]:
+    """The target of a single file: a column named like one, else the last column. A
+    headerless file gets column names, the last one ``target``."""
+    if not shape.header:
+        columns = (*(f"x{i}" for i in range(1, shape.width)), "target")
+        values = [row[-1] for row in shape.rows if row]
+        return "target", values, "the last column; the file names none", columns
+    names = [n for n in shape.names if _usable(n)]
+    named = next((n for n in names if n.lower() in _TARGET_NAMES), None)
+    target = named or (names[-1] if names else "target")
+    why = "named like a target" if named else "the last column"
+    index = shape.names.index(target) if target in shape.names else -1
+    values = [row[index] for row in shape.rows if len(row) > max(index, 0)]
+    return target, values, why, ()
+
+
+def _usable(name: str) -> bool:
+    return bool(name) and not _UNSAFE_PATH.search(name)
 
 
 def find_requirements(folder: Path) -> str | None:
@@ -164,15 +225,23 @@ def starter_text(folder: Path, name: str) -> str:
         [
             _header(),
             _runtime(requirements),
-            _model_head(name, paths, script),
+            _model_head(name, paths, script, train),
             "    # Data, with Great Expectations checks run before training.\n",
             "    data:\n",
             _dataset("train", train),
             _dataset("eval", evaluation),
             _train(script),
-            _rest(),
+            _rest(train.task),
         ]
     )
+
+
+def guesses(folder: Path) -> tuple[list[str], dict[str, int | None]]:
+    """What ``init`` guessed about the data in ``folder`` and why, one line each; and
+    the number of feature columns each sampled role shows (None: rows of different widths)."""
+    train, evaluation = choose_data(find_data(folder), folder)
+    widths = {role: d.width for role, d in (("train", train), ("eval", evaluation)) if d.sampled}
+    return [*train.guesses, *evaluation.guesses], widths
 
 
 def _q(value: str) -> str:
@@ -205,16 +274,21 @@ def _runtime(requirements: str | None) -> str:
     )
 
 
-def _model_head(name: str, paths: list[str], script: str | None) -> str:
+def _model_head(name: str, paths: list[str], script: str | None, train: Data) -> str:
     path_note = "" if script else "   # train.py does not exist yet"
+    task_note = (
+        "    # Guessed from the target's values in the training data.\n"
+        if train.guesses
+        else "    # A guess: nothing in the folder says. Use regression to predict numbers\n"
+        "    # (then gate rmse, mae, r2 or mape below).\n"
+    )
     return (
         "models:\n"
         f"  - name: {name}   # lower-case letters, digits and dashes\n"
         "    version: 0.1.0\n"
         f"    framework: sklearn   # or {_OTHER_FRAMEWORKS}: what the training command writes\n"
-        "    # A guess: nothing in the folder says. Use regression to predict numbers\n"
-        "    # (then gate rmse, mae, r2 or mape below).\n"
-        "    task: classification\n"
+        f"{task_note}"
+        f"    task: {train.task}\n"
         "    # Code whose change runs this model's jobs (its data files count too).\n"
         f"    paths: [{', '.join(_q(p) for p in paths)}]{path_note}\n"
     )
@@ -227,6 +301,13 @@ def _dataset(role: str, data: Data) -> str:
     else:
         lines.append(f"        features: {_q(data.features or '')}")
         lines.append(f"        labels: {_q(data.labels or '')}")
+    # Only what differs from the defaults (comma-delimited, a header row).
+    if data.delimiter != ",":
+        lines.append(f"        delimiter: {json.dumps(data.delimiter)}")
+    if not data.header:
+        lines.append("        header: false   # the first row is data, not column names")
+    if data.columns:
+        lines.append(f"        columns: [{', '.join(_q(c) for c in data.columns)}]")
     lines.append(f"        target: {_q(data.target)}   # the column to predict")
     lines.append("        expectations:")
     lines.append(f"          - expect_column_values_to_not_be_null: {{column: {_q(data.target)}}}")
@@ -252,14 +333,26 @@ def _train(script: str | None) -> str:
     )
 
 
-def _rest() -> str:
+_METRICS = {
+    "classification": (
+        "      accuracy: {min: 0.8, max_drop: 0.02}\n"
+        "      f1: {min: 0.8}\n"
+        "      roc_auc: {}   # reported, not gated\n"
+    ),
+    "regression": (
+        "      r2: {min: 0.5, max_drop: 0.02}\n"
+        "      rmse: {}   # reported, not gated\n"
+        "      mae: {}\n"
+    ),
+}
+
+
+def _rest(task: str) -> str:
     return (
         "    # Metrics computed on the eval data, each with its quality gate: min/max bound\n"
         "    # the value, max_drop/max_relative_drop compare with the default branch's model.\n"
         "    metrics:\n"
-        "      accuracy: {min: 0.8, max_drop: 0.02}\n"
-        "      f1: {min: 0.8}\n"
-        "      roc_auc: {}   # reported, not gated\n"
+        f"{_METRICS[task]}"
         "    baseline:\n"
         "      if_missing: pass   # the first run has nothing to compare with\n"
         "    # Convert to ONNX and check it gives the same answers as the native model.\n"
@@ -277,3 +370,20 @@ def _rest() -> str:
         '    #   schedule: "0 4 * * 1"\n'
         "    #   on_data_change: [data/train.csv]\n"
     )
+
+
+# Working folders ci-mlops writes beside the spec: run outputs and the local registry.
+IGNORED = (".ci-mlops/", ".mlops-registry/")
+
+
+def ignore_working_files(folder: Path) -> list[str]:
+    """Add ci-mlops's working folders to ``folder/.gitignore`` (created if missing);
+    return the entries added. An entry already there, with or without its slash, stays."""
+    path = folder / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    present = {line.strip().strip("/") for line in text.splitlines()}
+    missing = [entry for entry in IGNORED if entry.strip("/") not in present]
+    if missing:
+        joined = "" if not text or text.endswith("\n") else "\n"
+        atomic.write_text(path, text + joined + "".join(f"{m}\n" for m in missing))
+    return missing

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError, UsageError
 from ci_mlops.spec.model import Drift, Model, Spec
-from ci_mlops.steps.datasets import out_of_memory, too_large
+from ci_mlops.steps.datasets import read_like
 from ci_mlops.steps.markdown import text
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ def run(
     Raises CheckFailed after writing the files when drift was found and
     ``fail_on_drift`` is set."""
     drift = _settings(spec, model)
-    reference = _load(spec.root / drift.reference)
-    current = _load(spec.root / drift.current)
+    reference = _load(spec.root / drift.reference, model)
+    current = _load(spec.root / drift.current, model)
     columns = _columns(drift, model, reference, current)
     results = [_compare(reference, current, column, drift) for column in columns]
     summary = _summarise(spec, model, drift, reference, current, results)
@@ -92,25 +92,11 @@ def _settings(spec: Spec, model: Model) -> Drift:
     return drift
 
 
-def _load(path: Path) -> Sample:
-    """Read a CSV or Parquet file, chosen by its extension."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise StepError(f"{path}: data file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
-    except MemoryError:
-        raise too_large(path) from None
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        if out_of_memory(exc):
-            raise too_large(path) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StepError(f"{path}: cannot read: {first}") from None
-    frame.columns = [str(c) for c in frame.columns]
+def _load(path: Path, model: Model) -> Sample:
+    """Read a CSV or Parquet file (by its extension) through the same reader as the
+    other steps, with the options of the model's training data, so that its columns
+    carry the names the model was trained with."""
+    frame = read_like(path, model.train_data or model.eval_data)
     if frame.empty:
         raise StepError(f"{path}: no rows")
     return Sample(path, frame)

@@ -53,7 +53,8 @@ from typing import IO, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError
-from ci_mlops.spec.model import Dataset, Model, Spec
+from ci_mlops.spec.model import Model, Spec
+from ci_mlops.steps.datasets import target_name
 
 TRAIN_JSON = "train.json"
 RETRAIN_VARIABLE = "MLOPS_RETRAIN"
@@ -268,24 +269,10 @@ def mlops_variables(spec: Spec, model: Model, model_path: Path) -> dict[str, str
         out[f"{prefix}_DATA"] = str((spec.root / (ds.path or ds.features or "")).absolute())
         if ds.labels:
             out[f"{prefix}_LABELS"] = str((spec.root / ds.labels).absolute())
-    target = _target(spec, model.train_data or model.eval_data)
+    target = target_name(spec.root, model.train_data or model.eval_data)
     if target:
         out["MLOPS_TARGET"] = target
     return out
-
-
-def _target(spec: Spec, ds: Dataset) -> str | None:
-    """The target column: from the spec, else (split CSV files) the labels' header."""
-    if ds.target or not (ds.labels and ds.header and ds.format == "csv"):
-        return ds.target
-    import csv
-
-    try:
-        with (spec.root / ds.labels).open(newline="", encoding="utf-8") as handle:
-            first = next(csv.reader(handle, delimiter=ds.delimiter), [])
-    except (OSError, UnicodeDecodeError):
-        return None
-    return first[0] if first else None
 
 
 def run_command(command: str, *, cwd: Path, env: dict[str, str], timeout_seconds: float) -> int:

@@ -79,7 +79,7 @@ def test_publish_stores_files_with_a_manifest_that_verifies(
         }
         assert published.files[name] == sha256_file(source)
     assert manifest["model_sha256"] == sha256_file(files["model.joblib"])
-    assert manifest["source"]["spec"] == str(spec.path.resolve())
+    assert manifest["source"]["spec"] == "mlops.yaml"  # no local folder names
     assert manifest["source"]["git_commit"] is None  # tmp_path is no repository
     assert platform.verify(model, "1.0.0+1").files == published.files
     assert not list((registry_dir(spec) / "versions").glob(".tmp-*"))
@@ -96,6 +96,21 @@ def test_manifest_records_the_git_commit(tmp_path: Path) -> None:
         (registry_dir(spec) / "versions" / "1.0.0+1" / "manifest.json").read_text()
     )
     assert manifest["source"]["git_commit"] == git(repo, "rev-parse", "HEAD").strip()
+    assert manifest["source"]["spec"] == "mlops.yaml"
+
+
+def test_manifest_records_the_spec_relative_to_the_repository(tmp_path: Path) -> None:
+    repo = make_git_repo(tmp_path / "repo")
+    folder = copy_example(NAME, repo / "models")
+    spec = load_spec(folder / "mlops.yaml")
+
+    LocalPlatform(spec).publish(spec.models[0], "1.0.0", artifacts(tmp_path / "build"))
+
+    manifest = json.loads(
+        (registry_dir(spec) / "versions" / "1.0.0+1" / "manifest.json").read_text()
+    )
+    assert manifest["source"]["spec"] == f"models/{folder.name}/mlops.yaml"
+    assert str(tmp_path) not in json.dumps(manifest)
 
 
 def test_build_numbers_count_per_spec_version(

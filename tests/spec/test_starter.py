@@ -202,3 +202,101 @@ def test_write_starter_refuses_in_process_too(tmp_path: Path) -> None:
 @given(st.text(max_size=80))
 def test_sanitized_names_are_always_valid(raw: str) -> None:
     assert NAME_PATTERN.match(sanitize_name(raw))
+
+
+def test_init_ignores_working_folders_in_git_once(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("__pycache__/\n.ci-mlops", encoding="utf-8")
+
+    result = run_cli("init", cwd=tmp_path)
+
+    assert result.code == 0, result.output
+    assert f"added .mlops-registry/ to {Path('.gitignore')}" in result.stdout
+    assert (tmp_path / ".gitignore").read_text("utf-8") == (
+        "__pycache__/\n.ci-mlops\n.mlops-registry/\n"
+    )
+    again = run_cli("init", "--force", cwd=tmp_path)
+    assert again.code == 0 and "added" not in again.stdout
+    assert (tmp_path / ".gitignore").read_text("utf-8").count(".mlops-registry") == 1
+
+
+def test_init_creates_a_gitignore(tmp_path: Path) -> None:
+    assert run_cli("init", cwd=tmp_path).code == 0
+
+    assert (tmp_path / ".gitignore").read_text("utf-8") == ".ci-mlops/\n.mlops-registry/\n"
+
+
+def test_init_writes_format_options_only_when_they_differ(tmp_path: Path) -> None:
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="a,b,label\n1,2,0\n3,4,1\n")
+
+    result = run_cli("init", cwd=tmp_path)
+
+    assert result.code == 0, result.output
+    train = spec_model(tmp_path)["data"]["train"]  # type: ignore[index]
+    assert not {"delimiter", "header", "columns"} & set(train)
+    assert "guessed target: 'label' (named like a target)" in result.stdout
+    assert "re-read train data: data/train.csv: 2 rows, 2 feature columns and target 'label'" in (
+        result.stdout
+    )
+
+
+def test_init_says_when_the_data_does_not_read_back(tmp_path: Path) -> None:
+    # Rows of different widths: no delimiter splits them alike, so the re-read fails.
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="a,b,label\n1,2,0,5,6\n")
+
+    result = run_cli("init", cwd=tmp_path)
+
+    assert result.code == 0
+    assert "warning: mlops.yaml: train data:" in result.stderr
+    assert "fix the data options in the spec" in result.stderr
+
+
+def test_validate_warns_when_column_names_look_like_data(tmp_path: Path) -> None:
+    touch(tmp_path, "train.py", text=TRAIN_PY)
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="a,b,label\n1,2,0\n")
+    assert run_cli("init", cwd=tmp_path).code == 0
+    (tmp_path / "data/eval.csv").write_text("1.5,2,0\n3,4,1\n", encoding="utf-8")
+
+    result = run_cli("validate", cwd=tmp_path)
+
+    assert result.code == 0, result.output
+    line = next(x for x in result.stderr.splitlines() if "look like data" in x)
+    assert line.startswith("ci-mlops: warning: mlops.yaml:")
+    assert line.endswith(
+        "$.models[0].data.eval.path: data/eval.csv: the column names look like data "
+        "('1.5', '2', '0'); if the file has no header row, set header: false (and name "
+        "the columns with columns: [...])"
+    )
+    assert "look like data" not in run_cli("validate", "--no-files", cwd=tmp_path).stderr
+
+
+def test_named_columns_must_agree_with_the_target(tmp_path: Path) -> None:
+    touch(tmp_path, "train.py", text=TRAIN_PY)
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="1,2,0\n3,4,1\n")
+    assert run_cli("init", cwd=tmp_path).code == 0
+    spec = tmp_path / "mlops.yaml"
+    spec.write_text(
+        spec.read_text("utf-8").replace("columns: [x1, x2, target]", "columns: [a, b, y]"),
+        encoding="utf-8",
+    )
+
+    result = run_cli("validate", cwd=tmp_path)
+
+    assert result.code == 2
+    assert "data.train.target: 'target' is not one of the named columns" in result.stderr
+
+
+def test_validate_warns_when_the_delimiter_leaves_one_column(tmp_path: Path) -> None:
+    touch(tmp_path, "train.py", text=TRAIN_PY)
+    touch(tmp_path, "data/train.csv", "data/eval.csv", text="a;b;label\n1;2;0\n3;4;1\n")
+    assert run_cli("init", cwd=tmp_path).code == 0
+    spec = tmp_path / "mlops.yaml"
+    assert 'delimiter: ";"' in spec.read_text("utf-8")
+    spec.write_text(spec.read_text("utf-8").replace('delimiter: ";"', ""), encoding="utf-8")
+
+    result = run_cli("validate", cwd=tmp_path)
+
+    assert result.code == 0, result.output
+    assert (
+        "$.models[0].data.train.path: data/train.csv: delimiter ',' reads one column, ';' "
+        'splits every sampled row into 3: set delimiter: ";"'
+    ) in result.stderr
