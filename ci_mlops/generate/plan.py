@@ -5,16 +5,10 @@ runner (``ci-mlops run``) are all renderings of this one plan."""
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ci_mlops.frameworks import FRAMEWORKS
 from ci_mlops.spec.model import Model, Spec
-
-# Job kinds in pipeline order.
-KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy", "drift")
-
-# Jobs of these kinds run when the model's code or data change, or on a retrain request.
-MODEL_KINDS = ("data-test", "train", "evaluate", "export")
 
 STAGES = ("validate", "data", "train", "evaluate", "report", "deploy", "monitor")
 STAGE_OF = {
@@ -128,7 +122,6 @@ class Plan:
     spec_file: str  # the spec's path relative to the repository root
     models: tuple[ModelPlan, ...]
     validate: Job
-    pipeline_files: tuple[str, ...] = field(default_factory=tuple)
 
     def validate_job(self, platform: str, mode: str) -> Job:
         """The check that the committed pipeline of ``platform`` matches the spec, run

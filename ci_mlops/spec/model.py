@@ -81,10 +81,6 @@ class Gate:
     def higher_is_better(self) -> bool:
         return HIGHER_IS_BETTER[self.metric]
 
-    @property
-    def needs_baseline(self) -> bool:
-        return self.max_drop is not None or self.max_relative_drop is not None
-
 
 @dataclass(frozen=True)
 class Train:
