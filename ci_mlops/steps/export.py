@@ -46,6 +46,11 @@ MIN_OPSET = 7
 BATCH1_RUNS = 200
 BATCH1_BUDGET_S = 0.5  # per runtime: both together stay near one second
 FULL_RUNS = 5
+# Eval rows whose inputs and ONNX outputs export.json keeps, so that the pre-deploy check
+# can replay them through the prediction service without the data or pandas; bounded by
+# values so that a wide model's record stays small.
+REPLAY_ROWS = 64
+REPLAY_VALUES = 20_000
 FULL_BUDGET_S = 1.0
 WARMUP_RUNS = 3
 
@@ -428,6 +433,21 @@ def _evaluate(
         "max_label_mismatches": model.export.max_label_mismatches,
         "latency": _latency(native, session, sample),
         "onnxruntime": _ort_version(),
+        "replay": _replay(session, sample, model.task),
+    }
+
+
+def _replay(session: onnxruntime.InferenceSession, sample: np.ndarray, task: str) -> dict[str, Any]:
+    """The first eval rows and what onnxruntime predicts for them: what the served model
+    must answer (see :mod:`ci_mlops.serve.check`)."""
+    width = max(sample.shape[1], 1)
+    rows = sample[: max(1, min(REPLAY_ROWS, REPLAY_VALUES // width))]
+    outputs = _onnx_outputs(session, rows, task)
+    labels = None if outputs.labels is None else outputs.labels.tolist()
+    return {
+        "inputs": rows.astype(float).tolist(),
+        "labels": labels,
+        "values": outputs.values.astype(float).tolist(),
     }
 
 
