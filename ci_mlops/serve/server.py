@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -88,7 +89,17 @@ def serve(model: ServedModel, sock: socket.socket, *, max_body: int = MAX_BODY_B
         timeout_graceful_shutdown=GRACE_SECONDS,
         server_header=False,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn drains on SIGTERM, then raises the signal again for the handler it found:
+    # with this one the process ends with 0 after a graceful stop, as orchestrators expect.
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    logging.getLogger("ci_mlops.serve").info("stopped on SIGTERM after a graceful shutdown")
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
