@@ -423,6 +423,12 @@ def verify(spec_path: Path, debug: bool, models: tuple[str, ...], environment: s
     type=click.IntRange(1),
     help="Largest request body in bytes (413 above).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One JSON line per request on stderr.",
+)
 @common
 def serve(
     spec_path: Path,
@@ -433,6 +439,7 @@ def serve(
     host: str,
     port: int,
     max_body: int,
+    access_log: bool,
 ) -> int:
     """Serve a registry version over the Open Inference Protocol v2 (REST).
 
@@ -460,7 +467,7 @@ def serve(
     loaded = server.ServedModel(
         found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
     )
-    server.configure_logging()
+    server.configure_logging(access_log=access_log)
     sock = server.bind(host, port)
     click.echo(
         f"serving {model.name} {found.version} ({found.trust}) at {server.url(sock)}/v2/models/{model.name}",

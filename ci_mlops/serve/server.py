@@ -13,6 +13,7 @@ versions).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -92,6 +93,10 @@ def serve(model: ServedModel, sock: socket.socket, *, max_body: int = MAX_BODY_B
     # uvicorn drains on SIGTERM, then raises the signal again for the handler it found:
     # with this one the process ends with 0 after a graceful stop, as orchestrators expect.
     previous = signal.signal(signal.SIGTERM, _stopped)
+    # Everything loaded so far (onnxruntime, numpy, the app) lives as long as the process:
+    # out of the collector's sight, full collections stay short and so does the p99.
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

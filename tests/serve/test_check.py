@@ -92,3 +92,17 @@ def test_a_later_environment_promotes_without_a_second_check(
     assert result.code == 0, result.output
     assert "promoted breast-cancer 1.0.0+1 to production" in result.stdout
     assert "pre-deploy check" not in result.stdout
+
+
+def test_the_budget_defaults_to_100_ms_and_must_be_positive(tmp_path: Path) -> None:
+    from ci_mlops.spec.check import load_spec
+    from tests.helpers import copy_example
+
+    folder = copy_example("breast-cancer", tmp_path)
+    assert load_spec(folder / "mlops.yaml").models[0].serve.max_latency_ms == 100.0
+    set_spec(folder, max_latency_ms=0)
+    result = invoke(folder, "validate")
+    assert result.code == 2
+    assert "serve.max_latency_ms" in result.stderr and "mlops.yaml:" in result.stderr
+    set_spec(folder, max_latency_ms=2.5)
+    assert load_spec(folder / "mlops.yaml").models[0].serve.max_latency_ms == 2.5
