@@ -107,8 +107,15 @@ def started(onnx: Path, sha256: str, model: Model) -> Iterator[tuple[str, int]]:
         try:
             _wait_ready(address, process, logs)
             yield address
-        finally:
+        except BaseException:
             _stop(process, logs)
+            raise
+        # Orchestrators stop a service with SIGTERM: it must drain and exit cleanly.
+        if _stop(process, logs) != 0:
+            raise CheckFailed(
+                f"the server exited with code {process.returncode} on SIGTERM instead of "
+                f"shutting down cleanly: {_tail(logs)}"
+            )
 
 
 def _wait_ready(address: tuple[str, int], process: subprocess.Popen[bytes], logs: IO[str]) -> None:
@@ -129,7 +136,8 @@ def _wait_ready(address: tuple[str, int], process: subprocess.Popen[bytes], logs
     raise CheckFailed(f"the server was not ready within {READY_TIMEOUT_S:.0f} s: {_tail(logs)}")
 
 
-def _stop(process: subprocess.Popen[bytes], logs: IO[str]) -> None:
+def _stop(process: subprocess.Popen[bytes], logs: IO[str]) -> int:
+    """Stop the server with SIGTERM (SIGKILL after STOP_TIMEOUT_S); its exit code."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -140,6 +148,7 @@ def _stop(process: subprocess.Popen[bytes], logs: IO[str]) -> None:
             raise CheckFailed(
                 f"the server did not shut down within {STOP_TIMEOUT_S:.0f} s of SIGTERM"
             ) from None
+    return int(process.returncode)
 
 
 def _tail(logs: IO[str]) -> str:
