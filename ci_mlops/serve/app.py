@@ -110,7 +110,11 @@ class ServedModel:
         if len(nodes) >= 2:
             label = DATATYPES.get(nodes[0].type, "INT64")
             return (Tensor("label", label, (-1,)), _renamed(nodes[1], "probabilities"))
-        return (Tensor("label", "INT64", (-1,)), _renamed(nodes[0], "scores"))
+        scores = _renamed(nodes[0], "scores")
+        # One score column says nothing about which class it favours: no label then.
+        if scores.shape[1] == 1:
+            return (scores,)
+        return (Tensor("label", "INT64", (-1,)), scores)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -133,6 +137,8 @@ class ServedModel:
         if len(results) >= 2:
             return {"label": first.ravel(), "probabilities": np.asarray(results[1])}
         scores = first.reshape(len(first), -1)
+        if scores.shape[1] == 1:
+            return {"scores": scores}
         return {"label": scores.argmax(axis=1), "scores": scores}
 
 

@@ -106,3 +106,35 @@ def test_the_budget_defaults_to_100_ms_and_must_be_positive(tmp_path: Path) -> N
     assert "serve.max_latency_ms" in result.stderr and "mlops.yaml:" in result.stderr
     set_spec(folder, max_latency_ms=2.5)
     assert load_spec(folder / "mlops.yaml").models[0].serve.max_latency_ms == 2.5
+
+
+def test_a_regressor_is_served_and_checked_by_its_predictions(tmp_path: Path) -> None:
+    from ci_mlops.serve.app import ServedModel
+    from tests.serve.conftest import call, running
+    from tests.steps.trained import trained_example
+
+    folder = trained_example("diabetes", tmp_path)
+    for step in ("evaluate", "export"):
+        assert invoke(folder, step).code == 0
+    result = invoke(folder, "deploy")
+    assert result.code == 0, result.output
+    assert "diabetes: pre-deploy check passed" in result.stdout
+    work = workdir(folder)
+    replay = read_json(work / "export.json")["replay"]
+    assert replay["labels"] is None
+    model = ServedModel(
+        (work / "model.onnx").read_bytes(), name="d", version="1", task="regression"
+    )
+    assert [o.name for o in model.outputs] == ["prediction"]
+    with running(model) as address:
+        rows = replay["inputs"][:2]
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [2, len(rows[0])], "datatype": "FP32", "data": rows}
+            ]
+        }
+        status, answer = call(address, "POST", "/v2/models/d/infer", body)
+    assert status == 200, answer
+    (output,) = answer["outputs"]
+    assert output["name"] == "prediction" and output["shape"] == [2]
+    assert abs(output["data"][0] - replay["values"][0][0]) < 1e-4
