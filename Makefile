@@ -60,6 +60,20 @@ test: venv install tools lint
 
 demo: venv install
 	cd examples/breast-cancer && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ci-mlops run
+	@$(PY) -c "$$DEMO_CURL"
+
+# How to serve what the demo deployed to staging and get a prediction: a curl command
+# whose body is the first eval row export recorded.
+define DEMO_CURL
+import json, shlex
+row = json.load(open("examples/breast-cancer/.ci-mlops/breast-cancer/export.json"))["replay"]["inputs"][0]
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]})
+print("\nServe the staging model (Ctrl-C stops it):")
+print("  cd examples/breast-cancer && $(CURDIR)/$(VENV)/bin/ci-mlops serve --port 8080")
+print("Then, in another terminal, get a prediction:")
+print("  curl -s -H 'Content-Type: application/json' http://127.0.0.1:8080/v2/models/breast-cancer/infer -d " + shlex.quote(body))
+endef
+export DEMO_CURL
 
 bench: install
 	@shopt -s nullglob; scripts=(benchmarks/*.py); \

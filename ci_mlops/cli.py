@@ -436,6 +436,101 @@ def verify(spec_path: Path, debug: bool, models: tuple[str, ...], environment: s
     return _each(spec, models, lambda m: step.verify(spec, m, environment))
 
 
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--model",
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="Model to serve (default: the spec's only model).",
+)
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Serve what this environment runs (default: the first one).",
+)
+@click.option("--version", "version", default=None, help="Serve this registry version instead.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: a free one).",
+)
+@click.option(
+    "--max-body",
+    default=4 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request body in bytes (413 above).",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One JSON line per request on stderr.",
+)
+@common
+def serve(
+    spec_path: Path,
+    debug: bool,
+    model_name: str | None,
+    environment: str | None,
+    version: str | None,
+    host: str,
+    port: int,
+    max_body: int,
+    access_log: bool,
+) -> int:
+    """Serve a registry version over the Open Inference Protocol v2 (REST).
+
+    The version's files are re-hashed and its signature and signer verified before
+    model.onnx is loaded into onnxruntime; nothing that fails is served. Endpoints:
+    /v2/health/live, /v2/health/ready, /v2/models/NAME (metadata), /v2/models/NAME/ready,
+    POST /v2/models/NAME/infer, and Prometheus /metrics. Stops gracefully on SIGTERM.
+
+    \b
+    Examples:
+      ci-mlops serve --model churn                  # what staging runs
+      ci-mlops serve --model churn -e production --port 9000
+      ci-mlops serve --model churn --version 1.2.0+7
+    """
+    from ci_mlops.errors import UsageError
+    from ci_mlops.steps import deploy as step
+
+    if environment and version:
+        raise UsageError("--environment and --version do not go together: pick one")
+    spec = _load(spec_path, check_files=False)
+    model = _only_model(spec, model_name)
+    found = step.servable(spec, model, environment=environment, version=version)
+    from ci_mlops.serve import server
+
+    loaded = server.ServedModel(
+        found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
+    )
+    server.configure_logging(access_log=access_log)
+    sock = server.bind(host, port)
+    click.echo(
+        f"serving {model.name} {found.version} ({found.trust}) at {server.url(sock)}/v2/models/{model.name}",
+        err=True,
+    )
+    server.serve(loaded, sock, max_body=max_body)
+    return 0
+
+
+def _only_model(spec: Spec, name: str | None) -> Model:
+    if name is None:
+        if len(spec.models) != 1:
+            from ci_mlops.errors import UsageError
+
+            names = ", ".join(m.name for m in spec.models)
+            raise UsageError(f"{spec.path}: several models ({names}): pick one with --model")
+        return spec.models[0]
+    return _selected(spec, (name,))[0]
+
+
 PLATFORM_CHOICE = click.Choice(["local", "gitlab", "github"])
 
 

@@ -30,7 +30,9 @@ EXTRAS = {
     "evaluate": ("ml", "platform"),
     "export": ("onnx", "ml"),
     "report": ("platform",),
-    "deploy": ("platform", "sign"),  # deploys sign what they publish and verify what they promote
+    # Deploys sign what they publish, verify what they promote, and check the candidate in
+    # the real prediction service (serve) before publishing it.
+    "deploy": ("platform", "sign", "serve"),
     "drift": ("ml", "platform"),
 }
 

@@ -132,6 +132,13 @@ class Deploy:
 
 
 @dataclass(frozen=True)
+class Serve:
+    """The prediction service: the latency the pre-deploy check allows."""
+
+    max_latency_ms: float = 100.0
+
+
+@dataclass(frozen=True)
 class Drift:
     """How current data is compared with the reference data, and what drift triggers."""
 
@@ -174,6 +181,7 @@ class Model:
     export: Export
     deploy: Deploy
     retrain: Retrain
+    serve: Serve = Serve()
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -346,6 +354,7 @@ def _model(raw: dict[str, Any]) -> Model:
             signing=Signing(**(deploy.get("signing") or {})),
         ),
         retrain=_retrain(raw.get("retrain") or {}),
+        serve=Serve(max_latency_ms=float((raw.get("serve") or {}).get("max_latency_ms", 100))),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def run(
             return _rollback(platform, model, env, trust, scratch)
         files = _deployable(spec, model)
         with platform.exclusive(model):
-            published, action = _place(platform, model, env, files, trust, scratch, force)
+            published, action = _place(spec, platform, model, env, files, trust, scratch, force)
             if action != "promoted":  # a promoted version was verified by _place
                 _trusted(platform, model, published.version, trust, scratch)
             platform.promote(model, env, published.version, forced=action == "forced")
@@ -156,6 +157,7 @@ def _rollback(
 
 
 def _place(
+    spec: Spec,
     platform: Platform,
     model: Model,
     env: str,
@@ -193,9 +195,58 @@ def _place(
             f"{model.name}: --force: deploying to {env} a model {before} does not run ({held})"
         )
         action = "forced"
+    _pre_deploy_check(spec, model, files)
     signed = signing.sign(files, scratch / "sign", required=trust is not None)
     version = model.version + platform.version_suffix()
     return platform.publish(model, version, signed), action
+
+
+def _pre_deploy_check(spec: Spec, model: Model, files: dict[str, Path]) -> None:
+    """Run the candidate in the real prediction service before it is published (see
+    :mod:`ci_mlops.serve.check`); CheckFailed when it answers differently or too slowly."""
+    if "model.onnx" not in files:
+        log.info(f"{model.name}: no ONNX export (export.onnx: false), so no pre-deploy check")
+        return
+    from ci_mlops.serve import check
+
+    workdir = spec.workdir(model)
+    check.run(model, workdir, read_record(workdir / "export.json"))
+
+
+@dataclass(frozen=True)
+class Servable:
+    """A registry version's model.onnx, read after its files, signature and signer were
+    verified; ``sha256`` is the verified hash the bytes must have."""
+
+    version: str
+    onnx: bytes
+    sha256: str
+    trust: str
+
+
+def servable(
+    spec: Spec, model: Model, environment: str | None = None, version: str | None = None
+) -> Servable:
+    """The model.onnx of ``version`` (default: what ``environment``, by default the
+    first one, points at), verified as a deploy verifies what it promotes."""
+    platform = _platform(spec, model)
+    if version is None:
+        env = _environment(spec, model, environment)
+        live = platform.live(model, env)
+        if live is None:
+            raise UsageError(f"{model.name}: nothing is deployed to {env}, so nothing to serve")
+        version = live.version
+    trust = signing.policy(spec, model, platform.name)
+    with _scratch() as scratch:
+        checked = _trusted(platform, model, version, trust, scratch)
+        expected = checked.files.get("model.onnx")
+        if expected is None:
+            raise UsageError(
+                f"{model.name} {version} has no model.onnx to serve (export.onnx was off)"
+            )
+        onnx = ((checked.folder or scratch / "verify" / version) / "model.onnx").read_bytes()
+    signed = f"signed by {trust.describe()}" if trust else "no signing policy: hashes only"
+    return Servable(version=checked.version, onnx=onnx, sha256=expected, trust=signed)
 
 
 def _deployable(spec: Spec, model: Model) -> dict[str, Path]:

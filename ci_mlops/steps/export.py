@@ -43,6 +43,11 @@ MIN_OPSET = 7
 BATCH1_RUNS = 200
 BATCH1_BUDGET_S = 0.5  # per runtime: both together stay near one second
 FULL_RUNS = 5
+# Eval rows whose inputs and ONNX outputs export.json keeps, so that the pre-deploy check
+# can replay them through the prediction service without the data or pandas; bounded by
+# values so that a wide model's record stays small.
+REPLAY_ROWS = 64
+REPLAY_VALUES = 20_000
 FULL_BUDGET_S = 1.0
 WARMUP_RUNS = 3
 
@@ -208,6 +213,42 @@ def _evaluate(
         "max_label_mismatches": model.export.max_label_mismatches,
         "latency": _latency(native, session, inputs, features),
         "onnxruntime": _ort_version(),
+        "replay": _replay(session, inputs, features, model.task),
+    }
+
+
+def _replay(
+    session: onnxruntime.InferenceSession,
+    inputs: tuple[Input, ...],
+    features: pd.DataFrame,
+    task: str,
+) -> dict[str, Any]:
+    """The first eval rows and what onnxruntime predicts for them: what the served model
+    must answer (see :mod:`ci_mlops.serve.check`). A model with one numeric input keeps
+    each row as a list of numbers; a model with one input per column keeps each row as
+    ``{input: values}``. JSON has no NaN, so rows with a missing number are left out:
+    no client could send them over the protocol either."""
+    import numpy as np
+
+    width = max(sum(len(i.columns) for i in inputs), 1)
+    wanted = max(1, min(REPLAY_ROWS, REPLAY_VALUES // width))
+    numeric = [c for i in inputs if i.dtype != "object" for c in i.columns]
+    complete = features[features[numeric].notna().all(axis=1)] if numeric else features
+    frame = complete.iloc[:wanted]
+    if frame.empty:
+        return {"inputs": [], "labels": None, "values": []}
+    fed = graphs.feed(inputs, frame)
+    outputs = graphs.run_outputs(session, fed, task)
+    rows: list[Any]
+    if len(inputs) == 1 and inputs[0].dtype != "object":
+        rows = np.asarray(fed[inputs[0].name], dtype=float).tolist()
+    else:
+        rows = [{name: array[i].tolist() for name, array in fed.items()} for i in range(len(frame))]
+    labels = None if outputs.labels is None else outputs.labels.tolist()
+    return {
+        "inputs": rows,
+        "labels": labels,
+        "values": np.asarray(outputs.values, dtype=float).tolist(),
     }
 
 

@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from ci_mlops.generate.github import PINS
-from tests.e2e.harness import PIP_ENV, Project, dependencies_path, make_project
+from tests.e2e.harness import (
+    PIP_ENV,
+    Project,
+    dependencies_path,
+    make_project,
+    signing_variables,
+)
 from tests.fakes.github_api import FakeGitHub
 from tests.helpers import REPO, git
 
@@ -250,6 +256,10 @@ def run_workflow(
         "GITHUB_RUN_NUMBER": str(run_id),
         "MLOPS_API_RETRIES": "2",
         "MLOPS_GITHUB_WRITE_INTERVAL": "0",
+        # act gives no OIDC token: deploys sign with the session's key pair, whose
+        # private half only runs that are not pull requests get (as an environment
+        # secret restricted to the default branch would be).
+        **signing_variables("merge_request_event" if event_name == "pull_request" else "push"),
     }.items():
         cmd += ["--env", f"{key}={value}"]
     env = {
@@ -384,8 +394,10 @@ def pr_event(api: FakeGitHub, number: int) -> dict[str, Any]:
         "number": number,
         "pull_request": {
             "number": number,
-            "head": {"ref": "better-model"},
-            "base": {"ref": api.default_branch},
+            # A branch of the repository itself, as GitHub describes it (a fork's head
+            # names another repository).
+            "head": {"ref": "better-model", "repo": {"full_name": f"{api.owner}/{api.repo}"}},
+            "base": {"ref": api.default_branch, "repo": {"full_name": f"{api.owner}/{api.repo}"}},
         },
         "repository": {"full_name": f"{api.owner}/{api.repo}", "default_branch": "main"},
     }

@@ -26,7 +26,7 @@ EXTRAS = {
     "evaluate": "ml,{platform}",
     "export": "onnx,ml",
     "report": "{platform}",
-    "deploy": "{platform},sign",
+    "deploy": "{platform},sign,serve",
     "drift": "ml,{platform}",
     "validate": "",
 }

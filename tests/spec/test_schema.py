@@ -121,6 +121,7 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     f"{MODEL}/deploy/properties/environments/items/properties/when": lambda s: (
         _m(s).deploy.environments[0].when
     ),
+    f"{MODEL}/serve/properties/max_latency_ms": lambda s: _m(s).serve.max_latency_ms,
     f"{DRIFT}/psi_threshold": lambda s: _drift(s).psi_threshold,
     f"{DRIFT}/ks_pvalue": lambda s: _drift(s).ks_pvalue,
     f"{DRIFT}/chi2_pvalue": lambda s: _drift(s).chi2_pvalue,
