@@ -235,5 +235,5 @@ def test_only_deploy_jobs_get_an_oidc_token_for_sigstore_and_the_sign_extra(exam
     assert signing == {f"{example}:deploy-staging", f"{example}:deploy-production"}
     for key in signing:
         assert jobs[key]["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
-        assert "ci-mlops[gitlab,sign]" in jobs[key]["before_script"][0]
+        assert "ci-mlops[gitlab,sign,serve]" in jobs[key]["before_script"][0]
     assert not any("sign" in " ".join(jobs[k]["before_script"]) for k in set(jobs) - signing)
