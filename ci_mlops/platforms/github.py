@@ -71,6 +71,7 @@ from ci_mlops.platforms.remote import (
     checksums_file,
     env_flag,
     env_number,
+    forced_versions,
     has_marker,
     history_list,
     image_names,
@@ -707,7 +708,7 @@ class GitHubPlatform(Platform):
             log.info(f"{model.name} {environment} already runs {version}")
             return
         history = [*state["history"], current] if current else list(state["history"])
-        marked = [*_forced(state), *([version] if forced else [])]
+        marked = [*forced_versions(state), *([version] if forced else [])]
         self._deploy(model, environment, version, history, str(release.html_url), marked)
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
@@ -726,7 +727,9 @@ class GitHubPlatform(Platform):
         if check is not None:
             check(previous)
         release = self._release(model, previous, create=False)
-        self._deploy(model, environment, previous, history, str(release.html_url), _forced(state))
+        self._deploy(
+            model, environment, previous, history, str(release.html_url), forced_versions(state)
+        )
         log.info(f"{model.name} {environment}: rolled back {state.get('version')} -> {previous}")
         return previous
 
@@ -843,11 +846,6 @@ class _CappedRetry(GithubRetry):
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), retry_after_cap())
-
-
-def _forced(state: dict[str, Any]) -> list[str]:
-    forced = state.get("forced")
-    return [str(v) for v in forced] if isinstance(forced, list) else []
 
 
 def _quiet_pygithub() -> None:

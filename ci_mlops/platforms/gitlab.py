@@ -52,6 +52,7 @@ from ci_mlops.platforms.remote import (
     api_error,
     checksums_file,
     env_flag,
+    forced_versions,
     has_marker,
     history_list,
     invalid_answer,
@@ -455,7 +456,7 @@ class GitLabPlatform(Platform):
             return
         if current:
             history.append(current)
-        marked = [*_forced(record), *([version] if forced else [])]
+        marked = [*forced_versions(record), *([version] if forced else [])]
         self._write_environment(model, environment, version, history, marked)
         log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
 
@@ -473,7 +474,7 @@ class GitLabPlatform(Platform):
         previous = str(history.pop())
         if check is not None:
             check(previous)
-        self._write_environment(model, environment, previous, history, _forced(record))
+        self._write_environment(model, environment, previous, history, forced_versions(record))
         log.info(f"{model.name} {environment}: rolled back {record.get('version')} -> {previous}")
         return previous
 
@@ -584,11 +585,6 @@ def _image_bytes(workdir: Path, image: Path) -> bytes:
             f"{image}: refused: images are uploaded only from inside {workdir}"
         ) from None
     return read_artifact(workdir, relative)
-
-
-def _forced(record: dict[str, Any]) -> list[str]:
-    forced = record.get("forced")
-    return [str(v) for v in forced] if isinstance(forced, list) else []
 
 
 def _artifact_path(model: Model, name: str) -> str:

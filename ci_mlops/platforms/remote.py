@@ -204,6 +204,12 @@ def history_list(value: Any, source: str) -> list[str]:
     return list(value)
 
 
+def forced_versions(record: Mapping[str, Any]) -> list[str]:
+    """The versions an environment record says were promoted with ``--force``."""
+    forced = record.get("forced")
+    return [str(v) for v in forced] if isinstance(forced, list) else []
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
