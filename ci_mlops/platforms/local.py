@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_mlops import log
-from ci_mlops.atomic import copy_file, sha256_file, write_json
+from ci_mlops.atomic import copy_file, digest_problems, sha256_file, write_json
 from ci_mlops.errors import CheckFailed, PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import history_list, metric_values
@@ -256,16 +256,11 @@ class LocalRegistry:
         """Re-hash every file of ``version``; CheckFailed names each file that differs."""
         manifest = self.manifest(name, version)
         folder = self.version_dir(name, version)
-        problems = []
-        for file_name, entry in sorted(manifest["files"].items()):
-            path = folder / _safe(file_name, "file name")
-            expected = entry.get("sha256")
-            if not path.is_file():
-                problems.append(f"{path}: missing (manifest sha256 {expected})")
-                continue
-            actual = sha256_file(path)
-            if actual != expected:
-                problems.append(f"{path}: sha256 {actual} does not match {expected} in {MANIFEST}")
+        expected = {
+            _safe(file_name, "file name"): entry.get("sha256")
+            for file_name, entry in manifest["files"].items()
+        }
+        problems = digest_problems(folder, expected, MANIFEST, "manifest")
         if problems:
             raise CheckFailed("; ".join(problems))
         return manifest

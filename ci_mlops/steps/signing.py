@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file
+from ci_mlops.atomic import digest_problems
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.spec.model import Model, Spec
 
@@ -288,15 +288,7 @@ def _verify_failure(
 def _changed_files(folder: Path, bundle: Path) -> str:
     """``file: sha256 A, signed B`` for each file that differs from the signed list."""
     signed = signed_digests(bundle)
-    problems = []
-    for name, expected in sorted(signed.items()):
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{path}: missing (signed sha256 {expected})")
-            continue
-        actual = sha256_file(path)
-        if actual != expected:
-            problems.append(f"{path}: sha256 {actual} does not match {expected} in {SIGNATURE}")
+    problems = digest_problems(folder, signed, SIGNATURE, "signed")
     extra = sorted(
         p.name for p in folder.iterdir() if p.name not in signed and p.name not in UNSIGNED
     )
