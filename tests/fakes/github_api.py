@@ -273,11 +273,7 @@ class FakeGitHub(FakeServer):
         if isinstance(token, Reply):
             return token
         comments = self.comments.get(int(request.params["n"]), [])
-        chunk, page, _, pages = page_of(comments, request.query, 30)
-        url = f"{self.origin}{request.path}"
-        return Reply(
-            200, chunk, {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
-        )
+        return self._paged(request, comments)
 
     def _create_comment(self, request: Request) -> Reply:
         token = self._token(request)
@@ -352,10 +348,16 @@ class FakeGitHub(FakeServer):
             runs = [r for r in runs if request.query["status"] in (r["status"], r["conclusion"])]
         if "event" in request.query:
             runs = [r for r in runs if r["event"] == request.query["event"]]
-        chunk, page, _, pages = page_of(runs, request.query, 30)
+        return self._paged(request, runs, "workflow_runs")
+
+    def _paged(self, request: Request, items: list[Any], key: str | None = None) -> Reply:
+        """One page of ``items``, 30 a page, with GitHub's Link header: a bare list, or
+        under ``key`` beside ``total_count`` as the search-like endpoints answer."""
+        chunk, page, _, pages = page_of(items, request.query, 30)
         url = f"{self.origin}{request.path}"
         headers = {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
-        return Reply(200, {"total_count": len(runs), "workflow_runs": chunk}, headers)
+        body = chunk if key is None else {"total_count": len(items), key: chunk}
+        return Reply(200, body, headers)
 
     def _run_artifacts(self, request: Request) -> Reply:
         token = self._token(request)
@@ -364,10 +366,7 @@ class FakeGitHub(FakeServer):
         artifacts = self.artifacts.get(int(request.params["run"]), [])
         if "name" in request.query:
             artifacts = [a for a in artifacts if a["name"] == request.query["name"]]
-        chunk, page, _, pages = page_of(artifacts, request.query, 30)
-        url = f"{self.origin}{request.path}"
-        headers = {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
-        return Reply(200, {"total_count": len(artifacts), "artifacts": chunk}, headers)
+        return self._paged(request, artifacts, "artifacts")
 
     def _repo_artifacts(self, request: Request) -> Reply:
         """Every artifact of the repository, newest first, optionally of one name."""
@@ -379,10 +378,7 @@ class FakeGitHub(FakeServer):
         )
         if "name" in request.query:
             artifacts = [a for a in artifacts if a["name"] == request.query["name"]]
-        chunk, page, _, pages = page_of(artifacts, request.query, 30)
-        url = f"{self.origin}{request.path}"
-        headers = {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
-        return Reply(200, {"total_count": len(artifacts), "artifacts": chunk}, headers)
+        return self._paged(request, artifacts, "artifacts")
 
     def _run(self, request: Request) -> Reply:
         token = self._token(request)
@@ -599,11 +595,7 @@ class FakeGitHub(FakeServer):
         for key in ("task", "environment", "ref", "sha"):
             if key in request.query:
                 found = [d for d in found if d[key] == request.query[key]]
-        chunk, page, _, pages = page_of(found, request.query, 30)
-        url = f"{self.origin}{request.path}"
-        return Reply(
-            200, chunk, {"Link": link_header(url, request.query, page, pages)} if pages > 1 else {}
-        )
+        return self._paged(request, found)
 
     def _create_deployment(self, request: Request) -> Reply:
         token = self._token(request)
