@@ -22,9 +22,16 @@ def platform_name(env: Mapping[str, str] | None = None) -> str:
     return "local"
 
 
+def current_platform(env: Mapping[str, str] | None = None) -> str:
+    """The platform this process runs on: MLOPS_PLATFORM when set, else the one the CI
+    variables say."""
+    env = os.environ if env is None else env
+    return env.get("MLOPS_PLATFORM") or platform_name(env)
+
+
 def detect(spec: Spec, name: str | None = None) -> Platform:
     """The platform to use: ``name`` if given, else the one the environment says."""
-    name = name or os.environ.get("MLOPS_PLATFORM") or platform_name()
+    name = name or current_platform()
     if name == "local":
         from ci_mlops.platforms.local import LocalPlatform
 
