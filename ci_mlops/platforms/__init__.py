@@ -7,6 +7,6 @@ SDK themselves."""
 from __future__ import annotations
 
 from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform
-from ci_mlops.platforms.detect import detect
+from ci_mlops.platforms.detect import CI_NAMES, NAMES, PLATFORMS, detect
 
-__all__ = ["Baseline", "MissingBaseline", "Platform", "detect"]
+__all__ = ["CI_NAMES", "NAMES", "PLATFORMS", "Baseline", "MissingBaseline", "Platform", "detect"]
