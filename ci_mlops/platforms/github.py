@@ -53,6 +53,7 @@ from requests.adapters import HTTPAdapter
 from ci_mlops import log
 from ci_mlops.atomic import write_text
 from ci_mlops.errors import PlatformError
+from ci_mlops.generate.kinds import baseline_names
 from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform
 from ci_mlops.platforms.remote import (
     ApiError,
@@ -426,7 +427,7 @@ class GitHubPlatform(Platform):
         return self.api.call(f"GET {endpoint}", COMMENT_HINT, search)
 
     def _link_images(self, model: Model, body: str, images: list[Path]) -> str:
-        artifact = f"{model.name}-evaluate"
+        artifact = baseline_names(model.name).artifact
         for image in images:
             label = f"{image.name} (in the `{artifact}` artifact of this run)"
             link = (
@@ -485,7 +486,7 @@ class GitHubPlatform(Platform):
         model); MissingBaseline when it expired. Needs ``actions: read``."""
         repo = self.api.repo()
         branch = self._default_branch(repo)
-        name = f"{model.name}-evaluate"
+        name = baseline_names(model.name).artifact
         workflow = self.env.workflow
         endpoint = f"GET {self.api.path('/actions/artifacts')}?name={name}"
         try:
