@@ -5,10 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ci_mlops.errors import UsageError
+from ci_mlops.registries.base import Published  # moved there; re-exported for old imports
 from ci_mlops.spec.model import Model, Spec
 
 
@@ -28,16 +29,6 @@ class MissingBaseline:
     once a project's default branch has been quiet longer than artifacts are kept."""
 
     reason: str
-
-
-@dataclass(frozen=True)
-class Published:
-    """A model version stored in a registry."""
-
-    version: str
-    location: str  # a URL or a folder
-    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-    folder: Path | None = None  # where the checked files are on this machine, once verified
 
 
 class Platform(ABC):
