@@ -195,10 +195,8 @@ class MlflowRegistry(Registry):
     def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
         """Download every file of ``version`` (into ``into``) and compare each with the
         manifest published with it; CheckFailed names every file that differs."""
-        source = self._source(model, version)
         with tempfile.TemporaryDirectory(prefix="ci-mlops-mlflow-") as scratch:
-            target = into or Path(scratch)
-            folder = self._download(source, target)
+            folder = self._fetch(model, version, into or Path(scratch))
             manifest = self._read_manifest(folder / MANIFEST, model, version)
             expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
             problems = digest_problems(folder, expected, MANIFEST, "manifest")
@@ -207,7 +205,7 @@ class MlflowRegistry(Registry):
             )
             problems += [f"{folder / name}: not listed in {MANIFEST}" for name in extra]
             if problems:
-                raise CheckFailed(f"{model.name} {version} in MLflow: " + "; ".join(problems))
+                raise CheckFailed(f"{model.name} {version} in {self.name}: " + "; ".join(problems))
             files = {name: sha256_file(folder / name) for name in expected}
         return Published(
             version=version,
@@ -215,6 +213,10 @@ class MlflowRegistry(Registry):
             files=files,
             folder=folder if into is not None else None,
         )
+
+    def _fetch(self, model: Model, version: str, into: Path) -> Path:
+        """Download the files of ``version`` into ``into``; the folder holding them."""
+        return self._download(self._source(model, version), into)
 
     def live(self, model: Model, environment: str) -> Published | None:
         """The version the environment's alias points at, with its manifest's hashes."""
@@ -228,12 +230,18 @@ class MlflowRegistry(Registry):
             if error_code(exc) in _MISSING:
                 return None
             raise
-        version = str(found.version)
+        return self._published(model, str(found.version))
+
+    def _published(self, model: Model, version: str) -> Published:
+        """``version`` with the hashes its manifest records (the files stay remote)."""
         with tempfile.TemporaryDirectory(prefix="ci-mlops-mlflow-") as scratch:
-            path = self._download(f"{found.source}/{MANIFEST}", Path(scratch))
+            path = self._manifest_file(model, version, Path(scratch))
             manifest = self._read_manifest(path, model, version)
         files = {name: str(entry["sha256"]) for name, entry in manifest["files"].items()}
         return Published(version=version, location=self._location(model, version), files=files)
+
+    def _manifest_file(self, model: Model, version: str, into: Path) -> Path:
+        return self._download(f"{self._source(model, version)}/{MANIFEST}", into)
 
     def _source(self, model: Model, version: str) -> str:
         client = self.connection.client
@@ -244,12 +252,15 @@ class MlflowRegistry(Registry):
             )
         except PlatformError as exc:
             if error_code(exc) in _MISSING:
-                raise UsageError(
-                    f"{model.name} {version} is not in the MLflow registry at "
-                    f"{self.connection.where}; publish it first"
-                ) from None
+                raise UsageError(self._not_there(model, version)) from None
             raise
         return str(found.source)
+
+    def _not_there(self, model: Model, version: str) -> str:
+        return (
+            f"{model.name} {version} is not in the {self.name} registry at "
+            f"{self.connection.where}; publish it first"
+        )
 
     def _download(self, artifact_uri: str, into: Path) -> Path:
         """Download ``artifact_uri`` (a version's folder or one file) into ``into``."""
@@ -354,25 +365,12 @@ class MlflowRegistry(Registry):
             )
         except PlatformError as exc:
             if error_code(exc) in _MISSING:
-                return {"previous": [], "forced": [], "history": []}
+                return parse_record(None, "")
             raise
-        raw = (found.tags or {}).get(RECORD_TAG.format(environment=environment))
-        source = f"registered model {model.name}: tag {RECORD_TAG.format(environment=environment)}"
-        try:
-            record = json.loads(raw) if raw else {}
-        except ValueError:
-            raise PlatformError(f"{source} is not JSON") from None
-        if not isinstance(record, dict):
-            raise PlatformError(f"{source} is not a JSON object")
-        history = record.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
-            raise PlatformError(f"{source}: history is not a list of entries")
-        return {
-            **record,
-            "previous": history_list(record.get("previous"), f"{source}: previous"),
-            "forced": history_list(record.get("forced"), f"{source}: forced"),
-            "history": history,
-        }
+        key = RECORD_TAG.format(environment=environment)
+        return parse_record(
+            (found.tags or {}).get(key), f"registered model {model.name}: tag {key}"
+        )
 
     def _write_record(
         self,
@@ -407,6 +405,25 @@ class MlflowRegistry(Registry):
             f"set_registered_model_tag({model.name}, {key})",
             lambda: client.set_registered_model_tag(model.name, key, value),
         )
+
+
+def parse_record(raw: str | bytes | None, source: str) -> dict[str, Any]:
+    """An environment record from its JSON text (None: nothing deployed yet)."""
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        raise PlatformError(f"{source} is not JSON") from None
+    if not isinstance(record, dict):
+        raise PlatformError(f"{source} is not a JSON object")
+    history = record.get("history") or []
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        raise PlatformError(f"{source}: history is not a list of entries")
+    return {
+        **record,
+        "previous": history_list(record.get("previous"), f"{source}: previous"),
+        "forced": history_list(record.get("forced"), f"{source}: forced"),
+        "history": history,
+    }
 
 
 def _now() -> str:

@@ -68,4 +68,6 @@ def start(folder: Path) -> MlflowServer:
         except OSError:
             time.sleep(0.5)
     server.stop()
-    raise RuntimeError(f"mlflow server did not answer /health: {log.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"mlflow server did not answer /health: {log.read_text(errors='replace')[-2000:]}"
+    )

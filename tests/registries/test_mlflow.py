@@ -144,7 +144,9 @@ def test_a_check_that_refuses_stops_the_rollback(
 
     with pytest.raises(CheckFailed, match=f"{first} is not trusted"):
         registry.rollback(model, "staging", check=refuse)
-    assert MlflowClient(mlflow_uri).get_model_version_by_alias(model.name, "staging").version == second
+    assert (
+        MlflowClient(mlflow_uri).get_model_version_by_alias(model.name, "staging").version == second
+    )
 
 
 def test_verify_names_a_file_changed_on_the_server(
@@ -167,7 +169,7 @@ def test_promoting_a_version_that_is_not_there_is_a_usage_error(
 ) -> None:
     registry.publish(model, "0.1.0", files_of(spec, model))
 
-    with pytest.raises(UsageError, match=f"{model.name} 42 is not in the MLflow registry"):
+    with pytest.raises(UsageError, match=f"{model.name} 42 is not in the mlflow registry"):
         registry.promote(model, "staging", "42")
 
 
