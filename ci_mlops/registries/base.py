@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ci_mlops.errors import UsageError
+from ci_mlops.platforms.base import Baseline
 from ci_mlops.spec.model import Model, Spec
 
 
@@ -82,6 +83,11 @@ class Registry(ABC):
         """Attach ``fields`` to the newest history entry of ``environment``, which must
         point at ``version`` (UsageError otherwise); :meth:`history` returns them."""
         raise UsageError(f"deploy target {self.name} cannot annotate its environments")
+
+    def baseline(self, model: Model) -> Baseline | None:
+        """Metrics of what this registry runs, for a platform that has no default-branch
+        run to take them from (a laptop); None when it keeps none."""
+        return None
 
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number);

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -262,8 +261,8 @@ def resolve_baseline(
 ) -> Baseline | MissingBaseline | None:
     """The baseline to compare with: ``path`` if given; with ``baseline.from: registry``
     the version the last environment runs in the deploy target's registry; else the
-    platform's (the local registry's latest version on a laptop, the default branch's
-    run in CI). None on a first run; MissingBaseline when one existed but cannot be had
+    platform's (the default branch's run in CI), else the registry's (what it runs, on a
+    laptop). None on a first run; MissingBaseline when one existed but cannot be had
     (change gates fail)."""
     if path is not None:
         found: Baseline | MissingBaseline | None = read_baseline_file(path, model)
@@ -271,8 +270,12 @@ def resolve_baseline(
         found = registry_baseline(spec, model)
     else:
         from ci_mlops.platforms import detect
+        from ci_mlops.registries import registry_for
 
-        found = detect(spec).fetch_baseline(model)
+        platform = detect(spec)
+        found = platform.fetch_baseline(model)
+        if found is None:
+            found = registry_for(spec, model, platform.name).baseline(model)
     if found is None:
         log.info("no baseline: first run")
     elif isinstance(found, MissingBaseline):
@@ -290,11 +293,11 @@ def registry_baseline(spec: Spec, model: Model) -> Baseline | MissingBaseline | 
     when nothing is deployed there yet (a first model)."""
     import tempfile
 
-    from ci_mlops.platforms.detect import platform_name
+    from ci_mlops.platforms.detect import current_platform
     from ci_mlops.platforms.remote import parse_metrics
     from ci_mlops.registries import registry_for
 
-    registry = registry_for(spec, model, os.environ.get("MLOPS_PLATFORM") or platform_name())
+    registry = registry_for(spec, model, current_platform())
     environment = model.deploy.environments[-1].name
     live = registry.live(model, environment)
     if live is None:
