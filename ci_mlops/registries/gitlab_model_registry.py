@@ -21,22 +21,22 @@ compatibility):
 
 Tokens: the MLflow endpoints need ``MLFLOW_TRACKING_TOKEN``, a project or personal
 access token with ``api`` scope (Developer role); they refuse ``CI_JOB_TOKEN``. File and
-record calls use ``CI_JOB_TOKEN`` in a job, and ``MLFLOW_TRACKING_TOKEN`` elsewhere.
+record calls use ``CI_JOB_TOKEN`` in a job, and ``GITLAB_TOKEN`` elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_bytes
 from ci_mlops.errors import PlatformError, UsageError
-from ci_mlops.platforms.remote import ApiError, api_error, safe_file_name, sha256_bytes, unreachable
+from ci_mlops.platforms.remote import ApiError, safe_file_name, sha256_bytes
 from ci_mlops.registries.base import Published
 from ci_mlops.registries.mlflow import (
     _MISSING,
@@ -44,14 +44,14 @@ from ci_mlops.registries.mlflow import (
     MlflowRegistry,
     parse_record,
 )
-from ci_mlops.registries.mlflow_client import error_code
+from ci_mlops.registries.mlflow_client import GITLAB_API_PATH, Connection, error_code
 from ci_mlops.spec.model import Model, Spec
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from ci_mlops.platforms.gitlab import GitLabApi
 
 ENVIRONMENTS = "{model}-model-registry-environments"
 ENVIRONMENTS_VERSION = "0.0.0"
-TIMEOUT_SECONDS = 60
 # Semantic Versioning 2.0.0, as GitLab checks model versions.
 SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -59,11 +59,11 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 FILE_HINT = (
-    "model files need CI_JOB_TOKEN (in a job) or MLFLOW_TRACKING_TOKEN with api scope, "
+    "model files need CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with api scope, "
     "and the model registry enabled for the project"
 )
 RECORD_HINT = (
-    "environment records need CI_JOB_TOKEN (in a job) or MLFLOW_TRACKING_TOKEN with api "
+    "environment records need CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with api "
     f"scope, and duplicate generic packages allowed for {ENVIRONMENTS.format(model='<model>')}"
 )
 
@@ -77,101 +77,51 @@ class GitLabModelRegistry(MlflowRegistry):
 
     def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
         super().__init__(spec, env)
-        self._gitlab: dict[str, Any] = {}
-
-    def _no_uri(self) -> str:
-        return (
-            "deploy.target gitlab-model-registry needs CI_API_V4_URL and CI_PROJECT_ID (set "
-            "in GitLab jobs), or MLFLOW_TRACKING_URI, and MLFLOW_TRACKING_TOKEN: a project or "
-            "personal access token with api scope"
-        )
-
-    # -- the REST API beside MLflow's ---------------------------------------------
+        self._api: GitLabApi | None = None
 
     @property
-    def api_url(self) -> str:
-        uri = self.connection.uri
-        match = re.fullmatch(r"(?P<api>.+/api/v4)/projects/(?P<project>[^/]+)/ml/mlflow", uri)
-        if not match:
+    def api(self) -> GitLabApi:
+        # Built on first use: it imports python-gitlab, which naming a target must not.
+        if self._api is None:
+            from ci_mlops.platforms.gitlab import GitLabApi
+
+            self._api = GitLabApi(self.env)
+        return self._api
+
+    @property
+    def connection(self) -> Connection:
+        """GitLab's MLflow API of this pipeline's project (CI_API_V4_URL, CI_PROJECT_ID)."""
+        if self._connection is None:
+            api = self.api.require("CI_API_V4_URL", self.api.env.api_url)
+            project = self.api.require("CI_PROJECT_ID", self.api.env.project_id)
+            uri = api + GITLAB_API_PATH.format(project=project)
+            self._connection = Connection(uri, self.kind, self.env)
+        return self._connection
+
+    # -- the model-package endpoints -----------------------------------------------
+
+    def _file_call(self, verb: str, version_id: str, name: str, **kwargs: Any) -> Any:
+        """One request to a version's file; the job token (or GITLAB_TOKEN outside a
+        job) goes as a bearer token, the one form these endpoints read."""
+        token = self.api.env.job_token or self.api.env.api_token
+        if not token:
             raise PlatformError(
-                f"{self.connection.where}: not GitLab's MLflow API "
-                "(<host>/api/v4/projects/<id>/ml/mlflow)"
+                "no GitLab token for model files: CI_JOB_TOKEN is set in jobs; elsewhere set "
+                "GITLAB_TOKEN to a project access token with api scope"
             )
-        return match.group("api")
-
-    @property
-    def project_path(self) -> str:
-        return "/projects/" + self.connection.uri.rsplit("/projects/", 1)[1].removesuffix(
-            "/ml/mlflow"
+        path = self.api.path(f"/packages/ml_models/{quote(version_id, safe='')}/files/{name}")
+        client = self.api.client("none")
+        send = client.http_put if verb == "PUT" else client.http_get
+        headers = {"Authorization": f"Bearer {token}"}
+        return self.api.call(
+            f"{verb} {path}", FILE_HINT, lambda: send(path, extra_headers=headers, **kwargs)
         )
-
-    def _client(self, kind: str) -> Any:
-        """python-gitlab with the job token: as a bearer token (``files``, the
-        model-package endpoints) or in JOB-TOKEN (``records``, generic packages); outside
-        a job MLFLOW_TRACKING_TOKEN serves as a personal token for both."""
-        if kind not in self._gitlab:
-            import gitlab
-
-            from ci_mlops.platforms.remote import retries
-
-            job = self.env.get("CI_JOB_TOKEN", "")
-            token = self.env.get("MLFLOW_TRACKING_TOKEN", "")
-            if not (job or token):
-                raise PlatformError(
-                    "no GitLab token for model files: CI_JOB_TOKEN is set in jobs; elsewhere "
-                    "set MLFLOW_TRACKING_TOKEN to a project or personal access token with api scope"
-                )
-            auth: dict[str, Any] = {}
-            if kind == "files":
-                auth["oauth_token"] = job or token
-            elif job:
-                auth["job_token"] = job
-            else:
-                auth["private_token"] = token
-            client = gitlab.Gitlab(
-                self.api_url.removesuffix("/api/v4"),
-                retry_transient_errors=True,
-                keep_base_url=True,
-                timeout=TIMEOUT_SECONDS,
-                **auth,
-            )
-            client.max_retries = retries()  # type: ignore[attr-defined]
-            self._gitlab[kind] = client
-        return self._gitlab[kind]
-
-    def _rest(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
-        import gitlab
-        import requests
-
-        masked = (self.env.get("CI_JOB_TOKEN"), self.env.get("MLFLOW_TRACKING_TOKEN"))
-        try:
-            return action()
-        except gitlab.exceptions.GitlabError as exc:
-            message = exc.error_message if isinstance(exc.error_message, str) else None
-            error = api_error(
-                endpoint, exc.response_code or 0, hint, server_message=message, secrets=masked
-            )
-        except requests.RequestException as exc:
-            error = unreachable(endpoint, "GitLab", exc)
-        raise error
-
-    def _file_path(self, version_id: str, name: str) -> str:
-        return f"{self.project_path}/packages/ml_models/{quote(version_id, safe='')}/files/{name}"
 
     def _put_file(self, version_id: str, name: str, data: bytes) -> None:
-        path = self._file_path(version_id, name)
-        client = self._client("files")
-        self._rest(
-            f"PUT {path}",
-            FILE_HINT,
-            lambda: client.http_put(path, files={"file": (name, data)}),
-        )
+        self._file_call("PUT", version_id, name, files={"file": (name, data)})
 
     def _get_file(self, version_id: str, name: str) -> bytes:
-        path = self._file_path(version_id, name)
-        client = self._client("files")
-        answer = self._rest(f"GET {path}", FILE_HINT, lambda: client.http_get(path, raw=True))
-        return bytes(answer.content)
+        return bytes(self._file_call("GET", version_id, name, raw=True).content)
 
     # -- versions ------------------------------------------------------------------
 
@@ -209,7 +159,7 @@ class GitLabModelRegistry(MlflowRegistry):
             f"create_model_version({model.name}, {version})",
             lambda: client.create_model_version(
                 model.name,
-                source=f"{self.api_url}{self.project_path}/packages/ml_models",
+                source=f"{self.api.env.api_url}{self.api.path('/packages/ml_models')}",
                 tags={"gitlab.version": version, **self._version_tags(model, version, manifest)},
                 description=f"ci-mlops {version}",
             ),
@@ -266,11 +216,10 @@ class GitLabModelRegistry(MlflowRegistry):
 
     def _record(self, model: Model, environment: str) -> dict[str, Any]:
         package = ENVIRONMENTS.format(model=model.name)
-        endpoint = f"GET {self.project_path}/packages/generic/{package}/{ENVIRONMENTS_VERSION}/{environment}.json"
-        project = self._client("records").projects.get(self.project_path.split("/")[2], lazy=True)
+        project = self.api.project("job")
         try:
-            raw = self._rest(
-                endpoint,
+            raw = self.api.call(
+                f"GET {self._record_path(package, environment)}",
                 RECORD_HINT,
                 lambda: project.generic_packages.download(
                     package_name=package,
@@ -287,10 +236,9 @@ class GitLabModelRegistry(MlflowRegistry):
     def _put_record(self, model: Model, environment: str, record: dict[str, Any]) -> None:
         package = ENVIRONMENTS.format(model=model.name)
         data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-        endpoint = f"PUT {self.project_path}/packages/generic/{package}/{ENVIRONMENTS_VERSION}/{environment}.json"
-        project = self._client("records").projects.get(self.project_path.split("/")[2], lazy=True)
-        self._rest(
-            endpoint,
+        project = self.api.project("job")
+        self.api.call(
+            f"PUT {self._record_path(package, environment)}",
             RECORD_HINT,
             lambda: project.generic_packages.upload(
                 package_name=package,
@@ -300,8 +248,14 @@ class GitLabModelRegistry(MlflowRegistry):
             ),
         )
 
+    def _record_path(self, package: str, environment: str) -> str:
+        return self.api.path(
+            f"/packages/generic/{package}/{ENVIRONMENTS_VERSION}/{environment}.json"
+        )
+
     def version_suffix(self) -> str:
         """``-pipeline.<IID>`` in a GitLab pipeline: a semver pre-release, so each
         pipeline's deploy is a version of its own."""
-        iid = self.env.get("CI_PIPELINE_IID") or self.env.get("CI_PIPELINE_ID", "")
-        return f"-pipeline.{iid}" if iid else ""
+        from ci_mlops.platforms.gitlab import version_suffix
+
+        return version_suffix(self.api.env)

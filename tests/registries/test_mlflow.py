@@ -198,3 +198,69 @@ def test_an_unreachable_server_is_one_line_without_the_password(
     assert "no usable answer from the MLflow API" in message
     assert "s3cret-pass" not in message and "tok-9c1e77aa" not in message
     assert "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The breast-cancer example trained, evaluated and exported, once per module."""
+    from tests.steps.trained import invoke, trained_example
+
+    folder = trained_example("breast-cancer", tmp_path_factory.mktemp("ready"))
+    for step in ("evaluate", "export"):
+        assert invoke(folder, step).code == 0
+    return folder
+
+
+@pytest.mark.slow
+def test_deploy_promote_and_roll_back_through_the_cli(
+    ready: Path, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ci-mlops deploy with deploy.target mlflow: staging, production (the version
+    staging runs), a second staging deploy and its rollback; every step signed and
+    verified, and the aliases where MLflow's own client reads them."""
+    import yaml
+
+    from tests.helpers import make_key_pair
+    from tests.steps.trained import clone, invoke, workdir
+
+    folder = clone(ready, tmp_path)
+    name = f"bc-cli-{next(_names)}-{id(folder)}"
+    workdir(folder).rename(workdir(folder).with_name(name))
+    data = yaml.safe_load((folder / "mlops.yaml").read_text())
+    data["models"][0].update(name=name, deploy={"target": "mlflow"})
+    (folder / "mlops.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    private, public = make_key_pair(tmp_path / "keys")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(private))
+    monkeypatch.setenv("MLOPS_SIGNING_PUBLIC_KEY", str(public))
+    client = MlflowClient(mlflow_uri)
+
+    staged = invoke(folder, "deploy")
+    assert staged.code == 0, staged.output
+    first = client.get_model_version_by_alias(name, "staging")
+    promoted = invoke(folder, "deploy", "-e", "production")
+    assert promoted.code == 0, promoted.output
+    assert client.get_model_version_by_alias(name, "production").version == first.version
+    assert f"promoted {name} {first.version} to production" in promoted.output
+
+    again = invoke(folder, "deploy")  # the same model again: a new version in staging
+    assert again.code == 0, again.output
+    second = client.get_model_version_by_alias(name, "staging")
+    assert int(second.version) == int(first.version) + 1
+    back = invoke(folder, "deploy", "--rollback")
+    assert back.code == 0, back.output
+    assert client.get_model_version_by_alias(name, "staging").version == first.version
+
+    verified = invoke(folder, "verify")
+    assert verified.code == 0, verified.output
+    assert f"verified {name} {first.version} in staging" in verified.output
+    # The files MLflow hands out hash to the manifest, and the model is the one judged.
+    down = Path(client.download_artifacts(first.run_id, "model", str(tmp_path / "down")))
+    manifest = json.loads((down / "manifest.json").read_text())
+    for file_name, entry in manifest["files"].items():
+        assert hashlib.sha256((down / file_name).read_bytes()).hexdigest() == entry["sha256"]
+    assert {"model.joblib", "model.onnx", "metrics.json", "gates.json", "model.sig"} <= set(
+        manifest["files"]
+    )
+    gates = json.loads((workdir(folder).with_name(name) / "gates.json").read_text())
+    assert manifest["files"]["model.joblib"]["sha256"] == gates["model_sha256"]
