@@ -36,6 +36,14 @@ EXTRAS = {
     "drift": ("ml", "platform"),
 }
 
+# Extras a deploy target needs beyond the platform's, by deploy.target. The generator
+# sits below the registries and does not import them; tests/generate checks this table
+# against each registry's ``extras``.
+TARGET_EXTRAS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("mlflow",),
+    "gitlab-model-registry": ("mlflow", "gitlab"),
+}
+
 # Kinds that load the user's model or run the user's code, so need their requirements.
 USER_CODE = ("train", "evaluate", "export")
 
@@ -82,6 +90,7 @@ class Job:
     junit: str | None = None
     always_keep_artifacts: bool = False  # keep results of a failing check
     framework_extra: str | None = None  # what loads the model, for jobs that load it
+    spec_extras: tuple[str, ...] = ()  # what the model's deploy target or tracking needs
 
     @property
     def stage(self) -> str:
@@ -99,7 +108,9 @@ class Job:
 
     def extras(self, platform: str) -> tuple[str, ...]:
         kind = (platform if e == "platform" else e for e in EXTRAS[self.kind])
-        return tuple(dict.fromkeys([*kind, *filter(None, [self.framework_extra])]))
+        return tuple(
+            dict.fromkeys([*kind, *filter(None, [self.framework_extra]), *self.spec_extras])
+        )
 
     @property
     def runs_user_code(self) -> bool:
@@ -174,6 +185,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
             junit=f"{data_dir}/evaluate.junit.xml",
             always_keep_artifacts=True,
             framework_extra=loads,
+            spec_extras=evaluate_extras(model),
         ),
     ]
     checks = [key("evaluate")]
@@ -215,12 +227,22 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
             when=env.when,
             timeout_minutes=timeout,
             artifacts=False,
+            spec_extras=TARGET_EXTRAS.get(model.deploy.target, ()),
         )
         jobs.append(job)
         previous = (job.key,)
     if model.retrain.drift:
         jobs.append(Job(key("drift"), "drift", name, ("drift", *base), timeout_minutes=timeout))
     return tuple(jobs)
+
+
+def evaluate_extras(model: Model) -> tuple[str, ...]:
+    """What evaluate needs for the spec: the MLflow client to log runs, and the deploy
+    target's extras to read a baseline from its registry."""
+    extras: tuple[str, ...] = ("mlflow",) if model.tracking.enabled else ()
+    if model.baseline_from == "registry":
+        extras += TARGET_EXTRAS.get(model.deploy.target, ())
+    return tuple(dict.fromkeys(extras))
 
 
 def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
@@ -296,4 +318,10 @@ def template_misfit(model: Model) -> str | None:
         )
     if model.train.timeout_minutes > 60:
         return f"model {model.name!r}: include mode allows training for 60 minutes at most; use --mode inline"
+    if evaluate_extras(model) or TARGET_EXTRAS.get(model.deploy.target):
+        # The released templates install a fixed set of extras, without the MLflow client.
+        return (
+            f"model {model.name!r}: include mode does not install the mlflow extra that "
+            "tracking, baseline.from: registry or this deploy.target need; use --mode inline"
+        )
     return None
