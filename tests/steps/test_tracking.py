@@ -167,3 +167,44 @@ def test_baseline_from_the_registry_is_what_production_runs(
     assert metrics["baseline"] == {"source": source, "metrics": {"accuracy": 0.25, "roc_auc": 0.5}}
     assert invoke(bc, "report", "--no-post").code == 0
     assert f"Baseline: {source}." in (workdir(bc) / "report.md").read_text()
+
+
+def test_tracking_in_gitlab_logs_the_run_to_the_project_and_links_its_job(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.env import GITLAB_TOKEN, gitlab_vars, start_gitlab
+
+    api = start_gitlab()
+    try:
+        folder = clone(trained, tmp_path)
+        configure(folder, tracking={"server": "gitlab"})
+        for name, value in {
+            **gitlab_vars(api),
+            "CI_JOB_ID": "4242",
+            "MLFLOW_TRACKING_TOKEN": GITLAB_TOKEN,
+        }.items():
+            monkeypatch.setenv(name, value)
+        baseline = folder / "baseline.json"
+        baseline.write_text(json.dumps({"metrics": {"accuracy": 0.5}}))
+
+        result = invoke(folder, "evaluate", "--baseline", str(baseline))
+
+        assert result.code == 0, result.output
+        [experiment] = api.experiments.values()
+        [run] = api.runs.values()
+        assert experiment["name"] == "breast-cancer" and run["status"] == "FINISHED"
+        assert run["tags"]["gitlab.CI_JOB_ID"] == "4242"
+        assert (
+            run["tags"]["ci_mlops.merge_request"]
+            == "https://gitlab.example.invalid/group/project/-/merge_requests/7"
+        )
+        assert run["metrics"]["gates_passed"] == 1.0
+        stored = api.run_artifact(experiment["iid"], run["iid"], "metrics.json")
+        assert stored == (workdir(folder) / "metrics.json").read_bytes()
+        record = read_json(workdir(folder) / "tracking.json")
+        assert (
+            record["url"]
+            == f"https://gitlab.example.invalid/group/project/-/ml/experiments/{experiment['iid']}"
+        )
+    finally:
+        api.stop()
