@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ci_mlops import log
-from ci_mlops.atomic import digest_problems, sha256_file, write_json
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.atomic import sha256_file, write_json
+from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, UsageError
 from ci_mlops.platforms.remote import history_list
+from ci_mlops.records import changed_files
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.mlflow_client import (
     Connection,
@@ -199,13 +200,15 @@ class MlflowRegistry(Registry):
             folder = self._fetch(model, version, into or Path(scratch))
             manifest = self._read_manifest(folder / MANIFEST, model, version)
             expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
-            problems = digest_problems(folder, expected, MANIFEST, "manifest")
+            where = f"{model.name} {version} in {self.name}"
+            changes = changed_files(folder, expected, MANIFEST)
+            if changes:
+                raise IntegrityError(changes, where=where)
             extra = sorted(
                 p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in expected
             )
-            problems += [f"{folder / name}: not listed in {MANIFEST}" for name in extra]
-            if problems:
-                raise CheckFailed(f"{model.name} {version} in {self.name}: " + "; ".join(problems))
+            if extra:
+                raise CheckFailed(f"{where}: not listed in {MANIFEST}: {', '.join(extra)}")
             files = {name: sha256_file(folder / name) for name in expected}
         return Published(
             version=version,

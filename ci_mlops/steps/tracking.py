@@ -171,8 +171,8 @@ def _data_test_metrics(report: dict[str, Any]) -> dict[str, float]:
             continue
         name = re.sub(r"[^A-Za-z0-9_]", "_", str(role))
         expectations = entry.get("expectations")
-        failed = [e for e in expectations or [] if isinstance(e, dict) and not e.get("success")]
-        out[f"data_test.{name}.passed"] = 1.0 if entry.get("success") is True else 0.0
+        failed = [e for e in expectations or [] if isinstance(e, dict) and not _passed(e)]
+        out[f"data_test.{name}.passed"] = 1.0 if _passed(entry) else 0.0
         out[f"data_test.{name}.failed_expectations"] = float(len(failed))
     return out
 
@@ -181,7 +181,12 @@ def _data_test_verdict(workdir: Path) -> str:
     report = _read(workdir / "data-test.json")
     if not report:
         return "not run"
-    return "passed" if report.get("success") is True else "failed"
+    return "passed" if _passed(report) else "failed"
+
+
+def _passed(entry: dict[str, Any]) -> bool:
+    # data-test.json says "passed"; files written before it did say "success".
+    return entry.get("passed", entry.get("success")) is True
 
 
 def _artifacts(workdir: Path) -> list[Path]:
