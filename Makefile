@@ -12,12 +12,18 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# The MLflow tracking server the registry tests start. The full `mlflow` package pins
+# what the project's own venv cannot share (pandas, protobuf...), so it gets a venv of
+# its own; the project itself only ever uses the client (the `mlflow` extra).
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_SERVER_VERSION := 3.17.2
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-$(MLFLOW_SERVER_VERSION)
 PIP := $(PY) -m pip
 INSTALLED := $(VENV)/.ci-mlops-installed
 TOOLS_STAMP := tools/node_modules/.ci-mlops-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv install tools lint test demo bench fuzz clean
+.PHONY: venv install tools mlflow-server lint test demo bench fuzz clean
 
 venv: $(PY)
 
@@ -26,11 +32,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-install: $(INSTALLED)
+install: $(INSTALLED) mlflow-server
 
 # Reinstall only when the package metadata changed (or the venv was recreated).
 $(INSTALLED): pyproject.toml $(PY)
 	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+mlflow-server: $(MLFLOW_STAMP)
+
+$(MLFLOW_STAMP):
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_SERVER_VERSION)'
 	touch $@
 
 tools: $(TOOLS_STAMP) rsync
@@ -85,7 +99,7 @@ fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -m fuzz
 
 clean:
-	rm -rf $(VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache \
+	rm -rf $(VENV) $(MLFLOW_VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache \
 		.hypothesis .import_linter_cache build dist
 	rm -rf examples/*/.ci-mlops examples/*/.mlops-registry examples/*/.gitlab-ci-local
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

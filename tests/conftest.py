@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.fakes import mlflow_server
+
 # Variables that would make ci-mlops think it runs inside a pipeline, or give it a way to
 # reach a real server. Prefixes catch the rest of the platforms' predefined variables.
 _CLEARED = (
@@ -37,6 +39,7 @@ _CLEARED_PREFIXES = (
     "ZIZMOR_",
     "SIGSTORE_",
     "ACTIONS_ID_TOKEN_",
+    "MLFLOW_",
 )
 
 settings.register_profile("default", deadline=None)
@@ -61,3 +64,12 @@ def clean_environment(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     yield home
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server (SQLite backend, local artifacts) shared by the session;
+    tests keep apart by using models and experiments of their own names."""
+    server = mlflow_server.start(tmp_path_factory.mktemp("mlflow-server"))
+    yield server.uri
+    server.stop()

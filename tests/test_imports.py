@@ -28,6 +28,7 @@ HEAVY = (
     "matplotlib",
     "gitlab",
     "github",
+    "mlflow",
 )
 # "import time:   self [us] | cumulative | <indent>package.module"
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| (?P<module>\s*\S+)$")

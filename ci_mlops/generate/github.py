@@ -218,6 +218,12 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     return out
 
 
+MLFLOW_ENV = {
+    "MLFLOW_TRACKING_URI": "${{ vars.MLFLOW_TRACKING_URI }}",
+    "MLFLOW_TRACKING_TOKEN": "${{ secrets.MLFLOW_TRACKING_TOKEN }}",
+}
+
+
 def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[dict[str, Any]]:
     """Checkout, Python, caches, artifacts, install, the ci-mlops step, upload. A job
     without a checkout installs ci-mlops before any artifact is in its workspace."""
@@ -250,6 +256,10 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, isolated=isolated)}
     if job.descriptor.uses_token:
         run_step["env"] = {"GITHUB_TOKEN": "${{ github.token }}"}
+    if "mlflow" in job.spec_extras:
+        # The MLflow server (tracking, a registry baseline or deploy target) and its token,
+        # given to this one step only: a repository variable and a secret.
+        run_step["env"] = {**run_step.get("env", {}), **MLFLOW_ENV}
     steps.append(run_step)
     if job.artifacts and job.model:
         upload: dict[str, Any] = {

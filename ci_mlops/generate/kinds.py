@@ -42,6 +42,32 @@ def _runtime_timeout(model: Model | None, runtime_minutes: int) -> int:
     return runtime_minutes
 
 
+def _no_extras(model: Model) -> tuple[str, ...]:
+    return ()
+
+
+# Extras a deploy target needs beyond the platform's, by deploy.target. The generator
+# sits below the registries and does not import them; tests/generate checks this table
+# against each registry's ``extras``.
+TARGET_EXTRAS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("mlflow",),
+    "gitlab-model-registry": ("mlflow", "gitlab"),
+}
+
+
+def _evaluate_extras(model: Model) -> tuple[str, ...]:
+    """What evaluate needs for the spec: the MLflow client to log runs, and the deploy
+    target's extras to read a baseline from its registry."""
+    extras: tuple[str, ...] = ("mlflow",) if model.tracking.enabled else ()
+    if model.baseline_from == "registry":
+        extras += TARGET_EXTRAS.get(model.deploy.target, ())
+    return tuple(dict.fromkeys(extras))
+
+
+def _deploy_extras(model: Model) -> tuple[str, ...]:
+    return TARGET_EXTRAS.get(model.deploy.target, ())
+
+
 @dataclass(frozen=True)
 class TemplateInput:
     """A boolean input of the templates (GitLab components, the reusable workflow) that
@@ -63,6 +89,8 @@ class JobKind:
     title: str
     # Extras of ci-mlops the job installs; "platform" stands for gitlab or github.
     extras: tuple[str, ...] = ()
+    # Extras the model's spec adds (its tracking server, its deploy target).
+    model_extras: Callable[[Model], tuple[str, ...]] = _no_extras
     # False for the one spec-wide job (validate); True: one job (or one per deploy
     # environment) for each model.
     per_model: bool = True
@@ -183,6 +211,7 @@ KINDS: dict[str, JobKind] = _table(
             stage="evaluate",
             title="Evaluate and apply quality gates",
             extras=("ml", "platform"),
+            model_extras=_evaluate_extras,
             needs=("train",),
             user_code=True,
             loads_model=True,
@@ -234,6 +263,7 @@ KINDS: dict[str, JobKind] = _table(
             # Deploys sign what they publish, verify what they promote, and check the
             # candidate in the real prediction service (serve) before publishing it.
             extras=("platform", "sign", "serve"),
+            model_extras=_deploy_extras,
             needs=("evaluate", "export"),
             per_environment=True,
             trigger="default-branch",

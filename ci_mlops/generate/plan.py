@@ -42,6 +42,7 @@ class Job:
     when: str = "auto"  # auto | manual
     timeout_minutes: int = 30
     framework_extra: str | None = None  # what loads the model, for jobs that load it
+    spec_extras: tuple[str, ...] = ()  # what the model's deploy target or tracking needs
 
     @property
     def kind(self) -> str:
@@ -71,7 +72,9 @@ class Job:
 
     def extras(self, platform: str) -> tuple[str, ...]:
         kind = self.descriptor.extras_on(platform)
-        return tuple(dict.fromkeys([*kind, *filter(None, [self.framework_extra])]))
+        return tuple(
+            dict.fromkeys([*kind, *filter(None, [self.framework_extra]), *self.spec_extras])
+        )
 
     @property
     def runs_user_code(self) -> bool:
@@ -142,6 +145,7 @@ def _jobs_of(
         needs=needs,
         timeout_minutes=kind.timeout(model, timeout),
         framework_extra=FRAMEWORKS[model.framework].extra if kind.loads_model else None,
+        spec_extras=kind.model_extras(model),
     )
     if not kind.per_environment:
         return [first]
@@ -240,4 +244,10 @@ def template_misfit(model: Model) -> str | None:
         )
     if model.train.timeout_minutes > 60:
         return f"model {model.name!r}: include mode allows training for 60 minutes at most; use --mode inline"
+    if any(kind.model_extras(model) for kind in KINDS.values()):
+        # The released templates install a fixed set of extras, without the MLflow client.
+        return (
+            f"model {model.name!r}: include mode does not install the mlflow extra that "
+            "tracking, baseline.from: registry or this deploy.target need; use --mode inline"
+        )
     return None

@@ -22,6 +22,8 @@ REGISTRIES: dict[str, str] = {
     "local": "ci_mlops.registries.local:LocalRegistry",
     "gitlab-packages": "ci_mlops.registries.gitlab_packages:GitLabPackages",
     "github-releases": "ci_mlops.registries.github_releases:GitHubReleases",
+    "mlflow": "ci_mlops.registries.mlflow:MlflowRegistry",
+    "gitlab-model-registry": "ci_mlops.registries.gitlab_model_registry:GitLabModelRegistry",
 }
 # Earlier names of targets, still accepted in specs.
 ALIASES: dict[str, str] = {"gitlab": "gitlab-packages", "github": "github-releases"}

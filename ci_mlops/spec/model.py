@@ -139,6 +139,19 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """Where evaluations are logged as MLflow runs: ``none``, an MLflow server
+    (``mlflow``) or the project's GitLab experiment tracking (``gitlab``)."""
+
+    server: str = "none"
+    experiment: str | None = None  # default: the model's name
+
+    @property
+    def enabled(self) -> bool:
+        return self.server != "none"
+
+
+@dataclass(frozen=True)
 class Drift:
     """How current data is compared with the reference data, and what drift triggers."""
 
@@ -182,6 +195,15 @@ class Model:
     deploy: Deploy
     retrain: Retrain
     serve: Serve = Serve()
+    # "artifact": the default branch's latest evaluation; "registry": the version the
+    # last environment (production) runs in deploy.target's registry.
+    baseline_from: str = "artifact"
+    tracking: Tracking = Tracking()
+
+    @property
+    def experiment(self) -> str:
+        """The tracking experiment this model's evaluations are logged to."""
+        return self.tracking.experiment or self.name
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -355,6 +377,8 @@ def _model(raw: dict[str, Any]) -> Model:
         ),
         retrain=_retrain(raw.get("retrain") or {}),
         serve=Serve(max_latency_ms=float((raw.get("serve") or {}).get("max_latency_ms", 100))),
+        baseline_from=(raw.get("baseline") or {}).get("from", "artifact"),
+        tracking=Tracking(**(raw.get("tracking") or {})),
     )
 
 

@@ -27,6 +27,7 @@ from ci_mlops.frameworks import Predictions, Source, Trained
 from ci_mlops.frameworks.base import first_line
 from ci_mlops.platforms.base import Baseline, MissingBaseline
 from ci_mlops.spec.model import Model, Spec
+from ci_mlops.steps import tracking
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
 from ci_mlops.steps.records import read_record
@@ -72,6 +73,9 @@ def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any
         for note in notes:
             log.warn(note)
         _write(workdir, model, sha, len(y_true), scores, found, verdict, plots)
+        # After the files it logs are written, before a failed gate is raised: a run
+        # records failed evaluations too.
+        tracking.log_evaluation(spec, model, scores.values, verdict.passed)
     print(format_table(model, scores.values, base, verdict))
     if not verdict.passed:
         raise GateFailed(_failure_message(model, verdict))
@@ -255,11 +259,15 @@ def _classification_functions(
 def resolve_baseline(
     spec: Spec, model: Model, path: Path | None
 ) -> Baseline | MissingBaseline | None:
-    """The baseline to compare with: ``path`` if given, else the platform's (the default
-    branch's run in CI), else the registry's (what it runs, on a laptop). None on a
-    first run; MissingBaseline when one existed but cannot be had (change gates fail)."""
+    """The baseline to compare with: ``path`` if given; with ``baseline.from: registry``
+    the version the last environment runs in the deploy target's registry; else the
+    platform's (the default branch's run in CI), else the registry's (what it runs, on a
+    laptop). None on a first run; MissingBaseline when one existed but cannot be had
+    (change gates fail)."""
     if path is not None:
         found: Baseline | MissingBaseline | None = read_baseline_file(path, model)
+    elif model.baseline_from == "registry":
+        found = registry_baseline(spec, model)
     else:
         from ci_mlops.platforms import detect
         from ci_mlops.registries import registry_for
@@ -277,6 +285,31 @@ def resolve_baseline(
     else:
         log.info(f"baseline: {found.source}")
     return found
+
+
+def registry_baseline(spec: Spec, model: Model) -> Baseline | MissingBaseline | None:
+    """The metrics.json published with the version the last environment (production)
+    points at, after its files were re-hashed against what the registry recorded. None
+    when nothing is deployed there yet (a first model)."""
+    import tempfile
+
+    from ci_mlops.platforms.detect import current_platform
+    from ci_mlops.platforms.remote import parse_metrics
+    from ci_mlops.registries import registry_for
+
+    registry = registry_for(spec, model, current_platform())
+    environment = model.deploy.environments[-1].name
+    live = registry.live(model, environment)
+    if live is None:
+        log.info(f"{model.name}: nothing is deployed to {environment} in {registry.name}")
+        return None
+    where = f"{registry.name} registry: {model.name} {live.version} (live in {environment})"
+    with tempfile.TemporaryDirectory(prefix="ci-mlops-baseline-") as folder:
+        checked = registry.verify(model, live.version, into=Path(folder))
+        path = (checked.folder or Path(folder)) / "metrics.json"
+        if not path.is_file():
+            return MissingBaseline(f"{where} holds no metrics.json")
+        return Baseline(metrics=parse_metrics(path.read_bytes(), where), source=where)
 
 
 def read_baseline_file(path: Path, model: Model) -> Baseline:

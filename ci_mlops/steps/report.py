@@ -34,6 +34,9 @@ MARKER = "<!-- ci-mlops:report model={name} -->"
 LIMIT = 65_000
 MISSING = object()
 # What a recorded plot may be called: one PNG file directly in plots/.
+# A link target the report may print as it is: http(s), no spaces, quotes or brackets
+# that would end the Markdown link early.
+SAFE_URL = re.compile(r"https?://[A-Za-z0-9._~:/?#@!$&*+,;=%-]+")
 PLOT_NAME = re.compile(r"plots/[A-Za-z0-9][A-Za-z0-9_.-]*\.png")
 
 
@@ -48,6 +51,7 @@ class Inputs:
     export: Any
     plots: list[Path]
     model_sha256: str | None
+    tracking: Any = MISSING  # tracking.json: the run this evaluation was logged as
 
 
 def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
@@ -141,6 +145,7 @@ def read_inputs(workdir: Path, model: Model) -> Inputs:
         export=_read(workdir / "export.json"),
         plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
+        tracking=_read(workdir / "tracking.json"),
     )
 
 
@@ -315,8 +320,23 @@ def _metrics_section(model: Model, inputs: Inputs) -> str:
             f"| {label} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
         )
     parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info, metrics)]
-    parts += _metric_notes(metrics)
+    parts += _metric_notes(metrics) + _tracking_line(inputs)
     return "\n\n".join(parts)
+
+
+def _tracking_line(inputs: Inputs) -> list[str]:
+    """Where this evaluation was logged, when tracking.json is about this very model."""
+    record = inputs.tracking
+    if not isinstance(record, dict) or not record.get("run_id"):
+        return []
+    if record.get("model_sha256") != inputs.model_sha256:
+        return []
+    run = code(record["run_id"], table=False)
+    experiment = code(record.get("experiment", ""), table=False)
+    url = record.get("url")
+    # Only a plain http(s) URL becomes a link; anything else is shown as inert text.
+    link = f"[{run}]({url})" if isinstance(url, str) and SAFE_URL.fullmatch(url) else run
+    return [f"Logged as run {link} in experiment {experiment}."]
 
 
 def _change(metric: str, value: float | None, base: float | None) -> str:

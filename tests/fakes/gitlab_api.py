@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.fakes.gitlab_mlflow import GitLabMlflow
 from tests.fakes.server import FakeServer, Reply, Request, link_header, page_of
 
 API = "/api/v4"
@@ -44,7 +45,7 @@ class User:
 
 
 @dataclass
-class FakeGitLab(FakeServer):
+class FakeGitLab(GitLabMlflow, FakeServer):
     """State is plain attributes, so tests can set it up and inspect it."""
 
     project_id: str = "42"
@@ -76,8 +77,18 @@ class FakeGitLab(FakeServer):
         )
         generic = rf"{project}/packages/generic/(?P<name>[^/]+)/(?P<version>[^/]+)/(?P<file>[^/]+)"
         self.route("package_put", "PUT", generic, self._package_put)
+        # What MLflow's log_artifact sends for a file in a folder of a run.
+        self.route(
+            "package_put_folder",
+            "PUT",
+            rf"{project}/packages/generic/[^/]+/[^/]+/.+/[^/]+",
+            lambda request: Reply(
+                400, {"message": "400 Bad request - directories are not supported"}
+            ),
+        )
         self.route("package_get", "GET", generic, self._package_get)
         self.route("trigger", "POST", rf"{project}/trigger/pipeline", self._trigger)
+        self._ml_routes(API)
 
     # -- set-up helpers --------------------------------------------------------------
 
@@ -103,6 +114,9 @@ class FakeGitLab(FakeServer):
         """("private", user) or ("job", None); a Reply when authentication fails."""
         private = request.headers.get("private-token")
         job = request.headers.get("job-token")
+        bearer = self._bearer(request)  # GitLab takes either token as a bearer token too
+        if bearer is not None and private is None and job is None:
+            private, job = (None, bearer) if bearer == self.job_token else (bearer, None)
         if private is not None:
             user = self.users.get(private)
             return ("private", user) if user else Reply(401, {"message": "401 Unauthorized"})

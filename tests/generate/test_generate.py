@@ -237,3 +237,53 @@ def test_only_deploy_jobs_get_an_oidc_token_for_sigstore_and_the_sign_extra(exam
         assert jobs[key]["id_tokens"] == {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
         assert "ci-mlops[gitlab,sign,serve]" in jobs[key]["before_script"][0]
     assert not any("sign" in " ".join(jobs[k]["before_script"]) for k in set(jobs) - signing)
+
+
+def test_jobs_install_the_mlflow_client_only_where_the_spec_needs_it(tmp_path: Path) -> None:
+    folder = copy_example("breast-cancer", tmp_path)
+    spec_file = folder / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    plain = {j.key: j.extras("gitlab") for j in build_plan(load_spec(spec_file)).jobs()}
+    assert not any("mlflow" in extras for extras in plain.values())
+    data["models"][0].update(
+        tracking={"server": "gitlab"},
+        baseline={"from": "registry"},
+        deploy={"target": "gitlab-model-registry"},
+    )
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    jobs = {j.key: j.extras("github") for j in build_plan(load_spec(spec_file)).jobs()}
+
+    assert jobs["breast-cancer:evaluate"] == ("ml", "github", "mlflow", "gitlab")
+    assert jobs["breast-cancer:deploy-staging"] == ("github", "sign", "serve", "mlflow", "gitlab")
+    assert "mlflow" not in jobs["breast-cancer:report"] + jobs["breast-cancer:train"]
+    result = run_cli("generate", "--platform", "gitlab", "--spec", str(spec_file), cwd=folder)
+    assert result.code == 0, result.output
+    doc = yaml.safe_load((folder / GITLAB_FILE).read_text())
+    assert (
+        "ci-mlops[gitlab,sign,serve,mlflow]"
+        in doc["breast-cancer:deploy-staging"]["before_script"][0]
+    )
+
+
+def test_the_generator_s_target_extras_are_the_registries_own() -> None:
+    from ci_mlops.generate.kinds import TARGET_EXTRAS
+    from ci_mlops.registries import REGISTRIES, registry_class
+
+    for name in REGISTRIES:
+        extras = registry_class(name).extras
+        platform_extras = {"gitlab", "github"} & set(registry_class(name).platforms)
+        assert set(TARGET_EXTRAS.get(name, ())) | platform_extras == set(extras), name
+
+
+def test_include_mode_refuses_a_model_that_needs_the_mlflow_client(tmp_path: Path) -> None:
+    folder = copy_example("breast-cancer", tmp_path)
+    spec_file = folder / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    data["models"][0]["tracking"] = {"server": "mlflow"}
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    result = run_cli("generate", "--mode", "include", "--spec", str(spec_file), cwd=folder)
+
+    assert result.code == 2
+    assert "does not install the mlflow extra" in result.output

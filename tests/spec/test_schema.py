@@ -112,6 +112,8 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     f"{MODEL}/data/properties/eval/properties/delimiter": lambda s: _m(s).eval_data.delimiter,
     f"{MODEL}/train/properties/timeout_minutes": lambda s: _m(s).train.timeout_minutes,
     f"{MODEL}/baseline/properties/if_missing": lambda s: _m(s).if_no_baseline,
+    f"{MODEL}/baseline/properties/from": lambda s: _m(s).baseline_from,
+    f"{MODEL}/tracking/properties/server": lambda s: _m(s).tracking.server,
     f"{MODEL}/export/properties/onnx": lambda s: _m(s).export.onnx,
     f"{MODEL}/export/properties/opset": lambda s: _m(s).export.opset,
     f"{MODEL}/export/properties/tolerance": lambda s: _m(s).export.tolerance,
