@@ -16,6 +16,7 @@ from ci_mlops import __version__
 from ci_mlops.errors import EXIT_BAD_INPUT, MlopsError, SpecError
 
 if TYPE_CHECKING:
+    from ci_mlops.serve.app import ServedModel
     from ci_mlops.spec.model import Model, Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -445,6 +446,12 @@ def verify(spec_path: Path, debug: bool, models: tuple[str, ...], environment: s
     help="Model to serve (default: the spec's only model).",
 )
 @click.option(
+    "--folder",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve a folder `ci-mlops package` wrote (its models/), as the container image does; reads no spec.",
+)
+@click.option(
     "--environment",
     "-e",
     default=None,
@@ -477,6 +484,7 @@ def serve(
     spec_path: Path,
     debug: bool,
     model_name: str | None,
+    folder: Path | None,
     environment: str | None,
     version: str | None,
     host: str,
@@ -496,28 +504,54 @@ def serve(
       ci-mlops serve --model churn                  # what staging runs
       ci-mlops serve --model churn -e production --port 9000
       ci-mlops serve --model churn --version 1.2.0+7
+      ci-mlops serve --folder package/models        # what `ci-mlops package` wrote
     """
     from ci_mlops.errors import UsageError
-    from ci_mlops.steps import deploy as step
+    from ci_mlops.serve import server
 
     if environment and version:
         raise UsageError("--environment and --version do not go together: pick one")
-    spec = _load(spec_path, check_files=False)
-    model = _only_model(spec, model_name)
-    found = step.servable(spec, model, environment=environment, version=version)
-    from ci_mlops.serve import server
-
-    loaded = server.ServedModel(
-        found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
-    )
+    if folder is not None:
+        if environment or version or model_name:
+            raise UsageError("--folder serves the folder's one model: no --model, -e or --version")
+        loaded, trust = _packaged(folder)
+    else:
+        loaded, trust = _servable(spec_path, model_name, environment, version)
     server.configure_logging(access_log=access_log)
     sock = server.bind(host, port)
     click.echo(
-        f"serving {model.name} {found.version} ({found.trust}) at {server.url(sock)}/v2/models/{model.name}",
+        f"serving {loaded.name} {loaded.version} ({trust}) at {server.url(sock)}/v2/models/{loaded.name}",
         err=True,
     )
     server.serve(loaded, sock, max_body=max_body)
     return 0
+
+
+def _servable(
+    spec_path: Path, model_name: str | None, environment: str | None, version: str | None
+) -> tuple[ServedModel, str]:
+    """A registry version, verified, loaded into onnxruntime; and how it was verified."""
+    from ci_mlops.serve import server
+    from ci_mlops.steps import deploy as step
+
+    spec = _load(spec_path, check_files=False)
+    model = _only_model(spec, model_name)
+    found = step.servable(spec, model, environment=environment, version=version)
+    loaded = server.ServedModel(
+        found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
+    )
+    return loaded, found.trust
+
+
+def _packaged(folder: Path) -> tuple[ServedModel, str]:
+    """The model of a packaged folder, its bytes checked against its package.json."""
+    from ci_mlops.serve import container, server
+
+    found = container.read_folder(folder)
+    loaded = server.ServedModel(
+        found.onnx, name=found.model, version=found.version, task=found.task, sha256=found.sha256
+    )
+    return loaded, f"packaged; sha256 {found.sha256[:12]}... checked"
 
 
 def _only_model(spec: Spec, name: str | None) -> Model:
@@ -529,6 +563,75 @@ def _only_model(spec: Spec, name: str | None) -> Model:
             raise UsageError(f"{spec.path}: several models ({names}): pick one with --model")
         return spec.models[0]
     return _selected(spec, (name,))[0]
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--model",
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="Model to package (default: the spec's only model).",
+)
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Package what this environment runs (default: the first one).",
+)
+@click.option("--version", "version", default=None, help="Package this registry version instead.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write (replaced only if an earlier package wrote it).",
+)
+@click.option(
+    "--image",
+    "repository",
+    default=None,
+    metavar="REPOSITORY",
+    help="Image repository, without tag (default: $CI_REGISTRY_IMAGE/<model> on GitLab, ghcr.io/<owner>/<repo>/<model> on GitHub, localhost/<model> elsewhere).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install ci-mlops and its dependencies from these wheels only (an offline build).",
+)
+@common
+def package(
+    spec_path: Path,
+    debug: bool,
+    model_name: str | None,
+    environment: str | None,
+    version: str | None,
+    out: Path,
+    repository: str | None,
+    wheels: Path | None,
+) -> int:
+    """Write a container image's build context and cluster manifests for a version.
+
+    The version's files are verified (hashes, signature, signer) as a deploy verifies
+    them; then OUT gets a Containerfile, models/ (model.onnx and package.json), and
+    manifests/ (a KServe InferenceService, a Kubernetes Deployment and Service). The
+    image is tagged with the version (its "+" written "_").
+
+    \b
+    Examples:
+      ci-mlops package --model churn --out build/churn
+      ci-mlops package --model churn -e production --out build/churn
+      buildah build -t localhost/churn:1.2.0_7 build/churn
+    """
+    from ci_mlops.steps import package as step
+
+    spec = _load(spec_path, check_files=False)
+    model = _only_model(spec, model_name)
+    options = step.Options(
+        out=out, environment=environment, version=version, repository=repository, wheels=wheels
+    )
+    step.run(spec, model, options)
+    return 0
 
 
 PLATFORM_CHOICE = click.Choice(["local", "gitlab", "github"])

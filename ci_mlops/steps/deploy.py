@@ -222,6 +222,7 @@ class Servable:
     onnx: bytes
     sha256: str
     trust: str
+    location: str = ""  # where the registry keeps it
 
 
 def servable(
@@ -246,7 +247,13 @@ def servable(
             )
         onnx = ((checked.folder or scratch / "verify" / version) / "model.onnx").read_bytes()
     signed = f"signed by {trust.describe()}" if trust else "no signing policy: hashes only"
-    return Servable(version=checked.version, onnx=onnx, sha256=expected, trust=signed)
+    return Servable(
+        version=checked.version,
+        onnx=onnx,
+        sha256=expected,
+        trust=signed,
+        location=checked.location,
+    )
 
 
 def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
