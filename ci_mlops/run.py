@@ -8,38 +8,34 @@ a second run cheap. Training keeps its own cache (see ``steps/train.py``)."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import MlopsError, UsageError
+from ci_mlops.generate.kinds import KINDS
 from ci_mlops.generate.plan import Job, build_plan
 from ci_mlops.spec.model import Model, Spec
 
 if TYPE_CHECKING:
     from ci_mlops.platforms.local import LocalRegistry
 
-LOCAL_KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy")
+# The steps this runner runs: every kind with a step module for it, in pipeline order.
+LOCAL_KINDS = tuple(k.name for k in KINDS.values() if k.local_step)
 CACHE_FILE = "run-cache.json"
 
-# What each job writes into the model folder; a cached job is re-run if one is missing.
-OUTPUTS = {
-    "data-test": ("data-test.json",),
-    "evaluate": ("metrics.json", "gates.json"),
-    "export": ("export.json",),
-    "report": ("report.md", "report.json"),
-}
-# What each job reads from the model folder, besides the spec and data.
-READS = {
-    "data-test": (),
-    "evaluate": ("{model}",),
-    "export": ("{model}",),
-    "report": ("data-test.json", "metrics.json", "gates.json", "export.json"),
-}
+
+class LocalStep(Protocol):
+    """A step module as this runner calls it (its ``run_local``)."""
+
+    def run_local(
+        self, spec: Spec, model: Model, *, environment: str | None, force: bool
+    ) -> None: ...
 
 
 def run_pipeline(
@@ -50,7 +46,7 @@ def run_pipeline(
     plan = build_plan(spec, spec.path.name)
     selected = {m.name for m in models}
     jobs = [j for mp in plan.models if mp.model.name in selected for j in mp.jobs]
-    jobs = [j for j in jobs if j.kind in wanted and _runs_locally(j)]
+    jobs = [j for j in jobs if j.descriptor.name in wanted and _runs_locally(j)]
     started = time.perf_counter()
     for number, job in enumerate(jobs, 1):
         model = spec.model(job.model or "")
@@ -69,10 +65,13 @@ def _wanted_kinds(steps: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _runs_locally(job: Job) -> bool:
-    if job.kind == "deploy" and job.when == "manual":
+    if not job.descriptor.local_step:
+        return False
+    if job.when == "manual":
+        where = f" --environment {job.environment}" if job.environment else ""
         log.info(
             f"{job.key}: manual in CI, skipped here; run "
-            f"`ci-mlops deploy --model {job.model} --environment {job.environment}`"
+            f"`ci-mlops {job.kind} --model {job.model}{where}`"
         )
         return False
     return True
@@ -80,7 +79,8 @@ def _runs_locally(job: Job) -> bool:
 
 def _run_job(spec: Spec, model: Model, job: Job, counter: str, *, force: bool) -> None:
     label = f"{counter} {job.key}"
-    if job.kind == "deploy" and not force and _already_live(spec, model, job.environment):
+    # A job for an environment deploys: nothing to do when the model already runs there.
+    if job.environment and not force and _already_live(spec, model, job.environment):
         log.info(f"{label}: this model is already live in {job.environment}, skipped")
         return
     fingerprint = _fingerprint(spec, model, job)
@@ -90,7 +90,7 @@ def _run_job(spec: Spec, model: Model, job: Job, counter: str, *, force: bool) -
     log.info(f"{label} ...")
     start = time.perf_counter()
     try:
-        _ACTIONS[job.kind](spec, model, job, force)
+        _step(job).run_local(spec, model, environment=job.environment, force=force)
     except MlopsError:
         log.info(f"{label}: failed after {time.perf_counter() - start:.1f}s")
         raise
@@ -99,65 +99,26 @@ def _run_job(spec: Spec, model: Model, job: Job, counter: str, *, force: bool) -
         _remember(spec, model, job, fingerprint)
 
 
-def _data_test(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import data_test
-
-    data_test.run(spec, model)
-
-
-def _train(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import train
-
-    train.run(spec, model, force=force)
-
-
-def _evaluate(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import evaluate
-
-    evaluate.run(spec, model, baseline=None)
-
-
-def _export(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import export
-
-    export.run(spec, model)
-
-
-def _report(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import report
-
-    report.run(spec, model, post=False)
-
-
-def _deploy(spec: Spec, model: Model, job: Job, force: bool) -> None:
-    from ci_mlops.steps import deploy
-
-    deploy.run(spec, model, environment=job.environment, rollback=False)
-
-
-_ACTIONS: dict[str, Callable[[Spec, Model, Job, bool], None]] = {
-    "data-test": _data_test,
-    "train": _train,
-    "evaluate": _evaluate,
-    "export": _export,
-    "report": _report,
-    "deploy": _deploy,
-}
+def _step(job: Job) -> LocalStep:
+    """The step module that runs ``job``, imported only now: steps import heavy libraries."""
+    assert job.descriptor.local_step, job.key
+    return cast(LocalStep, importlib.import_module(job.descriptor.local_step))
 
 
 def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
     """A hash of everything ``job`` reads; None for jobs this runner does not skip by
     fingerprint (training decides for itself; a deploy is skipped when the model is
     already live)."""
-    if job.kind not in OUTPUTS:
+    if not job.descriptor.produces:
         return None
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(model), sort_keys=True, default=str).encode())
     digest.update(job.kind.encode())
     workdir = spec.workdir(model)
     files = [spec.root / f for f in model.data_files]
-    files += [workdir / name.format(model=model.model_file) for name in READS[job.kind]]
-    if job.kind == "evaluate" and not _already_live(spec, model, model.deploy.environments[0].name):
+    files += [workdir / name.format(model=model.model_file) for name in job.descriptor.reads]
+    first = model.deploy.environments[0].name
+    if job.descriptor.reads_baseline and not _already_live(spec, model, first):
         # The baseline is an input too, unless it is this very model: judged against
         # itself it passes whatever passed without a baseline, so both count as none.
         registry = _registry(spec, model)
@@ -205,7 +166,7 @@ def _cached(spec: Spec, model: Model, job: Job, fingerprint: str) -> bool:
     if _read_cache(spec, model).get(job.kind) != fingerprint:
         return False
     workdir = spec.workdir(model)
-    return all((workdir / name).is_file() for name in OUTPUTS[job.kind])
+    return all((workdir / name).is_file() for name in job.descriptor.produces)
 
 
 def _remember(spec: Spec, model: Model, job: Job, fingerprint: str) -> None:

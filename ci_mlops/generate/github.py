@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
+from ci_mlops.generate.kinds import Trigger, github_job_id, job_names, job_suffix
 from ci_mlops.generate.plan import (
     PYTHON,
     Job,
@@ -91,24 +93,7 @@ def annotate(text: str, spec: Spec | None = None) -> str:
 RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
 DISPATCH_TYPE = "ci-mlops-retrain"
 
-PERMISSIONS: dict[str, dict[str, str]] = {
-    "validate": {"contents": "read"},
-    "data-test": {"contents": "read"},
-    "train": {"contents": "read"},
-    "evaluate": {"contents": "read", "actions": "read"},  # the baseline is a run artifact
-    "export": {"contents": "read"},
-    "report": {"contents": "read", "pull-requests": "write"},
-    # Models are release assets; environments are recorded as GitHub deployments.
-    # id-token: write lets the job sign the model keyless with its OIDC identity.
-    "deploy": {"contents": "write", "deployments": "write", "id-token": "write"},
-    "drift": {"contents": "read", "actions": "write"},  # retraining is a workflow dispatch
-}
-TOKEN_KINDS = ("evaluate", "report", "deploy", "drift")
-
-# Jobs whose token can write to the repository or its pull requests. They check out
-# nothing: ci-mlops is installed first, into an empty workspace, then the artifacts
-# arrive, and an isolated interpreter runs it with the spec from the model folder.
-NO_CHECKOUT = ("report", "deploy")
+PLATFORM = "github"
 
 
 @dataclass(frozen=True)
@@ -125,11 +110,6 @@ class Values:
     reusable: bool = False
 
 
-def job_id(key: str) -> str:
-    """``breast-cancer:deploy-staging`` → ``breast-cancer-deploy-staging``."""
-    return key.replace(":", "-")
-
-
 def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
     if mp is None:
         return None
@@ -138,7 +118,7 @@ def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
         scheduled = (
             "inputs.schedule != '' && github.event.schedule == inputs.schedule && !inputs.drift"
         )
-        drift_on = "inputs.drift && github.event.schedule == inputs.schedule"
+        drift_on = "github.event.schedule == inputs.schedule"
     else:
         wanted = f'contains(fromJSON(\'["", "all", "{v.model}"]\'), {RETRAIN})'
         scheduled = (
@@ -150,14 +130,32 @@ def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
     model_runs = f"(github.event_name != 'schedule' && ({wanted}))"
     if scheduled:
         model_runs = f"({model_runs} || (github.event_name == 'schedule' && {scheduled}))"
-    if job.kind == "drift":
-        return "github.event_name == 'schedule'" + (f" && {drift_on}" if drift_on else "")
-    if job.kind == "report":
-        return "github.event_name == 'pull_request'"
-    if job.kind == "deploy":
-        branch = "inputs.default-branch" if v.reusable else f"'{v.default_branch}'"
-        return f"github.event_name != 'pull_request' && github.ref_name == {branch} && {model_runs}"
+    return _TRIGGER_CONDITIONS[job.descriptor.trigger](model_runs, drift_on, v)
+
+
+def _on_change(model_runs: str, drift_on: str, v: Values) -> str:
     return model_runs
+
+
+def _on_pull_request(model_runs: str, drift_on: str, v: Values) -> str:
+    return "github.event_name == 'pull_request'"
+
+
+def _on_default_branch(model_runs: str, drift_on: str, v: Values) -> str:
+    branch = "inputs.default-branch" if v.reusable else f"'{v.default_branch}'"
+    return f"github.event_name != 'pull_request' && github.ref_name == {branch} && {model_runs}"
+
+
+def _on_schedule(model_runs: str, drift_on: str, v: Values) -> str:
+    return "github.event_name == 'schedule'" + (f" && {drift_on}" if drift_on else "")
+
+
+_TRIGGER_CONDITIONS: dict[Trigger, Callable[[str, str, Values], str]] = {
+    "change": _on_change,
+    "merge-request": _on_pull_request,
+    "default-branch": _on_default_branch,
+    "schedule": _on_schedule,
+}
 
 
 def _install_step(job: Job, v: Values) -> dict[str, Any]:
@@ -185,7 +183,7 @@ def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     step: dict[str, Any] = {"uses": SETUP_PYTHON, "with": {"python-version": v.python}}
     # Jobs with a write token use no cache, so a cache filled by a job that ran
     # pull-request code cannot reach a release or a comment.
-    if job.kind not in NO_CHECKOUT and v.requirements and not v.reusable:
+    if job.descriptor.checks_out(PLATFORM) and v.requirements and not v.reusable:
         step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
     return step
 
@@ -195,19 +193,19 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     out: dict[str, Any] = {"name": f"{v.model}: {job.title}" if mp else job.title}
     cond = _condition(job, mp, v)
     if job.needs:
-        out["needs"] = [job_id(n if not v.reusable else n.split(":", 1)[1]) for n in job.needs]
+        out["needs"] = [job_suffix(n) if v.reusable else github_job_id(n) for n in job.needs]
     if cond:
         out["if"] = cond
     out["runs-on"] = v.runs_on
     out["timeout-minutes"] = job.timeout_minutes
-    out["permissions"] = dict(PERMISSIONS[job.kind])
+    out["permissions"] = dict(job.descriptor.github_permissions)
     if job.environment:
         out["environment"] = job.environment
         out["concurrency"] = {
             "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
             "cancel-in-progress": False,
         }
-    isolated = job.kind in NO_CHECKOUT
+    isolated = not job.descriptor.checks_out(PLATFORM)
     env: dict[str, str] = {
         "MLOPS_SPEC": snapshot_spec_path(v.model) if isolated else v.spec,
         "MLOPS_WORKDIR": ".ci-mlops",
@@ -227,34 +225,37 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     if not isolated:
         steps.append({"uses": CHECKOUT, "with": {"persist-credentials": False}})
     steps.append(_setup_python(job, v))
-    if job.kind == "train":
-        steps.append(_train_cache(v))
+    if job.descriptor.model_cache:
+        steps.append(_model_cache(v))
     if isolated:
         steps.append(_install_step(job, v))
     # A need that uploads nothing (a deploy waits for the one before it) has no artifact
     # to download, and download-artifact fails on a name that was never uploaded.
-    uploads = {j.key for j in mp.jobs if j.artifacts} if mp else set()
-    for need in (n for n in job.needs if n in uploads):
-        kind = need.split(":", 1)[1]
+    uploads = {j.key: j for j in mp.jobs if j.artifacts} if mp else {}
+    for needed in (uploads[n] for n in job.needs if n in uploads):
         download: dict[str, Any] = {
             "uses": DOWNLOAD,
-            "with": {"name": f"{v.model}-{kind}", "path": f".ci-mlops/{v.model}"},
+            "with": {
+                "name": job_names(v.model, needed.kind).artifact,
+                "path": f".ci-mlops/{v.model}",
+            },
         }
-        if v.reusable and kind == "export":
-            # With inputs.onnx off the export job is skipped and uploads nothing.
-            download = {"if": "inputs.onnx", **download}
+        switch = needed.descriptor.template_input
+        if v.reusable and switch:
+            # With the input off the job is skipped and uploads nothing.
+            download = {"if": f"inputs.{switch.name}", **download}
         steps.append(download)
     if not isolated:
         steps.append(_install_step(job, v))
     run_step: dict[str, Any] = {"name": job.title, "run": command_line(job, isolated=isolated)}
-    if job.kind in TOKEN_KINDS:
+    if job.descriptor.uses_token:
         run_step["env"] = {"GITHUB_TOKEN": "${{ github.token }}"}
     steps.append(run_step)
     if job.artifacts and job.model:
         upload: dict[str, Any] = {
             "uses": UPLOAD,
             "with": {
-                "name": f"{v.model}-{job.kind}",
+                "name": job_names(v.model, job.kind).artifact,
                 "path": f".ci-mlops/{v.model}/",
                 "include-hidden-files": True,
                 "if-no-files-found": "warn",
@@ -267,7 +268,7 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     return steps
 
 
-def _train_cache(v: Values) -> dict[str, Any]:
+def _model_cache(v: Values) -> dict[str, Any]:
     # One moving cache entry per model: the train step compares its own input hash, so
     # restoring the newest model is always safe.
     return {
@@ -336,13 +337,13 @@ def render_inline(
     doc = _workflow_head(spec, plan, workflow_file)
     jobs: dict[str, Any] = {}
     validate = _validate_job(plan, "inline")
-    jobs[job_id(validate.key)] = render_job(
+    jobs[github_job_id(validate.key)] = render_job(
         validate, None, values_for(spec, "", plan.spec_file), plan.spec_file
     )
     for mp in plan.models:
         v = values_for(spec, mp.model.name, plan.spec_file)
         for job in mp.jobs:
-            jobs[job_id(job.key)] = render_job(job, mp, v, plan.spec_file)
+            jobs[github_job_id(job.key)] = render_job(job, mp, v, plan.spec_file)
     doc["jobs"] = jobs
     return doc
 
@@ -374,8 +375,17 @@ def reusable_values(spec: Spec) -> Values:
     )
 
 
-def reusable_inputs(spec: Spec) -> dict[str, Any]:
+def reusable_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
     rt = spec.runtime
+    switches = {
+        s.name: {
+            "description": s.github_description or s.description,
+            "type": "boolean",
+            "required": False,
+            "default": s.default,
+        }
+        for s in plan.switches
+    }
 
     def text(default: str, description: str) -> dict[str, Any]:
         return {"description": description, "type": "string", "required": False, "default": default}
@@ -397,18 +407,7 @@ def reusable_inputs(spec: Spec) -> dict[str, Any]:
         "schedule": text(
             "", "The cron expression of the caller's schedule that retrains or checks drift."
         ),
-        "onnx": {
-            "description": "Export to ONNX.",
-            "type": "boolean",
-            "required": False,
-            "default": True,
-        },
-        "drift": {
-            "description": "Scheduled runs check drift instead of retraining.",
-            "type": "boolean",
-            "required": False,
-            "default": False,
-        },
+        **switches,
         "retrain": text("", "Model to retrain even if nothing changed (a model name, or all)."),
     }
 
@@ -419,18 +418,19 @@ def render_reusable(spec: Spec, plan: Plan) -> dict[str, Any]:
     v = reusable_values(spec)
     mp = plan.models[0]
     jobs: dict[str, Any] = {}
+    switchable = {j.key for j in mp.jobs if j.descriptor.template_input}
     for job in mp.jobs:
         rendered = render_job(job, mp, v, "${{ inputs.spec }}")
-        kind = job.key.split(":", 1)[1]
-        if job.kind == "export":
-            rendered["if"] = f"inputs.onnx && {rendered['if']}"
-        if job.kind in ("report", "deploy"):
-            # Export may be switched off; later jobs then run without it.
+        switch = job.descriptor.template_input
+        if switch:
+            rendered["if"] = f"inputs.{switch.name} && {rendered['if']}"
+        if switchable.intersection(job.needs):
+            # A job it needs may be switched off; it then runs without it.
             rendered["if"] = f"!failure() && !cancelled() && {rendered['if']}"
-        jobs[kind] = rendered
+        jobs[job_suffix(job.key)] = rendered
     return {
         "name": "ci-mlops",
-        "on": {"workflow_call": {"inputs": reusable_inputs(spec)}},
+        "on": {"workflow_call": {"inputs": reusable_inputs(spec, plan)}},
         "permissions": {},
         "env": {"MLOPS_RETRAIN": "${{ inputs.retrain }}"},
         "jobs": jobs,
@@ -451,7 +451,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
     del doc["env"]
     validate = _validate_job(plan, "include")
     jobs: dict[str, Any] = {
-        job_id(validate.key): render_job(
+        github_job_id(validate.key): render_job(
             validate, None, values_for(spec, "", plan.spec_file), plan.spec_file
         )
     }
@@ -469,8 +469,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
                 "runs-on": rt.runs_on,
                 "default-branch": rt.default_branch,
                 "schedule": mp.schedule or "",
-                "onnx": mp.model.export.onnx,
-                "drift": mp.drift,
+                **mp.switches,
                 "retrain": f"${{{{ {RETRAIN} }}}}",
             },
         }

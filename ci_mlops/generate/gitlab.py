@@ -4,9 +4,11 @@ CI/CD components, and the components themselves (``templates/``)."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ci_mlops.generate.kinds import Trigger, job_names
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
     STAGES,
@@ -19,12 +21,7 @@ from ci_mlops.generate.plan import (
 )
 from ci_mlops.spec.model import Spec
 
-REPORT_ENVIRONMENT = "ci-mlops-report"
-
-# Jobs that hold a token that can write more than CI_JOB_TOKEN can: the report job gets
-# GITLAB_TOKEN. They check out nothing, use no cache that a job running merge-request
-# code could have filled, and run ci-mlops from an isolated interpreter.
-NO_CHECKOUT = ("report",)
+PLATFORM = "gitlab"
 RETRAIN_UNSET = '($MLOPS_RETRAIN == null || $MLOPS_RETRAIN == "")'
 MANUAL_SOURCES = "/^(web|api|trigger|pipeline)$/"
 
@@ -67,32 +64,49 @@ def _rules(job: Job, v: Values) -> list[dict[str, Any]]:
     """When a job runs. Model jobs: on a retrain request for the model, on a push or
     merge request that changes its code or data, or on a run started by hand or API.
     Scheduled pipelines run only drift checks unless they ask for a retrain."""
-    when = "manual" if job.when == "manual" else "on_success"
     rules: list[dict[str, Any]] = []
-    if v.component and job.kind in ("drift", "export"):
-        flag = "drift" if job.kind == "drift" else "onnx"
-        rules.append({"if": f'"$[[ inputs.{flag} ]]" != "true"', "when": "never"})
-    if job.kind == "drift":
-        return [*rules, {"if": f'$CI_PIPELINE_SOURCE == "schedule" && {RETRAIN_UNSET}'}]
-    if job.kind == "deploy":
-        rules.append({"if": "$CI_COMMIT_BRANCH != $CI_DEFAULT_BRANCH", "when": "never"})
-    if job.kind == "report":
-        return [
-            *rules,
-            {"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "changes": {"paths": v.changes}},
-        ]
-    sources = (
-        '$CI_PIPELINE_SOURCE == "push"'
-        if job.kind == "deploy"
-        else ('$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"')
+    switch = job.descriptor.template_input
+    if v.component and switch:
+        rules.append({"if": f'"$[[ inputs.{switch.name} ]]" != "true"', "when": "never"})
+    return rules + _TRIGGER_RULES[job.descriptor.trigger](job, v)
+
+
+def _on_schedule(job: Job, v: Values) -> list[dict[str, Any]]:
+    return [{"if": f'$CI_PIPELINE_SOURCE == "schedule" && {RETRAIN_UNSET}'}]
+
+
+def _on_merge_request(job: Job, v: Values) -> list[dict[str, Any]]:
+    return [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "changes": {"paths": v.changes}}]
+
+
+def _on_change(job: Job, v: Values) -> list[dict[str, Any]]:
+    return _change_rules(
+        job, v, '$CI_PIPELINE_SOURCE == "merge_request_event" || $CI_PIPELINE_SOURCE == "push"'
     )
-    rules += [
+
+
+def _on_default_branch(job: Job, v: Values) -> list[dict[str, Any]]:
+    branch = {"if": "$CI_COMMIT_BRANCH != $CI_DEFAULT_BRANCH", "when": "never"}
+    return [branch, *_change_rules(job, v, '$CI_PIPELINE_SOURCE == "push"')]
+
+
+def _change_rules(job: Job, v: Values, sources: str) -> list[dict[str, Any]]:
+    when = "manual" if job.when == "manual" else "on_success"
+    rules: list[dict[str, Any]] = [
         {"if": _retrain_match(v.model), "when": when},
         {"if": '$CI_PIPELINE_SOURCE == "schedule"', "when": "never"},
         {"if": sources, "changes": {"paths": v.changes}, "when": when},
         {"if": f"$CI_PIPELINE_SOURCE =~ {MANUAL_SOURCES} && {RETRAIN_UNSET}", "when": when},
     ]
     return [_drop_on_success(r) for r in rules]
+
+
+_TRIGGER_RULES: dict[Trigger, Callable[[Job, Values], list[dict[str, Any]]]] = {
+    "change": _on_change,
+    "merge-request": _on_merge_request,
+    "default-branch": _on_default_branch,
+    "schedule": _on_schedule,
+}
 
 
 def _drop_on_success(rule: dict[str, Any]) -> dict[str, Any]:
@@ -116,13 +130,13 @@ def _install_lines(job: Job, v: Values) -> list[str]:
 
 
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
-    if job.kind in NO_CHECKOUT:
+    if not job.descriptor.checks_out(PLATFORM):
         return []
     pip: dict[str, Any] = {"key": f"pip-{v.python}", "paths": [".cache/pip"], "policy": "pull-push"}
     if v.requirements and not v.component:
         pip["key"] = {"files": [v.requirements], "prefix": f"pip-{v.python}"}
     caches = [pip]
-    if job.kind == "train":
+    if job.descriptor.model_cache:
         # The train step decides by its own input hash whether the cached model is still
         # good, so one cache per model is enough.
         caches.append(
@@ -135,15 +149,17 @@ def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     return caches
 
 
-def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
-    """One GitLab job."""
+def render_job(
+    job: Job, v: Values, spec_file: str, model_jobs: tuple[Job, ...] = ()
+) -> dict[str, Any]:
+    """One GitLab job; ``model_jobs`` are the jobs of its model (those it may need)."""
     name = v.model if job.model else None
     out: dict[str, Any] = {"stage": job.stage, "image": v.image}
     if v.tags:
         out["tags"] = v.tags
-    out["interruptible"] = job.kind != "deploy"
+    out["interruptible"] = job.descriptor.interruptible
     out["timeout"] = f"{job.timeout_minutes} minutes"
-    isolated = job.kind in NO_CHECKOUT
+    isolated = not job.descriptor.checks_out(PLATFORM)
     variables: dict[str, str] = {}
     if isolated:
         # No clone or fetch: the job works from its artifacts alone.
@@ -165,7 +181,8 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
     caches = _cache(job, v)
     if caches:
         out["cache"] = caches
-    out["needs"] = [_need(n, v) for n in job.needs]
+    by_key = {j.key: j for j in model_jobs}
+    out["needs"] = [_need(by_key[n], v) for n in job.needs]
     out["before_script"] = _install_lines(job, v)
     if job.model:
         variables["MLOPS_MODEL"] = v.model
@@ -183,12 +200,12 @@ def render_job(job: Job, v: Values, spec_file: str) -> dict[str, Any]:
         # Keyless signing: an OIDC token for Sigstore, which names this project, its
         # pipeline file and ref; verification accepts only the default branch's.
         out["id_tokens"] = {"SIGSTORE_ID_TOKEN": {"aud": "sigstore"}}
-    if job.kind == "report":
+    if job.descriptor.gitlab_token_environment:
         # Only this job needs GITLAB_TOKEN (CI_JOB_TOKEN cannot post notes). Scoping the
         # variable to this environment keeps it out of every other generated job;
         # "prepare" records no deployment. The scope alone is no boundary against a
         # pipeline file that names the environment itself: the README says what is.
-        out["environment"] = {"name": REPORT_ENVIRONMENT, "action": "prepare"}
+        out["environment"] = {"name": job.descriptor.gitlab_token_environment, "action": "prepare"}
     if job.when == "manual":
         out["allow_failure"] = True
     out["retry"] = {
@@ -224,28 +241,24 @@ def command_line(job: Job, *, isolated: bool = False) -> str:
     return " ".join(words)
 
 
-def _need(key: str, v: Values) -> str | dict[str, Any]:
-    _, kind = key.split(":", 1)
-    name = f"{v.model}:{kind}"
-    # In the components ONNX export can be switched off by an input, so jobs after it
+def _need(needed: Job, v: Values) -> str | dict[str, Any]:
+    # In the components an input can switch a job off (ONNX export), so jobs after it
     # must not require it.
-    if v.component and kind == "export":
-        return {"job": name, "optional": True}
-    return name
+    if v.component and needed.descriptor.template_input:
+        return {"job": needed.key, "optional": True}
+    return needed.key
 
 
 def _artifacts(job: Job, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "name": f"{model}-{job.kind}",
+        "name": job_names(model, job.kind).artifact,
         "paths": [f".ci-mlops/{model}/"],
         "expire_in": "30 days",
     }
     if job.always_keep_artifacts:
         out["when"] = "always"
-    if job.junit:
-        out["reports"] = {
-            "junit": job.junit.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")
-        }
+    if job.descriptor.junit:
+        out["reports"] = {"junit": f".ci-mlops/{model}/{job.descriptor.junit}"}
     return out
 
 
@@ -289,16 +302,17 @@ def render_inline(spec: Spec, plan: Plan) -> dict[str, Any]:
     for mp in plan.models:
         v = values_for(spec, mp)
         for job in mp.jobs:
-            doc[job.key] = render_job(job, v, plan.spec_file)
+            doc[job.key] = render_job(job, v, plan.spec_file, mp.jobs)
     return doc
 
 
-COMPONENT_KINDS = ("data-test", "train", "evaluate", "export", "report", "deploy", "drift")
-
-
-def component_inputs(spec: Spec) -> dict[str, Any]:
+def component_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
     """The ``spec:inputs`` header of every component, with the spec defaults."""
     rt = spec.runtime
+    switches = {
+        s.name: {"type": "boolean", "default": s.default, "description": s.description}
+        for s in plan.switches
+    }
     return {
         "model": {
             "description": "Model name, as in mlops.yaml.",
@@ -319,12 +333,7 @@ def component_inputs(spec: Spec) -> dict[str, Any]:
         },
         "requirements": {"default": "", "description": "Your requirements file, if any."},
         "tags": {"type": "array", "default": [], "description": "Runner tags."},
-        "onnx": {"type": "boolean", "default": True, "description": "Export to ONNX."},
-        "drift": {
-            "type": "boolean",
-            "default": False,
-            "description": "Run the drift check in scheduled pipelines.",
-        },
+        **switches,
     }
 
 
@@ -344,14 +353,16 @@ def component_values(spec: Spec) -> Values:
 def render_components(spec: Spec, plan: Plan) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Component name -> (spec header, jobs). ``plan`` is the plan of the symbolic model."""
     v = component_values(spec)
-    header = {"spec": {"inputs": component_inputs(spec)}}
+    header = {"spec": {"inputs": component_inputs(spec, plan)}}
     spec_file = "$[[ inputs.spec ]]"
     plan_jobs = plan.models[0].jobs
-    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for kind in COMPONENT_KINDS:
-        chosen = {j.key: render_job(j, v, spec_file) for j in plan_jobs if j.kind == kind}
-        out[kind] = (header, chosen)
-    out["pipeline"] = (header, {j.key: render_job(j, v, spec_file) for j in plan_jobs})
+    rendered = {j.key: render_job(j, v, spec_file, plan_jobs) for j in plan_jobs}
+    # One component per kind of job, with its jobs (one per environment for deploys).
+    components: dict[str, dict[str, Any]] = {}
+    for job in plan_jobs:
+        components.setdefault(job.kind, {})[job.key] = rendered[job.key]
+    out = {kind: (header, jobs) for kind, jobs in components.items()}
+    out["pipeline"] = (header, rendered)
     return out
 
 
@@ -367,8 +378,7 @@ def caller_inputs(spec: Spec, mp: ModelPlan) -> dict[str, Any]:
         "install": rt.install,
         "requirements": rt.requirements or "",
         "tags": list(rt.tags),
-        "onnx": mp.model.export.onnx,
-        "drift": mp.drift,
+        **mp.switches,
     }
 
 

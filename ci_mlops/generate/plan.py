@@ -8,36 +8,10 @@ import shlex
 from dataclasses import dataclass, replace
 
 from ci_mlops.frameworks import FRAMEWORKS
+from ci_mlops.generate.kinds import KINDS, JobKind, TemplateInput, job_names
 from ci_mlops.spec.model import Model, Spec
 
 STAGES = ("validate", "data", "train", "evaluate", "report", "deploy", "monitor")
-STAGE_OF = {
-    "validate": "validate",
-    "data-test": "data",
-    "train": "train",
-    "evaluate": "evaluate",
-    "export": "evaluate",
-    "report": "report",
-    "deploy": "deploy",
-    "drift": "monitor",
-}
-
-# Extras of ci-mlops each kind needs installed; "platform" is replaced by gitlab/github.
-EXTRAS = {
-    "validate": (),
-    "data-test": ("data",),
-    "train": (),
-    "evaluate": ("ml", "platform"),
-    "export": ("onnx", "ml"),
-    "report": ("platform",),
-    # Deploys sign what they publish, verify what they promote, and check the candidate in
-    # the real prediction service (serve) before publishing it.
-    "deploy": ("platform", "sign", "serve"),
-    "drift": ("ml", "platform"),
-}
-
-# Kinds that load the user's model or run the user's code, so need their requirements.
-USER_CODE = ("train", "evaluate", "export")
 
 # Every generated ``python`` call runs isolated (``-I``): the job's folder (the checkout,
 # or a runner's leftover workspace) is not on ``sys.path``, and ``PYTHON*`` variables and
@@ -54,43 +28,41 @@ ISOLATED_CI_MLOPS = (*PYTHON, "-m", "ci_mlops")
 # travels with the artifacts to jobs that have no checkout.
 SPEC_SNAPSHOT = "spec.yaml"
 
-TITLES = {
-    "data-test": "Data tests",
-    "train": "Train",
-    "evaluate": "Evaluate and apply quality gates",
-    "export": "Export to ONNX and check parity",
-    "report": "Report on the merge request",
-    "deploy": "Deploy",
-    "drift": "Check data drift",
-    "validate": "Check that the pipeline matches the spec",
-}
-
 
 @dataclass(frozen=True)
 class Job:
     """One job of one model (or the spec-wide validate job when ``model`` is None)."""
 
     key: str  # unique within the plan, e.g. "breast-cancer:train"
-    kind: str
+    descriptor: JobKind  # what this kind of job means
     model: str | None
     args: tuple[str, ...]  # the ci-mlops command line, without "ci-mlops"
     needs: tuple[str, ...] = ()
     environment: str | None = None
     when: str = "auto"  # auto | manual
     timeout_minutes: int = 30
-    artifacts: bool = True
-    junit: str | None = None
-    always_keep_artifacts: bool = False  # keep results of a failing check
     framework_extra: str | None = None  # what loads the model, for jobs that load it
 
     @property
+    def kind(self) -> str:
+        return self.descriptor.name
+
+    @property
     def stage(self) -> str:
-        return STAGE_OF[self.kind]
+        return self.descriptor.stage
 
     @property
     def title(self) -> str:
-        base = TITLES[self.kind]
+        base = self.descriptor.title
         return f"{base} ({self.environment})" if self.environment else base
+
+    @property
+    def artifacts(self) -> bool:
+        return self.descriptor.uploads
+
+    @property
+    def always_keep_artifacts(self) -> bool:
+        return self.descriptor.keep_failed_artifacts
 
     @property
     def command(self) -> str:
@@ -98,12 +70,12 @@ class Job:
         return shlex.join(("ci-mlops", *self.args))
 
     def extras(self, platform: str) -> tuple[str, ...]:
-        kind = (platform if e == "platform" else e for e in EXTRAS[self.kind])
+        kind = self.descriptor.extras_on(platform)
         return tuple(dict.fromkeys([*kind, *filter(None, [self.framework_extra])]))
 
     @property
     def runs_user_code(self) -> bool:
-        return self.kind in USER_CODE
+        return self.descriptor.user_code
 
 
 @dataclass(frozen=True)
@@ -115,6 +87,8 @@ class ModelPlan:
     watched: tuple[str, ...]  # paths whose change runs this model's jobs
     schedule: str | None
     drift: bool
+    # The templates' switches for this model: input name -> whether it has those jobs.
+    switches: dict[str, bool]
 
 
 @dataclass(frozen=True)
@@ -124,6 +98,12 @@ class Plan:
     spec_file: str  # the spec's path relative to the repository root
     models: tuple[ModelPlan, ...]
     validate: Job
+    kinds: dict[str, JobKind]
+
+    @property
+    def switches(self) -> tuple[TemplateInput, ...]:
+        """The templates' inputs that switch jobs on or off, in pipeline order."""
+        return tuple(k.template_input for k in self.kinds.values() if k.template_input)
 
     def validate_job(self, platform: str, mode: str) -> Job:
         """The check that the committed pipeline of ``platform`` matches the spec, run
@@ -136,115 +116,79 @@ class Plan:
         return [self.validate, *(j for m in self.models for j in m.jobs)]
 
 
-def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]:
-    """The jobs of one model, in pipeline order."""
-    name = model.name
-    base = ("--spec", spec_file, "--model", name)
-
-    def key(kind: str) -> str:
-        return f"{name}:{kind}"
-
-    data_dir = f".ci-mlops/{name}"
-    loads = FRAMEWORKS[model.framework].extra
-    jobs = [
-        Job(
-            key("data-test"),
-            "data-test",
-            name,
-            ("data-test", *base),
-            timeout_minutes=timeout,
-            junit=f"{data_dir}/data-test.junit.xml",
-            always_keep_artifacts=True,
-        ),
-        Job(
-            key("train"),
-            "train",
-            name,
-            ("train", *base),
-            needs=(key("data-test"),),
-            timeout_minutes=model.train.timeout_minutes + 10,
-        ),
-        Job(
-            key("evaluate"),
-            "evaluate",
-            name,
-            ("evaluate", *base),
-            needs=(key("train"),),
-            timeout_minutes=timeout,
-            junit=f"{data_dir}/evaluate.junit.xml",
-            always_keep_artifacts=True,
-            framework_extra=loads,
-        ),
-    ]
-    checks = [key("evaluate")]
-    if model.export.onnx:
-        jobs.append(
-            Job(
-                key("export"),
-                "export",
-                name,
-                ("export", *base),
-                needs=(key("train"),),
-                timeout_minutes=timeout,
-                always_keep_artifacts=True,
-                framework_extra=loads,
-            )
-        )
-        checks.append(key("export"))
-    jobs.append(
-        Job(
-            key("report"),
-            "report",
-            name,
-            ("report", *base),
-            needs=(key("data-test"), *checks),
-            timeout_minutes=timeout,
-            artifacts=True,
-            always_keep_artifacts=True,
-        )
-    )
-    previous: tuple[str, ...] = ()
-    for env in model.deploy.environments:
-        job = Job(
-            key(f"deploy-{env.name}"),
-            "deploy",
-            name,
-            ("deploy", *base, "--environment", env.name),
-            needs=(*checks, *previous),
-            environment=env.name,
-            when=env.when,
-            timeout_minutes=timeout,
-            artifacts=False,
-        )
-        jobs.append(job)
-        previous = (job.key,)
-    if model.retrain.drift:
-        jobs.append(Job(key("drift"), "drift", name, ("drift", *base), timeout_minutes=timeout))
+def model_jobs(
+    model: Model, spec_file: str, *, timeout: int, kinds: dict[str, JobKind] = KINDS
+) -> tuple[Job, ...]:
+    """The jobs of one model, in pipeline order: one per kind the model has (one per
+    deploy environment for kinds that deploy)."""
+    jobs: list[Job] = []
+    for descriptor in kinds.values():
+        if descriptor.per_model and descriptor.present(model):
+            jobs += _jobs_of(descriptor, model, spec_file, timeout, jobs)
     return tuple(jobs)
 
 
-def build_plan(spec: Spec, spec_file: str = "mlops.yaml") -> Plan:
-    """The job plan of ``spec``; ``spec_file`` is how jobs name the spec."""
+def _jobs_of(
+    kind: JobKind, model: Model, spec_file: str, timeout: int, earlier: list[Job]
+) -> list[Job]:
+    """The jobs of ``kind`` for ``model``; ``earlier`` are the model's jobs before them."""
+    base = (kind.name, "--spec", spec_file, "--model", model.name)
+    needs = tuple(j.key for j in earlier if j.descriptor.name in kind.needs)
+    first = Job(
+        job_names(model.name, kind.name).key,
+        kind,
+        model.name,
+        base,
+        needs=needs,
+        timeout_minutes=kind.timeout(model, timeout),
+        framework_extra=FRAMEWORKS[model.framework].extra if kind.loads_model else None,
+    )
+    if not kind.per_environment:
+        return [first]
+    jobs: list[Job] = []
+    previous: tuple[str, ...] = ()  # each environment deploys after the one before it
+    for env in model.deploy.environments:
+        job = replace(
+            first,
+            key=job_names(model.name, kind.name, env.name).key,
+            args=(*base, "--environment", env.name),
+            needs=(*needs, *previous),
+            environment=env.name,
+            when=env.when,
+        )
+        jobs.append(job)
+        previous = (job.key,)
+    return jobs
+
+
+def build_plan(
+    spec: Spec, spec_file: str = "mlops.yaml", kinds: dict[str, JobKind] = KINDS
+) -> Plan:
+    """The job plan of ``spec``; ``spec_file`` is how jobs name the spec; ``kinds`` the
+    kinds of job there are."""
     timeout = spec.runtime.timeout_minutes
     models = tuple(
         ModelPlan(
             model=m,
-            jobs=model_jobs(m, spec_file, timeout=timeout),
+            jobs=model_jobs(m, spec_file, timeout=timeout, kinds=kinds),
             watched=tuple(dict.fromkeys([*map(watch_pattern, m.watched_paths), spec_file])),
             schedule=m.retrain.schedule,
             drift=m.retrain.drift is not None,
+            switches={
+                k.template_input.name: k.present(m) for k in kinds.values() if k.template_input
+            },
         )
         for m in spec.models
     )
+    (check,) = (k for k in kinds.values() if not k.per_model)
     validate = Job(
-        "ci-mlops:validate",
-        "validate",
+        job_names("ci-mlops", check.name).key,
+        check,
         None,
         ("generate", "--spec", spec_file, "--check"),
-        timeout_minutes=10,
-        artifacts=False,
+        timeout_minutes=check.timeout(None, timeout),
     )
-    return Plan(spec_file=spec_file, models=models, validate=validate)
+    return Plan(spec_file=spec_file, models=models, validate=validate, kinds=kinds)
 
 
 def watch_pattern(path: str) -> str:

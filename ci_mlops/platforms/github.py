@@ -64,6 +64,7 @@ from requests.adapters import HTTPAdapter
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_bytes, write_text
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.generate.kinds import baseline_names
 from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
@@ -432,7 +433,7 @@ class GitHubPlatform(Platform):
         return self._call(f"GET {endpoint}", COMMENT_HINT, search)
 
     def _link_images(self, model: Model, body: str, images: list[Path]) -> str:
-        artifact = f"{model.name}-evaluate"
+        artifact = baseline_names(model.name).artifact
         for image in images:
             label = f"{image.name} (in the `{artifact}` artifact of this run)"
             link = (
@@ -491,7 +492,7 @@ class GitHubPlatform(Platform):
         model); MissingBaseline when it expired. Needs ``actions: read``."""
         repo = self._repo()
         branch = self._default_branch(repo)
-        name = f"{model.name}-evaluate"
+        name = baseline_names(model.name).artifact
         workflow = self.env.workflow
         endpoint = f"GET {self._path('/actions/artifacts')}?name={name}"
         try:

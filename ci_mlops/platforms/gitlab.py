@@ -46,6 +46,7 @@ import requests
 from ci_mlops import log
 from ci_mlops.atomic import read_artifact, sha256_file, write_bytes
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.generate.kinds import baseline_names
 from ci_mlops.platforms.base import Baseline, Platform, Published
 from ci_mlops.platforms.remote import (
     ApiError,
@@ -331,7 +332,7 @@ class GitLabPlatform(Platform):
         branch (the generated pipeline names the job so). None when there is none, or
         its artifacts expired. Works with CI_JOB_TOKEN."""
         branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
-        job = f"{model.name}:evaluate"
+        job = baseline_names(model.name).key
         artifact = _artifact_path(model, "metrics.json")
         ref = quote(branch, safe="")
         project = self._project("job", target=True)

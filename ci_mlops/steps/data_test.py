@@ -412,3 +412,8 @@ def _junit_suite(model: Model, role: str, report: dict[str, Any]) -> ET.Element:
         "" if entries else "; no expectations"
     )
     return suite
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Run the data tests."""
+    run(spec, model)

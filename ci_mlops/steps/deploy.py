@@ -348,3 +348,8 @@ def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: st
             f"recorded in {record_path.name}; the file changed after export"
         )
     return True
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Deploy to ``environment``."""
+    run(spec, model, environment=environment, rollback=False)

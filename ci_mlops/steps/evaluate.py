@@ -441,3 +441,8 @@ def _failure_message(model: Model, verdict: GateVerdict) -> str:
 def _json_number(value: float) -> float | None:
     """JSON has no NaN: an undefined metric is written as null (see "notes")."""
     return value if math.isfinite(value) else None
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Evaluate against the platform's baseline (on a laptop, the local registry's)."""
+    run(spec, model, baseline=None)

@@ -393,3 +393,8 @@ def _summary(model: Model, result: dict[str, Any]) -> str:
         f"{model.name}: model.onnx (opset {result['opset']}) parity {parity}: max |diff| {shown} "
         f"(tolerance {result['tolerance']:.2g}) on {result['n_samples']} rows{labels}{speed}"
     )
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Export to ONNX."""
+    run(spec, model)

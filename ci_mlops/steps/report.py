@@ -532,3 +532,8 @@ def _sci(value: Any) -> str:
 
 def _ms(value: Any) -> str:
     return f"{value:.3g} ms" if isinstance(value, int | float) else "n/a"
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Write the report; a laptop has no merge request to post it to."""
+    run(spec, model, post=False)

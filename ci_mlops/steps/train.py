@@ -437,3 +437,8 @@ def _is_code(rel: str, registry: tuple[str, ...]) -> bool:
     if _NOT_CODE.intersection(parts) or rel.endswith(".pyc"):
         return False
     return parts[: len(registry)] != registry
+
+
+def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
+    """What ``ci-mlops run`` calls for this step's job. Train (again with ``force``)."""
+    run(spec, model, force=force)

@@ -1,0 +1,312 @@
+"""What each kind of job means, said once.
+
+A :class:`JobKind` holds every fact the job plan, both renderers (GitLab CI and GitHub
+Actions, inline and as templates) and ``ci-mlops run`` need about one step: its stage,
+title, extras, needs, when it runs, which tokens it holds, what it writes and reads, and
+which step module runs it on a laptop. :data:`KINDS` lists them in pipeline order. The
+renderers and the runner translate these facts and never test a kind's name, so a new
+step is one descriptor here, one step module and its CLI command.
+
+Job and artifact names are made here too (:func:`job_names`): the generator names the
+jobs, and the platform adapters that look a job or an artifact up by name ask the same
+function rather than spelling the name again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from ci_mlops.spec.model import Model
+
+# When a job runs, in terms both platforms can express:
+# change          a push or merge/pull request that changes the model's files, a retrain
+#                 request for the model, or a run started by hand or through the API
+# merge-request   merge/pull request pipelines that change the model's files
+# default-branch  like "change", but only for pushes to the default branch
+# schedule        scheduled pipelines that ask for no retraining
+Trigger = Literal["change", "merge-request", "default-branch", "schedule"]
+
+PLATFORMS = ("gitlab", "github")
+
+# The least a job that reads the repository holds on GitHub.
+READ_ONLY: tuple[tuple[str, str], ...] = (("contents", "read"),)
+
+
+def _always(model: Model) -> bool:
+    return True
+
+
+def _runtime_timeout(model: Model | None, runtime_minutes: int) -> int:
+    return runtime_minutes
+
+
+@dataclass(frozen=True)
+class TemplateInput:
+    """A boolean input of the templates (GitLab components, the reusable workflow) that
+    switches a kind's jobs on or off. A caller passes whether its model has them."""
+
+    name: str
+    default: bool
+    description: str
+    # The reusable workflow's wording, where the input means more there.
+    github_description: str | None = None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """Everything the generator and the local runner know about one kind of job."""
+
+    name: str  # the ci-mlops command the job runs, and the last part of its job names
+    stage: str
+    title: str
+    # Extras of ci-mlops the job installs; "platform" stands for gitlab or github.
+    extras: tuple[str, ...] = ()
+    # False for the one spec-wide job (validate); True: one job (or one per deploy
+    # environment) for each model.
+    per_model: bool = True
+    # Whether a model gets this job at all (ONNX export switched off, no drift check).
+    present: Callable[[Model], bool] = _always
+    # Kinds whose jobs of the same model this one waits for, when the model has them.
+    needs: tuple[str, ...] = ()
+    # One job per deploy environment, each after the one before.
+    per_environment: bool = False
+    trigger: Trigger = "change"
+    # Minutes the job may run, from the model and the spec's runtime.timeout_minutes.
+    timeout: Callable[[Model | None, int], int] = _runtime_timeout
+    # Runs the user's code or loads the user's model: installs the project's requirements.
+    user_code: bool = False
+    # Loads the trained model: installs the extra of the model's framework.
+    loads_model: bool = False
+    # The model folder it leaves is an artifact for later jobs (and for people).
+    uploads: bool = True
+    # Keep the artifact when the job fails: the results of a failing check are the point.
+    keep_failed_artifacts: bool = False
+    junit: str | None = None  # the JUnit file it writes into the model folder
+    # False for jobs that must finish once started (a deploy half done is worse).
+    interruptible: bool = True
+    # Platforms on which the job holds a token that can write more than reading the
+    # repository needs. There it checks out nothing, restores no cache a job running
+    # merge-request code could have filled, runs ci-mlops from an isolated interpreter
+    # and reads the spec from the model folder it received.
+    no_checkout: tuple[str, ...] = ()
+    # The GitLab environment GITLAB_TOKEN is scoped to, for the job that holds it.
+    gitlab_token_environment: str | None = None
+    # GitHub token permissions. Anything beyond reading the repository means the job
+    # calls the API, so its ci-mlops step gets GITHUB_TOKEN.
+    github_permissions: tuple[tuple[str, str], ...] = READ_ONLY
+    # The templates' input that switches this job on; jobs that need it then must not
+    # require it. A model has the job when ``present`` says so.
+    template_input: TemplateInput | None = None
+    # Keeps the model folder in a CI cache between pipelines (the step decides by its own
+    # input hash whether what it finds is still good).
+    model_cache: bool = False
+    # Files it writes into the model folder; ``ci-mlops run`` re-runs a cached job when
+    # one is missing, and skips by fingerprint only jobs that name some.
+    produces: tuple[str, ...] = ()
+    # Files of the model folder it reads besides the spec and data; "{model}" is the
+    # model file.
+    reads: tuple[str, ...] = ()
+    # Compares with the deployed model, so the registry's pointers are inputs too.
+    reads_baseline: bool = False
+    # The module that runs it in ``ci-mlops run`` (its ``run_local``), or None when it
+    # runs only in CI.
+    local_step: str | None = None
+
+    @property
+    def uses_token(self) -> bool:
+        """Whether the job calls the platform's API (GITHUB_TOKEN in its step)."""
+        return self.github_permissions != READ_ONLY
+
+    def checks_out(self, platform: str) -> bool:
+        return platform not in self.no_checkout
+
+    def extras_on(self, platform: str) -> tuple[str, ...]:
+        return tuple(platform if e == "platform" else e for e in self.extras)
+
+
+def _train_timeout(model: Model | None, runtime_minutes: int) -> int:
+    # The training command's own limit plus room to install and upload.
+    assert model is not None
+    return model.train.timeout_minutes + 10
+
+
+def _validate_timeout(model: Model | None, runtime_minutes: int) -> int:
+    return 10
+
+
+def _exports(model: Model) -> bool:
+    return model.export.onnx
+
+
+def _checks_drift(model: Model) -> bool:
+    return model.retrain.drift is not None
+
+
+def _table(kinds: Iterable[JobKind]) -> dict[str, JobKind]:
+    return {k.name: k for k in kinds}
+
+
+KINDS: dict[str, JobKind] = _table(
+    [
+        JobKind(
+            name="validate",
+            stage="validate",
+            title="Check that the pipeline matches the spec",
+            per_model=False,
+            timeout=_validate_timeout,
+            uploads=False,
+        ),
+        JobKind(
+            name="data-test",
+            stage="data",
+            title="Data tests",
+            extras=("data",),
+            keep_failed_artifacts=True,
+            junit="data-test.junit.xml",
+            produces=("data-test.json",),
+            local_step="ci_mlops.steps.data_test",
+        ),
+        JobKind(
+            name="train",
+            stage="train",
+            title="Train",
+            needs=("data-test",),
+            timeout=_train_timeout,
+            user_code=True,
+            model_cache=True,
+            local_step="ci_mlops.steps.train",
+        ),
+        JobKind(
+            name="evaluate",
+            stage="evaluate",
+            title="Evaluate and apply quality gates",
+            extras=("ml", "platform"),
+            needs=("train",),
+            user_code=True,
+            loads_model=True,
+            keep_failed_artifacts=True,
+            junit="evaluate.junit.xml",
+            # The baseline is an artifact of a default-branch run.
+            github_permissions=(("contents", "read"), ("actions", "read")),
+            produces=("metrics.json", "gates.json"),
+            reads=("{model}",),
+            reads_baseline=True,
+            local_step="ci_mlops.steps.evaluate",
+        ),
+        JobKind(
+            name="export",
+            stage="evaluate",
+            title="Export to ONNX and check parity",
+            extras=("onnx", "ml"),
+            present=_exports,
+            needs=("train",),
+            user_code=True,
+            loads_model=True,
+            keep_failed_artifacts=True,
+            template_input=TemplateInput("onnx", True, "Export to ONNX."),
+            produces=("export.json",),
+            reads=("{model}",),
+            local_step="ci_mlops.steps.export",
+        ),
+        JobKind(
+            name="report",
+            stage="report",
+            title="Report on the merge request",
+            extras=("platform",),
+            needs=("data-test", "evaluate", "export"),
+            trigger="merge-request",
+            keep_failed_artifacts=True,
+            # It posts the merge-request note (GITLAB_TOKEN: CI_JOB_TOKEN cannot) and
+            # the pull-request comment.
+            no_checkout=("gitlab", "github"),
+            gitlab_token_environment="ci-mlops-report",
+            github_permissions=(("contents", "read"), ("pull-requests", "write")),
+            produces=("report.md", "report.json"),
+            reads=("data-test.json", "metrics.json", "gates.json", "export.json"),
+            local_step="ci_mlops.steps.report",
+        ),
+        JobKind(
+            name="deploy",
+            stage="deploy",
+            title="Deploy",
+            # Deploys sign what they publish, verify what they promote, and check the
+            # candidate in the real prediction service (serve) before publishing it.
+            extras=("platform", "sign", "serve"),
+            needs=("evaluate", "export"),
+            per_environment=True,
+            trigger="default-branch",
+            uploads=False,
+            interruptible=False,
+            # On GitHub models are release assets (contents: write); on GitLab the job
+            # token publishes, and the job keeps its checkout.
+            no_checkout=("github",),
+            # Environments are recorded as GitHub deployments; id-token: write lets the
+            # job sign the model keyless with its OIDC identity.
+            github_permissions=(
+                ("contents", "write"),
+                ("deployments", "write"),
+                ("id-token", "write"),
+            ),
+            local_step="ci_mlops.steps.deploy",
+        ),
+        JobKind(
+            name="drift",
+            stage="monitor",
+            title="Check data drift",
+            extras=("ml", "platform"),
+            present=_checks_drift,
+            trigger="schedule",
+            template_input=TemplateInput(
+                "drift",
+                False,
+                "Run the drift check in scheduled pipelines.",
+                # There scheduled runs retrain unless they check drift.
+                github_description="Scheduled runs check drift instead of retraining.",
+            ),
+            # Retraining is a workflow dispatch.
+            github_permissions=(("contents", "read"), ("actions", "write")),
+        ),
+    ]
+)
+
+
+def producer(record: str, kinds: dict[str, JobKind] = KINDS) -> JobKind:
+    """The kind whose job writes ``record`` (e.g. metrics.json) into the model folder."""
+    (kind,) = (k for k in kinds.values() if record in k.produces)
+    return kind
+
+
+@dataclass(frozen=True)
+class JobNames:
+    """The names one job goes by."""
+
+    key: str  # in the plan, and the GitLab job's name: ``<model>:<kind>[-<environment>]``
+    github: str  # the job id in an inline GitHub workflow
+    artifact: str  # the artifact of its model folder, on both platforms
+
+
+def job_names(model: str, kind: str, environment: str | None = None) -> JobNames:
+    """The names of the ``kind`` job of ``model`` (per deploy ``environment``)."""
+    suffix = f"{kind}-{environment}" if environment else kind
+    key = f"{model}:{suffix}"
+    return JobNames(key=key, github=github_job_id(key), artifact=f"{model}-{kind}")
+
+
+def github_job_id(key: str) -> str:
+    """``breast-cancer:deploy-staging`` → ``breast-cancer-deploy-staging``: GitHub job ids
+    allow no colon."""
+    return key.replace(":", "-")
+
+
+def job_suffix(key: str) -> str:
+    """``breast-cancer:deploy-staging`` → ``deploy-staging``: the job's id in a template,
+    which serves one model."""
+    return key.split(":", 1)[1]
+
+
+def baseline_names(model: str) -> JobNames:
+    """The names of the job whose metrics.json, from the default branch, is the baseline
+    a new model is judged against: GitLab fetches it by job name, GitHub by artifact."""
+    return job_names(model, producer("metrics.json").name)
