@@ -14,6 +14,8 @@ import click
 
 from ci_mlops import __version__
 from ci_mlops.errors import EXIT_BAD_INPUT, MlopsError, SpecError
+from ci_mlops.platforms.detect import CI_NAMES as CI_PLATFORM_NAMES
+from ci_mlops.platforms.detect import NAMES as PLATFORM_NAMES
 
 if TYPE_CHECKING:
     from ci_mlops.serve.app import ServedModel
@@ -203,7 +205,7 @@ def validate(spec_path: Path, debug: bool, no_files: bool) -> int:
 @main.command(context_settings=CONTEXT)
 @click.option(
     "--platform",
-    type=click.Choice(["gitlab", "github", "all"]),
+    type=click.Choice([*CI_PLATFORM_NAMES, "all"]),
     default="all",
     show_default=True,
     help="Which CI files to write.",
@@ -634,7 +636,7 @@ def package(
     return 0
 
 
-PLATFORM_CHOICE = click.Choice(["local", "gitlab", "github"])
+PLATFORM_CHOICE = click.Choice(list(PLATFORM_NAMES))
 
 
 @main.command(context_settings=CONTEXT)

@@ -23,7 +23,7 @@ from ci_mlops.generate.plan import Job, build_plan
 from ci_mlops.spec.model import Model, Spec
 
 if TYPE_CHECKING:
-    from ci_mlops.platforms.local import LocalRegistry
+    from ci_mlops.registries import Registry
 
 # The steps this runner runs: every kind with a step module for it, in pipeline order.
 LOCAL_KINDS = tuple(k.name for k in KINDS.values() if k.local_step)
@@ -121,10 +121,10 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
     if job.descriptor.reads_baseline and not _already_live(spec, model, first):
         # The baseline is an input too, unless it is this very model: judged against
         # itself it passes whatever passed without a baseline, so both count as none.
-        registry = _registry(spec, model)
-        pointers = (registry.pointer_file(model.name, e.name) for e in model.deploy.environments)
-        # Only pointers that exist: "no baseline yet" must hash like "this very model".
-        files += [p for p in pointers if p.is_file()]
+        # Only environments with a version: "no baseline yet" must hash like "this very
+        # model".
+        for env, version in _live_versions(spec, model):
+            digest.update(f"{env}={version}".encode())
     for path in files:
         digest.update(str(path).encode())
         digest.update(atomic.sha256_file(path).encode() if path.is_file() else b"-")
@@ -132,22 +132,31 @@ def _fingerprint(spec: Spec, model: Model, job: Job) -> str | None:
 
 
 def _already_live(spec: Spec, model: Model, environment: str | None) -> bool:
-    """Whether the local registry's ``environment`` runs exactly the model in the
-    model folder now."""
+    """Whether the registry's ``environment`` runs exactly the model in the model
+    folder now."""
     model_file = spec.workdir(model) / model.model_file
-    if environment is None or model.deploy.target not in ("auto", "local"):
+    if environment is None or not model_file.is_file():
         return False
-    if not model_file.is_file():
-        return False
-    registry = _registry(spec, model)
     try:
-        pointer = registry.pointer(model.name, environment)
-        if not pointer:
-            return False
-        live = registry.manifest(model.name, str(pointer["version"])).get("model_sha256")
-    except (MlopsError, KeyError, TypeError):
+        live = _registry(spec, model).live(model, environment)
+    except MlopsError:
         return False
-    return bool(live) and live == atomic.sha256_file(model_file)
+    sha = live.files.get(model.model_file) if live else None
+    return bool(sha) and sha == atomic.sha256_file(model_file)
+
+
+def _live_versions(spec: Spec, model: Model) -> list[tuple[str, str]]:
+    """(environment, version) for each environment the registry has a version in."""
+    registry = _registry(spec, model)
+    found = []
+    for env in model.deploy.environments:
+        try:
+            live = registry.live(model, env.name)
+        except MlopsError:
+            continue
+        if live is not None:
+            found.append((env.name, live.version))
+    return found
 
 
 def _cache_path(spec: Spec, model: Model) -> Path:
@@ -195,20 +204,22 @@ def _live_entry(spec: Spec, model: Model) -> str | None:
     registry = _registry(spec, model)
     for env in model.deploy.environments:
         try:
-            pointer = registry.pointer(model.name, env.name)
+            live = registry.live(model, env.name)
         except MlopsError:
             continue
-        if pointer:
-            version_dir = registry.version_dir(model.name, pointer["version"])
-            return f"{_rel(version_dir)} ({env.name})"
+        if live is not None:
+            where = Path(live.location)
+            shown = _rel(where) if where.exists() else live.location
+            return f"{shown} ({env.name})"
     return None
 
 
-def _registry(spec: Spec, model: Model) -> LocalRegistry:
-    """The local registry this runner deploys to (its layout is LocalRegistry's)."""
-    from ci_mlops.platforms.local import LocalRegistry
+def _registry(spec: Spec, model: Model) -> Registry:
+    """The registry this runner's deploy jobs publish to (``deploy.target``)."""
+    from ci_mlops.platforms.detect import current_platform
+    from ci_mlops.registries import registry_for
 
-    return LocalRegistry(spec.root / model.deploy.registry)
+    return registry_for(spec, model, current_platform())
 
 
 def _rel(path: Path) -> str:

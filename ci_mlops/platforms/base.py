@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ci_mlops.errors import UsageError
 from ci_mlops.spec.model import Model, Spec
 
 
@@ -30,20 +27,13 @@ class MissingBaseline:
     reason: str
 
 
-@dataclass(frozen=True)
-class Published:
-    """A model version stored in a registry."""
-
-    version: str
-    location: str  # a URL or a folder
-    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-    folder: Path | None = None  # where the checked files are on this machine, once verified
-
-
 class Platform(ABC):
-    """One CI platform (or the laptop). ``name`` is local, gitlab or github."""
+    """One CI platform (or the laptop): where reports, baselines, retraining triggers
+    and job context come from. Model versions live in a registry
+    (:mod:`ci_mlops.registries`), chosen by the spec's ``deploy.target``."""
 
     name: str = "base"
+    can_trigger: bool = True  # whether there is a pipeline trigger_retrain can start
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -60,22 +50,6 @@ class Platform(ABC):
         Returns where it was posted, or None when there is no request to comment on."""
 
     @abstractmethod
-    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
-        """Store ``files`` (name -> path) as ``version`` of ``model``; verify checksums."""
-
-    @abstractmethod
-    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
-        """Point ``environment`` at ``version``, remembering the previous one; ``forced``
-        is recorded in the environment's history (a promotion past the rules)."""
-
-    @abstractmethod
-    def rollback(
-        self, model: Model, environment: str, check: Callable[[str], object] | None = None
-    ) -> str:
-        """Point ``environment`` back at its previous version; return that version.
-        ``check`` sees that version first and raises to stop the rollback."""
-
-    @abstractmethod
     def trigger_retrain(self, model: Model, reason: str) -> str:
         """Start a pipeline that retrains ``model``; return a reference to it."""
 
@@ -85,19 +59,3 @@ class Platform(ABC):
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""
         return ""
-
-    def live(self, model: Model, environment: str) -> Published | None:
-        """The version ``environment`` points at, with its files' checksums; None when
-        nothing is deployed there or the platform cannot tell."""
-        return None
-
-    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
-        """Re-check every stored file of ``version`` against its recorded checksum; a
-        remote registry downloads them into ``into``. ``folder`` of the result holds them."""
-        raise UsageError(f"verifying stored versions is not supported on {self.name}")
-
-    @contextmanager
-    def exclusive(self, model: Model) -> Iterator[None]:
-        """Hold off other deploys of ``model`` while one publishes and promotes; a
-        platform whose API serialises these itself needs no lock."""
-        yield

@@ -1,40 +1,66 @@
-"""Pick the platform from the environment CI sets (GITLAB_CI, GITHUB_ACTIONS)."""
+"""The platforms ci-mlops runs on, in one table, and which one this process is on.
+
+Add a platform by writing one module here (a :class:`Platform` subclass) and listing it
+in ``PLATFORMS`` with the variable its CI sets to ``true`` in every job. The CLI's
+``--platform`` choices, detection, and the CI files ``generate`` writes come from this
+table (a test fails when the generator renders a CI platform not listed here, or misses
+one). Modules are imported only when their platform is used: the remote ones import an
+SDK.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ci_mlops.errors import UsageError
 from ci_mlops.platforms.base import Platform
 from ci_mlops.spec.model import Spec
 
-NAMES = ("local", "gitlab", "github")
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a platform's class lives, and the variable that says a job runs on it."""
+
+    target: str  # "module:Class", imported on first use
+    ci_variable: str | None = None  # set to "true" in that CI's jobs; None for the laptop
+
+
+PLATFORMS: dict[str, Entry] = {
+    "local": Entry("ci_mlops.platforms.local:LocalPlatform"),
+    "gitlab": Entry("ci_mlops.platforms.gitlab:GitLabPlatform", "GITLAB_CI"),
+    "github": Entry("ci_mlops.platforms.github:GitHubPlatform", "GITHUB_ACTIONS"),
+}
+NAMES = tuple(PLATFORMS)
+# The CI hosts: the ones generate writes pipeline files for.
+CI_NAMES = tuple(name for name, entry in PLATFORMS.items() if entry.ci_variable)
+LOCAL = "local"
 
 
 def platform_name(env: Mapping[str, str] | None = None) -> str:
-    """local, gitlab or github, from CI environment variables."""
+    """The platform the CI variables say (``local`` when none is set)."""
     env = os.environ if env is None else env
-    if env.get("GITLAB_CI") == "true":
-        return "gitlab"
-    if env.get("GITHUB_ACTIONS") == "true":
-        return "github"
-    return "local"
+    for name, entry in PLATFORMS.items():
+        if entry.ci_variable and env.get(entry.ci_variable) == "true":
+            return name
+    return LOCAL
+
+
+def current_platform(env: Mapping[str, str] | None = None) -> str:
+    """The platform this process runs on: MLOPS_PLATFORM when set, else the one the CI
+    variables say."""
+    env = os.environ if env is None else env
+    return env.get("MLOPS_PLATFORM") or platform_name(env)
 
 
 def detect(spec: Spec, name: str | None = None) -> Platform:
     """The platform to use: ``name`` if given, else the one the environment says."""
-    name = name or os.environ.get("MLOPS_PLATFORM") or platform_name()
-    if name == "local":
-        from ci_mlops.platforms.local import LocalPlatform
-
-        return LocalPlatform(spec)
-    if name == "gitlab":
-        from ci_mlops.platforms.gitlab import GitLabPlatform
-
-        return GitLabPlatform(spec)
-    if name == "github":
-        from ci_mlops.platforms.github import GitHubPlatform
-
-        return GitHubPlatform(spec)
-    raise UsageError(f"unknown platform {name!r} (choose one of: {', '.join(NAMES)})")
+    name = name or current_platform()
+    entry = PLATFORMS.get(name)
+    if entry is None:
+        raise UsageError(f"unknown platform {name!r} (choose one of: {', '.join(NAMES)})")
+    module_name, _, class_name = entry.target.partition(":")
+    cls: type[Platform] = getattr(importlib.import_module(module_name), class_name)
+    return cls(spec)

@@ -1,5 +1,6 @@
-"""GitHub through PyGithub: pull-request comments, baselines from workflow artifacts,
-releases as the model registry, deployments as environment pointers, and dispatches.
+"""GitHub through PyGithub: pull-request comments, baselines from workflow artifacts and
+dispatches, and the authenticated client the GitHub registry shares (:class:`GitHubApi`;
+releases and deployments are :mod:`ci_mlops.registries.github_releases`).
 
 Token. Everything uses ``GITHUB_TOKEN`` (pass ``${{ github.token }}`` in the step's
 ``env``). The permissions each call needs: ``pull-requests: write`` to comment,
@@ -28,17 +29,6 @@ one, and ci-mlops does not push plots to a third-party host or into the reposito
 Each image in the report becomes a link to the run's artifacts (the evaluate job uploads
 ``.ci-mlops/<model>/``, plots included, as ``<model>-evaluate``); the numbers themselves
 are in the report's tables, which GitHub renders natively.
-
-Registry. Version ``V`` of model ``M`` is the release tagged ``M-vV`` (``V`` carries
-``-run.<run number>``), made on the commit that built it and never marked "latest".
-Assets: the files given plus SHA256SUMS. After upload each asset's checksum is checked:
-against the ``digest`` GitHub computes from the bytes it received where the API
-returns one, otherwise by downloading the asset back.
-
-Environments. Promotion creates a GitHub deployment (task ``deploy:<model>``, ref the
-release tag) whose payload holds the version and the stack of earlier ones, and marks
-it successful, so the repository's Environments page shows what runs where. Rollback
-reads the newest such deployment and deploys the version below the top of its stack.
 """
 
 from __future__ import annotations
@@ -58,31 +48,24 @@ from urllib.parse import urlsplit
 
 import requests
 from github import Auth, Github, GithubException, GithubRetry
-from github.GithubObject import NotSet
 from requests.adapters import HTTPAdapter
 
 from ci_mlops import log
-from ci_mlops.atomic import sha256_file, write_bytes, write_text
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.atomic import write_text
+from ci_mlops.errors import PlatformError
 from ci_mlops.generate.kinds import baseline_names
-from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform, Published
+from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform
 from ci_mlops.platforms.remote import (
     ApiError,
     api_error,
-    checksums_file,
     env_flag,
     env_number,
-    forced_versions,
     has_marker,
-    history_list,
     image_names,
     invalid_answer,
-    parse_checksums,
     parse_metrics,
     retries,
     retry_after_cap,
-    safe_file_name,
-    sha256_bytes,
     unreachable,
     with_marker,
 )
@@ -165,20 +148,17 @@ class GitHubEnv:
         return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
-class GitHubPlatform(Platform):
-    """The GitHub Actions platform (see the module docstring for what lives where)."""
+class GitHubApi:
+    """An authenticated PyGithub client for one job's variables, the one way its calls
+    fail (an :class:`ApiError` without the token), and binary downloads that keep the
+    token on the API host. The platform (comments, baselines, dispatches) and the
+    releases registry both talk to GitHub through it."""
 
-    name = "github"
-
-    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(spec)
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = GitHubEnv.read(env)
-        self._github: Github | None = None
-        self._event_data: dict[str, Any] | None = None
+        self._client_made: Github | None = None
 
-    # -- client and helpers ----------------------------------------------------------
-
-    def _retry(self) -> GithubRetry:
+    def retry(self) -> GithubRetry:
         cap = retry_after_cap()
         return _CappedRetry(
             total=retries(),
@@ -188,12 +168,12 @@ class GitHubPlatform(Platform):
             max_rate_limit_wait=cap,
         )
 
-    def _client(self) -> Github:
-        if self._github is None:
-            self._github = self._new_client(self._retry())
-        return self._github
+    def client(self) -> Github:
+        if self._client_made is None:
+            self._client_made = self.new_client(self.retry())
+        return self._client_made
 
-    def _new_client(self, retry: GithubRetry) -> Github:
+    def new_client(self, retry: GithubRetry) -> Github:
         if not self.env.token:
             raise PlatformError(TOKEN_MISSING)
         _quiet_pygithub()
@@ -209,15 +189,15 @@ class GitHubPlatform(Platform):
             lazy=True,
         )
 
-    def _repo(self) -> Any:
+    def repo(self) -> Any:
         if not self.env.repository:
             raise PlatformError("GITHUB_REPOSITORY is not set; GitHub Actions sets it in every job")
-        return self._client().get_repo(self.env.repository)
+        return self.client().get_repo(self.env.repository)
 
-    def _path(self, rest: str = "") -> str:
+    def path(self, rest: str = "") -> str:
         return f"/repos/{self.env.repository}{rest}"
 
-    def _call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
+    def call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
         """Run one API action; turn any failure into an ApiError without secrets."""
         try:
             return action()
@@ -255,6 +235,58 @@ class GitHubPlatform(Platform):
             return hint + " (GitHub also answers 404 when the token cannot see the resource)"
         return hint
 
+    def download(self, url: str, endpoint: str, hint: str) -> bytes:
+        """GET binary content, following GitHub's redirect to signed storage URLs.
+
+        The token goes only to the API host; storage URLs are pre-signed, and sending
+        the token elsewhere would leak it."""
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=self.retry())
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        headers = {
+            "Authorization": f"Bearer {self.env.token}",
+            "Accept": "application/octet-stream",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        try:
+            response = session.get(
+                url, headers=headers, allow_redirects=False, timeout=TIMEOUT_SECONDS
+            )
+            if response.is_redirect and "Location" in response.headers:
+                location = response.headers["Location"]
+                same_host = urlsplit(location).netloc in ("", urlsplit(url).netloc)
+                response = session.get(
+                    requests.compat.urljoin(url, location),
+                    headers=headers if same_host else {"Accept": "application/octet-stream"},
+                    timeout=TIMEOUT_SECONDS,
+                )
+        except GithubException as exc:  # GithubRetry raises it for a 403 it will not retry
+            error = api_error(endpoint, exc.status, self._hint(exc.status, hint))
+        except requests.RequestException as exc:
+            error = unreachable(endpoint, "GitHub", exc)
+        else:
+            if response.status_code < 400:
+                return response.content
+            error = api_error(endpoint, response.status_code, hint, secrets=(self.env.token,))
+        finally:
+            session.close()
+        raise error
+
+
+class GitHubPlatform(Platform):
+    """The GitHub Actions platform (see the module docstring for what lives where)."""
+
+    name = "github"
+
+    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.api = GitHubApi(env)
+        self.env = self.api.env
+        self._event_data: dict[str, Any] | None = None
+
+    # -- event -----------------------------------------------------------------------
+
     def _event(self) -> dict[str, Any]:
         if self._event_data is None:
             self._event_data = {}
@@ -287,50 +319,12 @@ class GitHubPlatform(Platform):
         if isinstance(known, str) and known:
             return known
         return str(
-            self._call(
-                f"GET {self._path()}",
+            self.api.call(
+                f"GET {self.api.path()}",
                 "reading the repository needs `contents: read`",
                 lambda: repo.default_branch,
             )
         )
-
-    def _download(self, url: str, endpoint: str, hint: str) -> bytes:
-        """GET binary content, following GitHub's redirect to signed storage URLs.
-
-        The token goes only to the API host; storage URLs are pre-signed, and sending
-        the token elsewhere would leak it."""
-        session = requests.Session()
-        adapter = HTTPAdapter(max_retries=self._retry())
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        headers = {
-            "Authorization": f"Bearer {self.env.token}",
-            "Accept": "application/octet-stream",
-            "X-GitHub-Api-Version": "2022-11-28",
-        }
-        try:
-            response = session.get(
-                url, headers=headers, allow_redirects=False, timeout=TIMEOUT_SECONDS
-            )
-            if response.is_redirect and "Location" in response.headers:
-                location = response.headers["Location"]
-                same_host = urlsplit(location).netloc in ("", urlsplit(url).netloc)
-                response = session.get(
-                    requests.compat.urljoin(url, location),
-                    headers=headers if same_host else {"Accept": "application/octet-stream"},
-                    timeout=TIMEOUT_SECONDS,
-                )
-        except GithubException as exc:  # GithubRetry raises it for a 403 it will not retry
-            error = api_error(endpoint, exc.status, self._hint(exc.status, hint))
-        except requests.RequestException as exc:
-            error = unreachable(endpoint, "GitHub", exc)
-        else:
-            if response.status_code < 400:
-                return response.content
-            error = api_error(endpoint, response.status_code, hint, secrets=(self.env.token,))
-        finally:
-            session.close()
-        raise error
 
     # -- pull-request report ---------------------------------------------------------
 
@@ -356,15 +350,15 @@ class GitHubPlatform(Platform):
             log.warn(TOKEN_MISSING + "; the report was not posted (it is in the run's artifacts)")
             return None
         body = self._fit(self._link_images(model, with_marker(markdown, model), images))
-        issue = self._repo().get_issue(number)
-        endpoint = self._path(f"/issues/{number}/comments")
+        issue = self.api.repo().get_issue(number)
+        endpoint = self.api.path(f"/issues/{number}/comments")
         comment = self._find_comment(issue, model, endpoint)
         if comment is None:
             comment = self._create_comment(number, model, body, endpoint)
             log.info(f"posted the {model.name} report to pull request #{number}")
         else:
-            self._call(
-                f"PATCH {self._path(f'/issues/comments/{comment.id}')}",
+            self.api.call(
+                f"PATCH {self.api.path(f'/issues/comments/{comment.id}')}",
                 COMMENT_HINT,
                 lambda: comment.edit(body),
             )
@@ -380,13 +374,13 @@ class GitHubPlatform(Platform):
         attempts = retries() + 1
         for attempt in range(attempts):
             try:
-                return self._call(
+                return self.api.call(
                     f"POST {endpoint}", COMMENT_HINT, lambda: issue.create_comment(body)
                 )
             except ApiError as exc:
                 if not (exc.status == 0 or exc.status >= 500) or attempt == attempts - 1:
                     raise
-            stored = self._find_comment(self._repo().get_issue(number), model, endpoint)
+            stored = self._find_comment(self.api.repo().get_issue(number), model, endpoint)
             if stored is not None:
                 log.info("the comment was stored before the error; not posting it again")
                 return stored
@@ -395,9 +389,9 @@ class GitHubPlatform(Platform):
 
     def _single_post_client(self) -> Github:
         """A client like :meth:`_client` whose retries leave POST alone."""
-        retry = self._retry()
+        retry = self.api.retry()
         retry.allowed_methods = frozenset(m for m in retry.allowed_methods or () if m != "POST")
-        return self._new_client(retry)
+        return self.api.new_client(retry)
 
     def _from_fork(self) -> bool:
         """True when the pull request's head lives in another repository (a fork, or a
@@ -412,9 +406,9 @@ class GitHubPlatform(Platform):
     def _bot_login(self) -> str:
         if self.env.bot_login:
             return self.env.bot_login
-        user = self._client().get_user()
+        user = self.api.client().get_user()
         try:
-            return str(self._call("GET /user", "GITHUB_TOKEN was refused", lambda: user.login))
+            return str(self.api.call("GET /user", "GITHUB_TOKEN was refused", lambda: user.login))
         except ApiError as exc:
             # A workflow's GITHUB_TOKEN is an installation token: /user answers 403.
             if exc.status != 403:
@@ -430,7 +424,7 @@ class GitHubPlatform(Platform):
                     return comment
             return None
 
-        return self._call(f"GET {endpoint}", COMMENT_HINT, search)
+        return self.api.call(f"GET {endpoint}", COMMENT_HINT, search)
 
     def _link_images(self, model: Model, body: str, images: list[Path]) -> str:
         artifact = baseline_names(model.name).artifact
@@ -490,13 +484,13 @@ class GitHubPlatform(Platform):
         branch by a successful run of the workflow (MLOPS_WORKFLOW, default mlops.yml)
         started by one of BASELINE_EVENTS. None when there never was one (a first
         model); MissingBaseline when it expired. Needs ``actions: read``."""
-        repo = self._repo()
+        repo = self.api.repo()
         branch = self._default_branch(repo)
         name = baseline_names(model.name).artifact
         workflow = self.env.workflow
-        endpoint = f"GET {self._path('/actions/artifacts')}?name={name}"
+        endpoint = f"GET {self.api.path('/actions/artifacts')}?name={name}"
         try:
-            found = self._call(
+            found = self.api.call(
                 endpoint,
                 "listing artifacts needs `actions: read`",
                 lambda: self._find_artifact(repo, branch, name),
@@ -518,9 +512,9 @@ class GitHubPlatform(Platform):
         if artifact.expired:
             return self._expired(name, run, branch)
         try:
-            archive = self._download(
+            archive = self.api.download(
                 artifact.archive_download_url,
-                f"GET {self._path(f'/actions/artifacts/{artifact.id}/zip')}",
+                f"GET {self.api.path(f'/actions/artifacts/{artifact.id}/zip')}",
                 "downloading artifacts needs `actions: read`",
             )
         except ApiError as exc:
@@ -562,251 +556,21 @@ class GitHubPlatform(Platform):
         ours = str(run.path).rsplit("/", 1)[-1] == workflow or str(run.workflow_id) == workflow
         return ours and run.event in BASELINE_EVENTS and run.conclusion == "success"
 
-    # -- registry --------------------------------------------------------------------
+    # -- job context -----------------------------------------------------------------
 
     def version_suffix(self) -> str:
-        """``-run.<GITHUB_RUN_NUMBER>``."""
-        return f"-run.{self.env.run_number}" if self.env.run_number else ""
-
-    def _tag(self, model: Model, version: str) -> str:
-        return f"{model.name}-v{version}"
-
-    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
-        """Create (or reuse, on a re-run) release ``<model>-v<version>``, upload ``files``
-        plus SHA256SUMS as assets, and verify each asset's checksum."""
-        sums = {name: sha256_file(path) for name, path in files.items()}
-        uploads = {name: path.read_bytes() for name, path in files.items()}
-        uploads["SHA256SUMS"] = checksums_file(sums)
-        release = self._release(model, version, create=True)
-        existing = self._assets(release)
-        for name, data in uploads.items():
-            if name in existing:  # a re-run of the same run: replace the asset
-                self._call(
-                    f"DELETE {self._path(f'/releases/assets/{existing[name].id}')}",
-                    "replacing assets needs `contents: write`",
-                    existing[name].delete_asset,
-                )
-            asset = self._upload_asset(release, name, data)
-            self._verify_asset(asset, name, data)
-        log.info(f"published {model.name} {version}: {len(uploads)} assets, checksums verified")
-        return Published(version=version, location=str(release.html_url), files=sums)
-
-    def _release(self, model: Model, version: str, *, create: bool) -> Any:
-        repo = self._repo()
-        tag = self._tag(model, version)
-        hint = "releases need `contents: write`"
-        try:
-            return self._call(
-                f"GET {self._path(f'/releases/tags/{tag}')}", hint, lambda: repo.get_release(tag)
-            )
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            if not create:
-                raise UsageError(
-                    f"{model.name} {version}: no release tagged {tag}; publish it first"
-                ) from None
-        return self._call(
-            f"POST {self._path('/releases')}",
-            hint,
-            lambda: repo.create_git_release(
-                tag,
-                name=f"{model.name} {version}",
-                message=f"Model {model.name} {version}, published by ci-mlops.\n\n{model.description}".strip(),
-                target_commitish=self.env.sha or self.env.ref_name or NotSet,
-                make_latest="false",
-            ),
-        )
-
-    def _upload_asset(self, release: Any, name: str, data: bytes) -> Any:
-        content_type = (
-            "text/plain"
-            if name == "SHA256SUMS" or name.endswith(".md")
-            else "application/octet-stream"
-        )
-        return self._call(
-            f"POST {self._path(f'/releases/{release.id}/assets')}?name={name}",
-            "uploading release assets needs `contents: write`",
-            lambda: release.upload_asset_from_memory(
-                io.BytesIO(data), len(data), name, content_type=content_type
-            ),
-        )
-
-    def _verify_asset(self, asset: Any, name: str, data: bytes) -> None:
-        expected = sha256_bytes(data)
-        digest = asset.digest if isinstance(getattr(asset, "digest", None), str) else None
-        if digest and digest.startswith("sha256:"):
-            actual = digest.removeprefix("sha256:")
-        else:
-            actual = sha256_bytes(self._asset_bytes(asset))
-        if actual != expected or int(asset.size) != len(data):
-            raise PlatformError(
-                f"release asset {name}: GitHub holds sha256 {actual[:12]}... ({asset.size} bytes), "
-                f"but {expected[:12]}... ({len(data)} bytes) was uploaded; the upload is corrupt, publish again"
-            )
-
-    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
-        """Download every asset of release ``<model>-v<version>`` (into ``into`` when
-        given) and compare it with its SHA256SUMS line."""
-        release = self._release(model, version, create=False)
-        assets = self._assets(release)
-        sums = self._checksums(model, version, assets)
-        problems = []
-        for name, expected in sorted(sums.items()):
-            if name not in assets:
-                problems.append(f"{name}: missing from the release")
-                continue
-            data = self._asset_bytes(assets[name])
-            actual = sha256_bytes(data)
-            if actual != expected:
-                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
-            if into is not None:
-                write_bytes(
-                    into / safe_file_name(name, f"release {self._tag(model, version)}"), data
-                )
-        if problems:
-            raise CheckFailed(f"release {self._tag(model, version)}: " + "; ".join(problems))
-        return Published(version=version, location=str(release.html_url), files=sums, folder=into)
-
-    def live(self, model: Model, environment: str) -> Published | None:
-        """The version the newest ``deploy:<model>`` deployment to ``environment`` names,
-        with the checksums its release was published with."""
-        version = self._environment_state(model, environment).get("version")
-        if not version:
-            return None
-        release = self._release(model, str(version), create=False)
-        sums = self._checksums(model, str(version), self._assets(release))
-        return Published(version=str(version), location=str(release.html_url), files=sums)
-
-    def _assets(self, release: Any) -> dict[str, Any]:
-        return self._call(
-            f"GET {self._path(f'/releases/{release.id}/assets')}",
-            "reading releases needs `contents: read`",
-            lambda: {asset.name: asset for asset in release.get_assets()},
-        )
-
-    def _asset_bytes(self, asset: Any) -> bytes:
-        return self._download(
-            str(asset.url),
-            f"GET {self._path(f'/releases/assets/{asset.id}')}",
-            "downloading release assets needs `contents: read`",
-        )
-
-    def _checksums(self, model: Model, version: str, assets: dict[str, Any]) -> dict[str, str]:
-        tag = self._tag(model, version)
-        if "SHA256SUMS" not in assets:
-            raise PlatformError(f"release {tag} has no SHA256SUMS asset; publish it again")
-        return parse_checksums(self._asset_bytes(assets["SHA256SUMS"]), f"release {tag}/SHA256SUMS")
-
-    # -- environments ----------------------------------------------------------------
-
-    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
-        """Deploy release ``<model>-v<version>`` to ``environment`` (a GitHub deployment)."""
-        release = self._release(model, version, create=False)
-        state = self._environment_state(model, environment)
-        current = state.get("version")
-        if current == version:
-            log.info(f"{model.name} {environment} already runs {version}")
-            return
-        history = [*state["history"], current] if current else list(state["history"])
-        marked = [*forced_versions(state), *([version] if forced else [])]
-        self._deploy(model, environment, version, history, str(release.html_url), marked)
-        log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
-
-    def rollback(
-        self, model: Model, environment: str, check: Callable[[str], object] | None = None
-    ) -> str:
-        """Deploy the version ``environment`` ran before the current one; return it."""
-        state = self._environment_state(model, environment)
-        history = state["history"]
-        if not history:
-            raise UsageError(
-                f"{model.name} {environment}: no earlier version to roll back to "
-                f"(now: {state.get('version') or 'nothing deployed'})"
-            )
-        previous = str(history.pop())
-        if check is not None:
-            check(previous)
-        release = self._release(model, previous, create=False)
-        self._deploy(
-            model, environment, previous, history, str(release.html_url), forced_versions(state)
-        )
-        log.info(f"{model.name} {environment}: rolled back {state.get('version')} -> {previous}")
-        return previous
-
-    def _environment_state(self, model: Model, environment: str) -> dict[str, Any]:
-        repo = self._repo()
-        task = f"deploy:{model.name}"
-
-        def newest() -> Any | None:
-            for deployment in repo.get_deployments(task=task, environment=environment):
-                return deployment
-            return None
-
-        deployment = self._call(
-            f"GET {self._path('/deployments')}?task={task}&environment={environment}",
-            "reading deployments needs `deployments: read`",
-            newest,
-        )
-        if deployment is None:
-            return {"history": []}
-        payload = deployment.payload
-        if isinstance(payload, str):
-            try:
-                payload = json.loads(payload) if payload else {}
-            except ValueError:
-                payload = {}
-        payload = payload if isinstance(payload, dict) else {}
-        source = f"deployment {deployment.id} to {environment}: payload.history"
-        return {**payload, "history": history_list(payload.get("history"), source)}
-
-    def _deploy(
-        self,
-        model: Model,
-        environment: str,
-        version: str,
-        history: list[str],
-        url: str,
-        forced: list[str],
-    ) -> None:
-        repo = self._repo()
-        hint = "deployments need `deployments: write`"
-        deployment = self._call(
-            f"POST {self._path('/deployments')}",
-            hint,
-            lambda: repo.create_deployment(
-                ref=self._tag(model, version),
-                task=f"deploy:{model.name}",
-                auto_merge=False,
-                required_contexts=[],
-                payload={
-                    "model": model.name,
-                    "version": version,
-                    "history": history,
-                    # versions promoted with --force, oldest first
-                    **({"forced": forced} if forced else {}),
-                },
-                environment=environment,
-                description=f"{model.name} {version}"[:140],
-                production_environment=environment == "production",
-            ),
-        )
-        self._call(
-            f"POST {self._path(f'/deployments/{deployment.id}/statuses')}",
-            hint,
-            lambda: deployment.create_status("success", environment_url=url, auto_inactive=True),
-        )
+        return version_suffix(self.env)
 
     # -- retraining ------------------------------------------------------------------
 
     def trigger_retrain(self, model: Model, reason: str) -> str:
         """Start the workflow on the default branch with input ``retrain=<model>``, or
         (MLOPS_DISPATCH=repository) send a ``ci-mlops-retrain`` repository dispatch."""
-        repo = self._repo()
+        repo = self.api.repo()
         branch = self._default_branch(repo)
         if self.env.dispatch == "repository":
-            self._call(
-                f"POST {self._path('/dispatches')}",
+            self.api.call(
+                f"POST {self.api.path('/dispatches')}",
                 "repository dispatches need `contents: write`",
                 lambda: repo.create_repository_dispatch(
                     "ci-mlops-retrain", {"model": model.name, "reason": reason[:1000]}
@@ -820,11 +584,11 @@ class GitHubPlatform(Platform):
 
     def _dispatch_workflow(self, repo: Any, model: Model, branch: str) -> str:
         workflow = repo.get_workflow(self.env.workflow)
-        endpoint = f"POST {self._path(f'/actions/workflows/{self.env.workflow}/dispatches')}"
+        endpoint = f"POST {self.api.path(f'/actions/workflows/{self.env.workflow}/dispatches')}"
         hint = f"workflow dispatches need `actions: write`, and {self.env.workflow} must declare a `retrain` input"
         inputs = {"retrain": model.name}
         try:
-            run = self._call(
+            run = self.api.call(
                 endpoint,
                 hint,
                 lambda: workflow.create_dispatch(
@@ -835,10 +599,17 @@ class GitHubPlatform(Platform):
             # Servers older than the run-details API refuse the field: ask without it.
             if exc.status not in (400, 422) or "return_run_details" not in str(exc):
                 raise
-            self._call(endpoint, hint, lambda: workflow.create_dispatch(branch, inputs, throw=True))
+            self.api.call(
+                endpoint, hint, lambda: workflow.create_dispatch(branch, inputs, throw=True)
+            )
             return f"workflow {self.env.workflow} on {branch}"
         url = getattr(run, "html_url", None) if not isinstance(run, bool) else None
         return str(url) if url else f"workflow {self.env.workflow} on {branch}"
+
+
+def version_suffix(env: GitHubEnv) -> str:
+    """``-run.<GITHUB_RUN_NUMBER>``."""
+    return f"-run.{env.run_number}" if env.run_number else ""
 
 
 class _CappedRetry(GithubRetry):

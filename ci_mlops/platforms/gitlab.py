@@ -1,5 +1,6 @@
-"""GitLab through python-gitlab: merge-request notes, baselines from job artifacts, the
-generic package registry and pipeline triggers.
+"""GitLab through python-gitlab: merge-request notes, baselines from job artifacts and
+pipeline triggers, and the authenticated clients the GitLab registries share
+(:class:`GitLabApi`; the generic package registry is :mod:`ci_mlops.registries.gitlab_packages`).
 
 Tokens. A job's ``CI_JOB_TOKEN`` may read job artifacts, read and write the generic
 package registry and trigger pipelines, so those calls use it. It may not post notes or
@@ -15,27 +16,14 @@ is looked for by its marker first, since GitLab may have stored it before failin
 Forks. A merge request from a fork runs its pipeline in the fork (``CI_PROJECT_ID``);
 its note and its baseline belong to the project it targets,
 ``CI_MERGE_REQUEST_PROJECT_ID``. Publishing stays in ``CI_PROJECT_ID``.
-
-Versions. A model published from pipeline 42 is ``<version>-pipeline.42`` (the pipeline's
-IID). A ``+`` build suffix would be semver-proper, but it must be escaped in every URL
-of the package API and is easily mangled into a space; ``-pipeline.N`` is safe anywhere.
-
-Environments. GitLab has no place for "which model version is in staging" that a job
-token may write, so ci-mlops keeps it in the generic package registry: package
-``<model>-environments``, version ``0.0.0``, one file per environment (``staging.json``)
-holding the current version and the stack of earlier ones. Promote pushes, rollback pops
-and uploads the file again; the registry serves the newest upload of a file name. This
-needs duplicate generic packages to be allowed for that package name (GitLab's default).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -44,27 +32,21 @@ import gitlab
 import requests
 
 from ci_mlops import log
-from ci_mlops.atomic import read_artifact, sha256_file, write_bytes
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.atomic import read_artifact
+from ci_mlops.errors import PlatformError
 from ci_mlops.generate.kinds import baseline_names
-from ci_mlops.platforms.base import Baseline, Platform, Published
+from ci_mlops.platforms.base import Baseline, Platform
 from ci_mlops.platforms.remote import (
     ApiError,
     api_error,
-    checksums_file,
     env_flag,
-    forced_versions,
     has_marker,
-    history_list,
     invalid_answer,
-    parse_checksums,
     parse_metrics,
     replace_image_links,
     retries,
     retry_after_cap,
     retry_after_seconds,
-    safe_file_name,
-    sha256_bytes,
     unreachable,
     with_marker,
 )
@@ -143,19 +125,16 @@ class _Gitlab(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
-class GitLabPlatform(Platform):
-    """The GitLab CI platform (see the module docstring for tokens and storage)."""
+class GitLabApi:
+    """Authenticated python-gitlab clients for one job's CI variables, and the one way
+    their calls fail (an :class:`ApiError` without secrets). The platform (notes,
+    baselines, triggers) and the package registry both talk to GitLab through it."""
 
-    name = "gitlab"
-
-    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(spec)
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = GitLabEnv.read(env)
         self._clients: dict[str, gitlab.Gitlab] = {}
 
-    # -- clients -------------------------------------------------------------------
-
-    def _client(self, token_kind: str) -> gitlab.Gitlab:
+    def client(self, token_kind: str) -> gitlab.Gitlab:
         """A client authenticated with ``job`` (CI_JOB_TOKEN, else GITLAB_TOKEN), ``api``
         (GITLAB_TOKEN only) or ``none``."""
         if token_kind not in self._clients:
@@ -163,7 +142,7 @@ class GitLabPlatform(Platform):
         return self._clients[token_kind]
 
     def _new_client(self, token_kind: str) -> gitlab.Gitlab:
-        api = self._require("CI_API_V4_URL", self.env.api_url)
+        api = self.require("CI_API_V4_URL", self.env.api_url)
         if not api.endswith("/api/v4"):
             raise PlatformError(f"CI_API_V4_URL must end with /api/v4 (got {api!r})")
         auth: dict[str, Any] = {}
@@ -187,19 +166,19 @@ class GitLabPlatform(Platform):
         client.session.hooks["response"].append(_cap_retry_after)
         return client
 
-    def _project(self, token_kind: str, *, target: bool = False) -> Any:
+    def project(self, token_kind: str, *, target: bool = False) -> Any:
         """This pipeline's project, or with ``target`` the one its merge request targets."""
-        pid = self._require("CI_PROJECT_ID", self.env.project_id)
+        pid = self.require("CI_PROJECT_ID", self.env.project_id)
         if target:
             pid = self.env.target_project_id
-        return self._client(token_kind).projects.get(pid, lazy=True)
+        return self.client(token_kind).projects.get(pid, lazy=True)
 
-    def _require(self, name: str, value: str) -> str:
+    def require(self, name: str, value: str) -> str:
         if not value:
             raise PlatformError(f"{name} is not set; GitLab sets it in CI jobs")
         return value
 
-    def _call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
+    def call(self, endpoint: str, hint: str, action: Callable[[], T]) -> T:
         """Run one API action; turn any failure into an ApiError without secrets."""
         try:
             return action()
@@ -225,9 +204,20 @@ class GitLabPlatform(Platform):
             return "the token was rejected (expired, revoked or mistyped); " + hint
         return hint
 
-    def _path(self, rest: str, *, target: bool = False) -> str:
+    def path(self, rest: str, *, target: bool = False) -> str:
         project = self.env.target_project_id if target else self.env.project_id
         return f"/projects/{project}{rest}"
+
+
+class GitLabPlatform(Platform):
+    """The GitLab CI platform (see the module docstring for tokens and storage)."""
+
+    name = "gitlab"
+
+    def __init__(self, spec: Spec, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.api = GitLabApi(env)
+        self.env = self.api.env
 
     # -- merge-request report ------------------------------------------------------
 
@@ -250,17 +240,17 @@ class GitLabPlatform(Platform):
                 )
             log.warn(NO_TOKEN_WARNING)
             return None
-        project = self._project("api", target=True)
+        project = self.api.project("api", target=True)
         body = self._embed_images(project, model, with_marker(markdown, model), images)
         mr = project.mergerequests.get(self.env.mr_iid, lazy=True)
-        notes = self._path(f"/merge_requests/{self.env.mr_iid}/notes", target=True)
+        notes = self.api.path(f"/merge_requests/{self.env.mr_iid}/notes", target=True)
         note = self._find_note(mr, model, notes)
         if note is None:
             note = self._create_note(mr, model, body, notes)
             log.info(f"posted the {model.name} report to merge request !{self.env.mr_iid}")
         elif note.body != body:
             note.body = body
-            self._call(f"PUT {notes}/{note.id}", NOTE_HINT, note.save)
+            self.api.call(f"PUT {notes}/{note.id}", NOTE_HINT, note.save)
             log.info(f"updated the {model.name} report on merge request !{self.env.mr_iid}")
         return self._note_url(note.id)
 
@@ -271,7 +261,7 @@ class GitLabPlatform(Platform):
         attempts = retries() + 1
         for attempt in range(attempts):
             try:
-                return self._call(
+                return self.api.call(
                     f"POST {endpoint}",
                     NOTE_HINT,
                     lambda: mr.notes.create({"body": body}, retry_transient_errors=False),
@@ -287,8 +277,8 @@ class GitLabPlatform(Platform):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _own_user_id(self) -> int:
-        client = self._client("api")
-        self._call("GET /user", "GITLAB_TOKEN must be a valid token with api scope", client.auth)
+        client = self.api.client("api")
+        self.api.call("GET /user", "GITLAB_TOKEN must be a valid token with api scope", client.auth)
         assert client.user is not None
         return int(client.user.id)
 
@@ -302,7 +292,7 @@ class GitLabPlatform(Platform):
                     return note
             return None
 
-        return self._call(f"GET {endpoint}", NOTE_HINT, search)
+        return self.api.call(f"GET {endpoint}", NOTE_HINT, search)
 
     def _embed_images(self, project: Any, model: Model, body: str, images: list[Path]) -> str:
         workdir = self.spec.workdir(model)
@@ -318,7 +308,7 @@ class GitLabPlatform(Platform):
         def upload() -> dict[str, Any]:
             return dict(project.upload(image.name, filedata=data))
 
-        return self._call(f"POST {self._path('/uploads')}", hint, upload)
+        return self.api.call(f"POST {self.api.path('/uploads')}", hint, upload)
 
     def _note_url(self, note_id: int) -> str:
         if self.env.project_url:
@@ -331,16 +321,16 @@ class GitLabPlatform(Platform):
         """metrics.json from the latest successful ``<model>:evaluate`` job on the default
         branch (the generated pipeline names the job so). None when there is none, or
         its artifacts expired. Works with CI_JOB_TOKEN."""
-        branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
+        branch = self.api.require("CI_DEFAULT_BRANCH", self.env.default_branch)
         job = baseline_names(model.name).key
         artifact = _artifact_path(model, "metrics.json")
         ref = quote(branch, safe="")
-        project = self._project("job", target=True)
-        raw_path = self._path(f"/jobs/artifacts/{ref}/raw/{artifact}", target=True)
+        project = self.api.project("job", target=True)
+        raw_path = self.api.path(f"/jobs/artifacts/{ref}/raw/{artifact}", target=True)
         endpoint = f"GET {raw_path}?job={job}"
         hint = "reading job artifacts needs CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with read_api scope"
         try:
-            raw = self._call(endpoint, hint, lambda: project.artifacts.raw(ref, artifact, job))
+            raw = self.api.call(endpoint, hint, lambda: project.artifacts.raw(ref, artifact, job))
         except ApiError as exc:
             if exc.status not in (404, 410):
                 raise
@@ -349,185 +339,10 @@ class GitLabPlatform(Platform):
         source = f"latest successful {job} job on {branch}"
         return Baseline(metrics=parse_metrics(raw, source), source=source)
 
-    # -- package registry ----------------------------------------------------------
+    # -- job context ---------------------------------------------------------------
 
     def version_suffix(self) -> str:
-        """``-pipeline.<IID>`` (see the module docstring for why not ``+``)."""
-        return f"-pipeline.{self.env.pipeline_iid}" if self.env.pipeline_iid else ""
-
-    def publish(self, model: Model, version: str, files: dict[str, Path]) -> Published:
-        """Upload ``files`` and a SHA256SUMS listing as generic package ``<model>``
-        ``version``, then download each file back and compare its sha256."""
-        sums = {name: sha256_file(path) for name, path in files.items()}
-        uploads = {name: path.read_bytes() for name, path in files.items()}
-        uploads["SHA256SUMS"] = checksums_file(sums)
-        for name, data in uploads.items():
-            self._put_file(model.name, version, name, data)
-        for name, data in uploads.items():
-            self._verify_file(model.name, version, name, sha256_bytes(data))
-        log.info(f"published {model.name} {version}: {len(uploads)} files, checksums verified")
-        return self._published(model, version, sums)
-
-    def _package_path(self, package: str, version: str, file_name: str = "") -> str:
-        return self._path(f"/packages/generic/{package}/{version}/{file_name}")
-
-    def _put_file(self, package: str, version: str, name: str, data: bytes) -> None:
-        packages = self._project("job").generic_packages
-        hint = (
-            "publishing needs CI_JOB_TOKEN or GITLAB_TOKEN with api scope, and duplicate "
-            f"generic packages allowed for {package}"
-        )
-        self._call(
-            f"PUT {self._package_path(package, version, name)}",
-            hint,
-            lambda: packages.upload(
-                package_name=package, package_version=version, file_name=name, data=data
-            ),
-        )
-
-    def _get_file(self, package: str, version: str, name: str) -> bytes:
-        packages = self._project("job").generic_packages
-        data = self._call(
-            f"GET {self._package_path(package, version, name)}",
-            "reading the package registry needs CI_JOB_TOKEN or GITLAB_TOKEN with read_api scope",
-            lambda: packages.download(
-                package_name=package, package_version=version, file_name=name
-            ),
-        )
-        return bytes(data)
-
-    def _verify_file(self, package: str, version: str, name: str, expected: str) -> None:
-        actual = sha256_bytes(self._get_file(package, version, name))
-        if actual != expected:
-            raise PlatformError(
-                f"{package} {version}/{name}: the registry returned sha256 {actual[:12]}..., "
-                f"but {expected[:12]}... was uploaded; the upload is corrupt, publish again"
-            )
-
-    def verify(self, model: Model, version: str, into: Path | None = None) -> Published:
-        """Download every file of ``version`` (into ``into`` when given) and compare it
-        with its SHA256SUMS line."""
-        sums = self._checksums(model, version)
-        problems = []
-        for name, expected in sorted(sums.items()):
-            data = self._get_file(model.name, version, name)
-            actual = sha256_bytes(data)
-            if actual != expected:
-                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
-            if into is not None:
-                write_bytes(into / safe_file_name(name, f"{model.name} {version}"), data)
-        if problems:
-            raise CheckFailed(
-                f"{model.name} {version} in the package registry: " + "; ".join(problems)
-            )
-        return replace(self._published(model, version, sums), folder=into)
-
-    def live(self, model: Model, environment: str) -> Published | None:
-        """The version ``environment`` points at, with the checksums it was published with."""
-        version = self._read_environment(model, environment).get("version")
-        if not version:
-            return None
-        return self._published(model, str(version), self._checksums(model, str(version)))
-
-    def _checksums(self, model: Model, version: str) -> dict[str, str]:
-        try:
-            raw = self._get_file(model.name, version, "SHA256SUMS")
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            raise UsageError(
-                f"{model.name} {version} is not in the package registry; publish it first"
-            ) from None
-        return parse_checksums(raw, f"{model.name} {version}/SHA256SUMS")
-
-    def _published(self, model: Model, version: str, sums: dict[str, str]) -> Published:
-        location = f"{self.env.api_url}{self._package_path(model.name, version)}".rstrip("/")
-        return Published(version=version, location=location, files=sums)
-
-    # -- environments --------------------------------------------------------------
-
-    def promote(self, model: Model, environment: str, version: str, forced: bool = False) -> None:
-        """Point ``environment`` at a published ``version``, keeping the old one."""
-        self._require_published(model, version)
-        record = self._read_environment(model, environment)
-        history = record["history"]
-        current = record.get("version")
-        if current == version:
-            log.info(f"{model.name} {environment} already runs {version}")
-            return
-        if current:
-            history.append(current)
-        marked = [*forced_versions(record), *([version] if forced else [])]
-        self._write_environment(model, environment, version, history, marked)
-        log.info(f"{model.name} {environment}: {current or 'nothing'} -> {version}")
-
-    def rollback(
-        self, model: Model, environment: str, check: Callable[[str], object] | None = None
-    ) -> str:
-        """Point ``environment`` back at the version it ran before; return it."""
-        record = self._read_environment(model, environment)
-        history = record["history"]
-        if not history:
-            raise UsageError(
-                f"{model.name} {environment}: no earlier version to roll back to "
-                f"(now: {record.get('version') or 'nothing deployed'})"
-            )
-        previous = str(history.pop())
-        if check is not None:
-            check(previous)
-        self._write_environment(model, environment, previous, history, forced_versions(record))
-        log.info(f"{model.name} {environment}: rolled back {record.get('version')} -> {previous}")
-        return previous
-
-    def _require_published(self, model: Model, version: str) -> None:
-        self._checksums(model, version)
-
-    def _read_environment(self, model: Model, environment: str) -> dict[str, Any]:
-        try:
-            raw = self._get_file(
-                f"{model.name}-environments", ENVIRONMENTS_VERSION, f"{environment}.json"
-            )
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            return {"history": []}
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            raise PlatformError(
-                f"{model.name}-environments/{environment}.json in the package registry is not JSON"
-            ) from None
-        if not isinstance(record, dict):
-            raise PlatformError(
-                f"{model.name}-environments/{environment}.json in the package registry is not "
-                "a JSON object"
-            )
-        source = f"{model.name}-environments/{environment}.json: history"
-        return {**record, "history": history_list(record.get("history"), source)}
-
-    def _write_environment(
-        self,
-        model: Model,
-        environment: str,
-        version: str,
-        history: list[str],
-        forced: list[str] | None = None,
-    ) -> None:
-        record: dict[str, Any] = {
-            "model": model.name,
-            "environment": environment,
-            "version": version,
-            "history": history,
-            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "pipeline": self.env.pipeline_url or self.env.pipeline_iid or None,
-            "commit": self.env.commit_sha or None,
-        }
-        if forced:
-            record["forced"] = forced  # versions promoted with --force, oldest first
-        data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-        self._put_file(
-            f"{model.name}-environments", ENVIRONMENTS_VERSION, f"{environment}.json", data
-        )
+        return version_suffix(self.env)
 
     # -- retraining ----------------------------------------------------------------
 
@@ -543,12 +358,12 @@ class GitLabPlatform(Platform):
                 "cannot trigger a pipeline: set MLOPS_TRIGGER_TOKEN to a pipeline trigger "
                 "token (Settings > CI/CD > Pipeline trigger tokens), or run inside a GitLab job"
             )
-        branch = self._require("CI_DEFAULT_BRANCH", self.env.default_branch)
+        branch = self.api.require("CI_DEFAULT_BRANCH", self.env.default_branch)
         kind = "job" if (self.env.job_token or self.env.api_token) else "none"
-        project = self._project(kind)
+        project = self.api.project(kind)
         variables = {"MLOPS_RETRAIN": model.name, "MLOPS_RETRAIN_REASON": reason[:1000]}
-        pipeline = self._call(
-            f"POST {self._path('/trigger/pipeline')}",
+        pipeline = self.api.call(
+            f"POST {self.api.path('/trigger/pipeline')}",
             "the trigger token was refused: check MLOPS_TRIGGER_TOKEN, or that this "
             "project's CI_JOB_TOKEN may run its pipelines",
             lambda: project.trigger_pipeline(ref=branch, token=token, variables=variables),
@@ -557,6 +372,12 @@ class GitLabPlatform(Platform):
         where = attrs.get("web_url") or f"pipeline #{attrs.get('iid') or attrs.get('id')}"
         log.info(f"triggered retraining of {model.name} on {branch}: {where}")
         return str(where)
+
+
+def version_suffix(env: GitLabEnv) -> str:
+    """``-pipeline.<IID>``: a ``+`` build suffix would be semver-proper, but it must be
+    escaped in every URL of the package API and is easily mangled into a space."""
+    return f"-pipeline.{env.pipeline_iid}" if env.pipeline_iid else ""
 
 
 def _cap_retry_after(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:

@@ -1,5 +1,5 @@
-"""Deploy: publish the judged model to the platform's registry and point an environment
-at it; roll an environment back; verify what an environment runs.
+"""Deploy: publish the judged model to its registry (``deploy.target``, see
+:mod:`ci_mlops.registries`) and point an environment at it; roll an environment back; verify what an environment runs.
 
 A model is deployed only with a passing verdict (gates.json) for its exact sha256, and
 only with an ONNX export that passed and still matches export.json. What is published is
@@ -23,7 +23,8 @@ from typing import Any
 from ci_mlops import log
 from ci_mlops.atomic import artifact_sha256, sha256_file
 from ci_mlops.errors import CheckFailed, StepError, UsageError
-from ci_mlops.platforms import Platform, Published, detect
+from ci_mlops.platforms.detect import current_platform
+from ci_mlops.registries import Published, Registry, registry_for
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps import signing
 from ci_mlops.steps.records import read_record
@@ -51,19 +52,19 @@ def run(
     if rollback and verify:
         raise UsageError("--rollback and --verify do not go together: run one, then the other")
     env = _environment(spec, model, environment)
-    platform = _platform(spec, model)
+    registry = _registry(spec, model)
     if verify:
-        return verify_environment(spec, model, env, platform)
-    trust = signing.policy(spec, model, platform.name)
+        return verify_environment(spec, model, env, registry)
+    trust = _policy(spec, model, registry)
     with _scratch() as scratch:
         if rollback:
-            return _rollback(platform, model, env, trust, scratch)
+            return _rollback(registry, model, env, trust, scratch)
         files = _deployable(spec, model)
-        with platform.exclusive(model):
-            published, action = _place(spec, platform, model, env, files, trust, scratch, force)
+        with registry.exclusive(model):
+            published, action = _place(spec, registry, model, env, files, trust, scratch, force)
             if action != "promoted":  # a promoted version was verified by _place
-                _trusted(platform, model, published.version, trust, scratch)
-            platform.promote(model, env, published.version, forced=action == "forced")
+                _trusted(registry, model, published.version, trust, scratch)
+            registry.promote(model, env, published.version, forced=action == "forced")
     print(f"{action} {model.name} {published.version} to {env}: {published.location}")
     return {
         "environment": env,
@@ -76,7 +77,7 @@ def run(
 def verify(spec: Spec, model: Model, environment: str | None = None) -> list[dict[str, Any]]:
     """Verify the version live in ``environment`` (default: every environment with a
     version); CheckFailed names the first file, signature or signer that is wrong."""
-    platform = _platform(spec, model)
+    registry = _registry(spec, model)
     names = (
         [_environment(spec, model, environment)]
         if environment
@@ -84,9 +85,9 @@ def verify(spec: Spec, model: Model, environment: str | None = None) -> list[dic
     )
     results = []
     for env in names:
-        if environment is None and platform.live(model, env) is None:
+        if environment is None and registry.live(model, env) is None:
             continue
-        results.append(verify_environment(spec, model, env, platform))
+        results.append(verify_environment(spec, model, env, registry))
     if not results:
         raise UsageError(
             f"{model.name}: nothing is deployed to any environment, so nothing to verify"
@@ -94,13 +95,13 @@ def verify(spec: Spec, model: Model, environment: str | None = None) -> list[dic
     return results
 
 
-def verify_environment(spec: Spec, model: Model, env: str, platform: Platform) -> dict[str, Any]:
-    live = platform.live(model, env)
+def verify_environment(spec: Spec, model: Model, env: str, registry: Registry) -> dict[str, Any]:
+    live = registry.live(model, env)
     if live is None:
         raise UsageError(f"{model.name}: nothing is deployed to {env}, so nothing to verify")
-    trust = signing.policy(spec, model, platform.name)
+    trust = _policy(spec, model, registry)
     with _scratch() as scratch:
-        checked = _trusted(platform, model, live.version, trust, scratch)
+        checked = _trusted(registry, model, live.version, trust, scratch)
     signed = f", signed by {trust.describe()}" if trust else " (no signing policy: hashes only)"
     print(
         f"verified {model.name} {checked.version} in {env}: "
@@ -127,19 +128,26 @@ def _environment(spec: Spec, model: Model, environment: str | None) -> str:
     return environment
 
 
-def _platform(spec: Spec, model: Model) -> Platform:
-    target = model.deploy.target
-    return detect(spec) if target == "auto" else detect(spec, target)
+def _registry(spec: Spec, model: Model) -> Registry:
+    return registry_for(spec, model, current_platform())
+
+
+def _policy(spec: Spec, model: Model, registry: Registry) -> signing.Policy | None:
+    """Who must have signed what ``registry`` holds: the pipeline of the CI platform the
+    registry belongs to (GitLab's packages, GitHub's releases), else of the platform this
+    job runs on; a laptop's local folder needs no signer (see :func:`signing.policy`)."""
+    platform = registry.platforms[0] if registry.platforms else current_platform()
+    return signing.policy(spec, model, platform)
 
 
 def _trusted(
-    platform: Platform, model: Model, version: str, trust: signing.Policy | None, scratch: Path
+    registry: Registry, model: Model, version: str, trust: signing.Policy | None, scratch: Path
 ) -> Published:
     """Re-hash ``version``'s stored bytes and verify its signature and signer; the
     checked version, whose ``files`` are the hashes just computed."""
     into = scratch / "verify" / version
     into.mkdir(parents=True, exist_ok=True)
-    checked = platform.verify(model, version, into=into)
+    checked = registry.verify(model, version, into=into)
     if trust is not None:
         folder = checked.folder or into
         signing.verify(folder, trust, f"{model.name} {version}", scratch / "keys")
@@ -147,10 +155,10 @@ def _trusted(
 
 
 def _rollback(
-    platform: Platform, model: Model, env: str, trust: signing.Policy | None, scratch: Path
+    registry: Registry, model: Model, env: str, trust: signing.Policy | None, scratch: Path
 ) -> dict[str, Any]:
-    version = platform.rollback(
-        model, env, check=lambda v: _trusted(platform, model, v, trust, scratch)
+    version = registry.rollback(
+        model, env, check=lambda v: _trusted(registry, model, v, trust, scratch)
     )
     print(f"rolled back {model.name} in {env}: {version} is live now")
     return {"environment": env, "version": version, "action": "rolled back"}
@@ -158,7 +166,7 @@ def _rollback(
 
 def _place(
     spec: Spec,
-    platform: Platform,
+    registry: Registry,
     model: Model,
     env: str,
     files: dict[str, Path],
@@ -175,9 +183,9 @@ def _place(
     action = "deployed"
     if index > 0:
         before = names[index - 1]
-        earlier = platform.live(model, before)
+        earlier = registry.live(model, before)
         if earlier is not None:
-            checked = _trusted(platform, model, earlier.version, trust, scratch)
+            checked = _trusted(registry, model, earlier.version, trust, scratch)
             if checked.files.get(model.model_file) == model_sha:
                 return checked, "promoted"
         held = (
@@ -197,8 +205,8 @@ def _place(
         action = "forced"
     _pre_deploy_check(spec, model, files)
     signed = signing.sign(files, scratch / "sign", required=trust is not None)
-    version = model.version + platform.version_suffix()
-    return platform.publish(model, version, signed), action
+    version = model.version + registry.version_suffix()
+    return registry.publish(model, version, signed), action
 
 
 def _pre_deploy_check(spec: Spec, model: Model, files: dict[str, Path]) -> None:
@@ -230,16 +238,16 @@ def servable(
 ) -> Servable:
     """The model.onnx of ``version`` (default: what ``environment``, by default the
     first one, points at), verified as a deploy verifies what it promotes."""
-    platform = _platform(spec, model)
+    registry = _registry(spec, model)
     if version is None:
         env = _environment(spec, model, environment)
-        live = platform.live(model, env)
+        live = registry.live(model, env)
         if live is None:
             raise UsageError(f"{model.name}: nothing is deployed to {env}, so nothing to serve")
         version = live.version
-    trust = signing.policy(spec, model, platform.name)
+    trust = _policy(spec, model, registry)
     with _scratch() as scratch:
-        checked = _trusted(platform, model, version, trust, scratch)
+        checked = _trusted(registry, model, version, trust, scratch)
         expected = checked.files.get("model.onnx")
         if expected is None:
             raise UsageError(

@@ -378,7 +378,7 @@ def _retrain(
         log.warn(f"{model.name}: drift found; {message}")
         return {"triggered": False, "message": message}
     platform = detect(spec, platform_name)
-    if platform.name == "local":
+    if not platform.can_trigger:
         message = f"drift found; run `ci-mlops run --force --model {model.name}` to retrain"
         print(message)
         return {"triggered": False, "message": message}

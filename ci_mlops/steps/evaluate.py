@@ -255,15 +255,19 @@ def _classification_functions(
 def resolve_baseline(
     spec: Spec, model: Model, path: Path | None
 ) -> Baseline | MissingBaseline | None:
-    """The baseline to compare with: ``path`` if given, else the platform's (the local
-    registry's latest version on a laptop, the default branch's run in CI). None on a
+    """The baseline to compare with: ``path`` if given, else the platform's (the default
+    branch's run in CI), else the registry's (what it runs, on a laptop). None on a
     first run; MissingBaseline when one existed but cannot be had (change gates fail)."""
     if path is not None:
         found: Baseline | MissingBaseline | None = read_baseline_file(path, model)
     else:
         from ci_mlops.platforms import detect
+        from ci_mlops.registries import registry_for
 
-        found = detect(spec).fetch_baseline(model)
+        platform = detect(spec)
+        found = platform.fetch_baseline(model)
+        if found is None:
+            found = registry_for(spec, model, platform.name).baseline(model)
     if found is None:
         log.info("no baseline: first run")
     elif isinstance(found, MissingBaseline):

@@ -14,6 +14,8 @@ from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms import MissingBaseline, detect
 from ci_mlops.platforms.github import BODY_LIMIT, GitHubPlatform
 from ci_mlops.platforms.remote import marker
+from ci_mlops.registries import registry_for
+from ci_mlops.registries.github_releases import GitHubReleases
 from ci_mlops.spec.model import Spec
 from tests.fakes.env import GITHUB_PERSONAL_TOKEN
 from tests.fakes.github_api import FakeGitHub
@@ -28,6 +30,12 @@ def _platform(spec: Spec) -> GitHubPlatform:
     platform = detect(spec)
     assert isinstance(platform, GitHubPlatform)
     return platform
+
+
+def _registry(spec: Spec) -> GitHubReleases:
+    registry = registry_for(spec, spec.models[0], "github")
+    assert isinstance(registry, GitHubReleases)
+    return registry
 
 
 def _comments_by(api: FakeGitHub, login: str) -> list[dict[str, object]]:
@@ -348,9 +356,9 @@ def test_publish_creates_a_release_with_verified_assets(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     files = publishable_files(spec)
-    platform = _platform(spec)
-    version = "1.0.0" + platform.version_suffix()
-    published = platform.publish(spec.models[0], version, files)
+    registry = _registry(spec)
+    version = "1.0.0" + registry.version_suffix()
+    published = registry.publish(spec.models[0], version, files)
 
     release = github_api.release("breast-cancer-v1.0.0-run.12")
     assert release is not None
@@ -371,7 +379,7 @@ def test_without_digests_assets_are_downloaded_back_and_compared(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     github_api.asset_digests = False
-    _platform(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
+    _registry(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
     fetched = [r.params["key"] for r in github_api.calls("storage")]
     assert len(fetched) == 4 and all(key.startswith("assets/") for key in fetched)
 
@@ -385,16 +393,16 @@ def test_a_corrupted_asset_is_detected(
     with pytest.raises(
         PlatformError, match=r"release asset model.joblib: GitHub holds sha256 .* corrupt"
     ):
-        _platform(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
+        _registry(spec).publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
 
 
 def test_a_rerun_replaces_the_assets_of_the_same_release(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     files = publishable_files(spec)
-    _platform(spec).publish(spec.models[0], "1.0.0-run.12", files)
+    _registry(spec).publish(spec.models[0], "1.0.0-run.12", files)
     files["model.onnx"].write_bytes(b"rebuilt onnx")
-    _platform(spec).publish(spec.models[0], "1.0.0-run.12", files)
+    _registry(spec).publish(spec.models[0], "1.0.0-run.12", files)
 
     (release,) = github_api.releases
     assets = {a["name"]: a for a in release["assets"]}
@@ -406,11 +414,11 @@ def test_promote_and_rollback_use_deployments(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     model = spec.models[0]
-    platform = _platform(spec)
+    registry = _registry(spec)
     files = publishable_files(spec)
     for version in ("1.0.0-run.1", "1.0.0-run.2"):
-        platform.publish(model, version, files)
-        platform.promote(model, "production", version)
+        registry.publish(model, version, files)
+        registry.promote(model, "production", version)
 
     newest = github_api.deployments[-1]
     assert newest["ref"] == "breast-cancer-v1.0.0-run.2"
@@ -423,17 +431,44 @@ def test_promote_and_rollback_use_deployments(
     }
     assert newest["statuses"][0]["state"] == "success"
 
-    assert platform.rollback(model, "production") == "1.0.0-run.1"
+    assert registry.rollback(model, "production") == "1.0.0-run.1"
     assert github_api.deployments[-1]["payload"]["history"] == []
     with pytest.raises(UsageError, match="no earlier version"):
-        platform.rollback(model, "production")
+        registry.rollback(model, "production")
+
+
+def test_history_and_annotations_ride_on_the_newest_deployment(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    model = spec.models[0]
+    registry = _registry(spec)
+    files = publishable_files(spec)
+    for version in ("1.0.0-run.1", "1.0.0-run.2"):
+        registry.publish(model, version, files)
+        registry.promote(model, "production", version, forced=version.endswith(".2"))
+        registry.annotate(model, "production", version, {"image": f"img@{version}"})
+
+    entries = registry.history(model, "production")
+
+    assert [(e["version"], e["forced"], e["image"]) for e in entries] == [
+        ("1.0.0-run.2", True, "img@1.0.0-run.2"),
+        ("1.0.0-run.1", False, "img@1.0.0-run.1"),
+    ]
+    assert entries[0]["at"] and entries[1]["at"] is None
+    newest = github_api.deployments[-1]
+    assert newest["payload"]["version"] == "1.0.0-run.2"
+    assert newest["payload"]["annotations"]["1.0.0-run.2"] == {"image": "img@1.0.0-run.2"}
+    assert registry.rollback(model, "production") == "1.0.0-run.1"
+    assert registry.history(model, "production")[0]["image"] == "img@1.0.0-run.1"
+    with pytest.raises(UsageError, match=r"production runs 1\.0\.0-run\.1, not 1\.0\.0-run\.2"):
+        registry.annotate(model, "production", "1.0.0-run.2", {"image": "x"})
 
 
 def test_promoting_an_unpublished_version_is_refused(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     with pytest.raises(UsageError, match=r"no release tagged breast-cancer-v9\.9\.9"):
-        _platform(spec).promote(spec.models[0], "staging", "9.9.9")
+        _registry(spec).promote(spec.models[0], "staging", "9.9.9")
     assert github_api.deployments == []
 
 
@@ -441,15 +476,15 @@ def test_live_and_verify_read_the_release_behind_the_newest_deployment(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
     model = spec.models[0]
-    platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-run.12", publishable_files(spec))
-    platform.promote(model, "staging", published.version)
+    registry = _registry(spec)
+    published = registry.publish(model, "1.0.0-run.12", publishable_files(spec))
+    registry.promote(model, "staging", published.version)
 
-    live = platform.live(model, "staging")
+    live = registry.live(model, "staging")
     assert live is not None and live.version == "1.0.0-run.12"
     assert live.files == published.files
-    assert platform.live(model, "production") is None
-    assert platform.verify(model, published.version).files == published.files
+    assert registry.live(model, "production") is None
+    assert registry.verify(model, published.version).files == published.files
 
     (release,) = github_api.releases
     onnx = next(a for a in release["assets"] if a["name"] == "model.onnx")
@@ -458,7 +493,7 @@ def test_live_and_verify_read_the_release_behind_the_newest_deployment(
         CheckFailed,
         match=r"model\.onnx: sha256 [0-9a-f]{64} does not match [0-9a-f]{64} in SHA256SUMS",
     ):
-        platform.verify(model, published.version)
+        registry.verify(model, published.version)
 
 
 # -- retraining ----------------------------------------------------------------------
@@ -521,13 +556,14 @@ def test_the_token_never_reaches_output_logs_or_tracebacks(
     caplog.set_level(logging.DEBUG)  # requests and urllib3 at their chattiest
     caplog.set_level(logging.DEBUG, logger="github")  # and PyGithub
     platform = _platform(spec)
+    registry = _registry(spec)
     run = github_api.add_run()
     github_api.add_artifact(
         run, "breast-cancer-evaluate", {"metrics.json": json.dumps(METRICS).encode()}
     )
     platform.post_report(spec.models[0], "report\n", report_images(spec))
     platform.fetch_baseline(spec.models[0])
-    platform.publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
+    registry.publish(spec.models[0], "1.0.0-run.12", publishable_files(spec))
     platform.trigger_retrain(spec.models[0], "drift")
     errors: list[BaseException] = []
     for route, call in (
@@ -535,7 +571,7 @@ def test_the_token_never_reaches_output_logs_or_tracebacks(
         ("artifact_zip", lambda: platform.fetch_baseline(spec.models[0])),
         (
             "create_release",
-            lambda: platform.publish(spec.models[0], "2.0.0", publishable_files(spec)),
+            lambda: registry.publish(spec.models[0], "2.0.0", publishable_files(spec)),
         ),
         ("dispatch", lambda: platform.trigger_retrain(spec.models[0], "drift")),
     ):

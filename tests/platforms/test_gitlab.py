@@ -13,6 +13,8 @@ from ci_mlops.errors import CheckFailed, PlatformError, UsageError
 from ci_mlops.platforms import detect
 from ci_mlops.platforms.gitlab import GitLabPlatform
 from ci_mlops.platforms.remote import marker
+from ci_mlops.registries import registry_for
+from ci_mlops.registries.gitlab_packages import GitLabPackages
 from ci_mlops.spec.model import Spec
 from tests.fakes.env import GITLAB_OTHER_TOKEN, GITLAB_TOKEN, TRIGGER_TOKEN
 from tests.fakes.gitlab_api import FakeGitLab
@@ -27,6 +29,12 @@ def _platform(spec: Spec) -> GitLabPlatform:
     platform = detect(spec)
     assert isinstance(platform, GitLabPlatform)
     return platform
+
+
+def _registry(spec: Spec) -> GitLabPackages:
+    registry = registry_for(spec, spec.models[0], "gitlab")
+    assert isinstance(registry, GitLabPackages)
+    return registry
 
 
 def _bot_notes(api: FakeGitLab) -> list[dict[str, object]]:
@@ -310,9 +318,9 @@ def test_publish_uploads_every_file_and_sha256sums_and_verifies_them(
 ) -> None:
     monkeypatch.delenv("GITLAB_TOKEN")
     files = publishable_files(spec)
-    platform = _platform(spec)
-    version = "1.0.0" + platform.version_suffix()
-    published = platform.publish(spec.models[0], version, files)
+    registry = _registry(spec)
+    version = "1.0.0" + registry.version_suffix()
+    published = registry.publish(spec.models[0], version, files)
 
     assert version == "1.0.0-pipeline.17"
     assert published.version == version
@@ -338,18 +346,18 @@ def test_a_corrupted_upload_is_detected(
     with pytest.raises(
         PlatformError, match=r"model.joblib: the registry returned sha256 .* corrupt"
     ):
-        _platform(spec).publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
+        _registry(spec).publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
 
 
 def test_promote_remembers_the_previous_version_and_rollback_returns_to_it(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
 ) -> None:
     model = spec.models[0]
-    platform = _platform(spec)
+    registry = _registry(spec)
     files = publishable_files(spec)
     for version in ("1.0.0-pipeline.1", "1.0.0-pipeline.2"):
-        platform.publish(model, version, files)
-        platform.promote(model, "staging", version)
+        registry.publish(model, version, files)
+        registry.promote(model, "staging", version)
 
     record = json.loads(
         gitlab_api.package_file("breast-cancer-environments", "0.0.0", "staging.json") or b""
@@ -359,21 +367,21 @@ def test_promote_remembers_the_previous_version_and_rollback_returns_to_it(
     assert record["commit"] == gitlab_env["CI_COMMIT_SHA"]
     assert record["pipeline"] == gitlab_env["CI_PIPELINE_URL"]
 
-    assert platform.rollback(model, "staging") == "1.0.0-pipeline.1"
+    assert registry.rollback(model, "staging") == "1.0.0-pipeline.1"
     record = json.loads(
         gitlab_api.package_file("breast-cancer-environments", "0.0.0", "staging.json") or b""
     )
     assert record["version"] == "1.0.0-pipeline.1"
     assert record["history"] == []
     with pytest.raises(UsageError, match="no earlier version to roll back to"):
-        platform.rollback(model, "staging")
+        registry.rollback(model, "staging")
 
 
 def test_promoting_an_unpublished_version_is_refused(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
 ) -> None:
     with pytest.raises(UsageError, match="not in the package registry"):
-        _platform(spec).promote(spec.models[0], "staging", "9.9.9-pipeline.1")
+        _registry(spec).promote(spec.models[0], "staging", "9.9.9-pipeline.1")
     assert gitlab_api.calls("package_put") == []
 
 
@@ -381,24 +389,54 @@ def test_live_names_the_version_and_the_checksums_it_was_published_with(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
 ) -> None:
     model = spec.models[0]
-    platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
-    platform.promote(model, "staging", published.version)
+    registry = _registry(spec)
+    published = registry.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
+    registry.promote(model, "staging", published.version)
 
-    live = platform.live(model, "staging")
+    live = registry.live(model, "staging")
     assert live is not None
     assert live.version == "1.0.0-pipeline.17"
     assert live.files == published.files
-    assert platform.live(model, "production") is None
+    assert registry.live(model, "production") is None
+
+
+def test_history_and_annotations_live_in_the_environment_record(
+    spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
+) -> None:
+    model = spec.models[0]
+    registry = _registry(spec)
+    files = publishable_files(spec)
+    for version in ("1.0.0-pipeline.1", "1.0.0-pipeline.2"):
+        registry.publish(model, version, files)
+        registry.promote(model, "staging", version, forced=version.endswith(".2"))
+        registry.annotate(model, "staging", version, {"image": f"img@{version}"})
+
+    entries = registry.history(model, "staging")
+
+    assert [(e["version"], e["forced"], e["image"]) for e in entries] == [
+        ("1.0.0-pipeline.2", True, "img@1.0.0-pipeline.2"),
+        ("1.0.0-pipeline.1", False, "img@1.0.0-pipeline.1"),
+    ]
+    assert entries[0]["at"] and entries[1]["at"] is None
+    record = json.loads(
+        gitlab_api.package_file("breast-cancer-environments", "0.0.0", "staging.json") or b""
+    )
+    assert record["annotations"]["1.0.0-pipeline.1"] == {"image": "img@1.0.0-pipeline.1"}
+    assert registry.rollback(model, "staging") == "1.0.0-pipeline.1"
+    assert registry.history(model, "staging")[0]["image"] == "img@1.0.0-pipeline.1"
+    with pytest.raises(
+        UsageError, match=r"staging runs 1\.0\.0-pipeline\.1, not 1\.0\.0-pipeline\.2"
+    ):
+        registry.annotate(model, "staging", "1.0.0-pipeline.2", {"image": "x"})
 
 
 def test_verify_downloads_every_file_and_names_one_that_changed(
     spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str]
 ) -> None:
     model = spec.models[0]
-    platform = _platform(spec)
-    published = platform.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
-    assert platform.verify(model, published.version).files == published.files
+    registry = _registry(spec)
+    published = registry.publish(model, "1.0.0-pipeline.17", publishable_files(spec))
+    assert registry.verify(model, published.version).files == published.files
 
     # Someone uploads another model.onnx into the same version: the registry serves it.
     gitlab_api.packages[("breast-cancer", published.version)].append(("model.onnx", b"tampered"))
@@ -406,7 +444,7 @@ def test_verify_downloads_every_file_and_names_one_that_changed(
         CheckFailed,
         match=r"model\.onnx: sha256 [0-9a-f]{64} does not match [0-9a-f]{64} in SHA256SUMS",
     ) as raised:
-        platform.verify(model, published.version)
+        registry.verify(model, published.version)
     assert "model.joblib" not in str(raised.value)
 
 
@@ -467,14 +505,15 @@ def test_tokens_never_reach_output_logs_or_tracebacks(
     monkeypatch.setenv("MLOPS_TRIGGER_TOKEN", TRIGGER_TOKEN)
     caplog.set_level(logging.DEBUG)  # python-gitlab, requests and urllib3 at their chattiest
     platform = _platform(spec)
+    registry = _registry(spec)
     platform.post_report(spec.models[0], "report\n", report_images(spec))
-    platform.publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
+    registry.publish(spec.models[0], "1.0.0-pipeline.17", publishable_files(spec))
     platform.trigger_retrain(spec.models[0], "drift")
     errors: list[BaseException] = []
     for route, call in (
         ("create_note", lambda: platform.post_report(spec.models[0], "x\n", [])),
         ("trigger", lambda: platform.trigger_retrain(spec.models[0], "drift")),
-        ("package_put", lambda: platform.publish(spec.models[0], "2.0.0", publishable_files(spec))),
+        ("package_put", lambda: registry.publish(spec.models[0], "2.0.0", publishable_files(spec))),
     ):
         gitlab_api.fail(route, 403)
         if route == "create_note":

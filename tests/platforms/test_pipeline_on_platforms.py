@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from ci_mlops.atomic import sha256_file
 from ci_mlops.cli import main
-from ci_mlops.platforms import detect
 from ci_mlops.platforms.remote import checksums_file, sha256_bytes
+from ci_mlops.registries import registry_for
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import signing
 from ci_mlops.steps.records import snapshot_spec
@@ -217,10 +217,11 @@ def test_github_release_edits_and_foreign_versions_are_refused(
     _steps(folder, ("deploy", "-e", "production"))
     forged = _attacker_files(folder, tmp_path)
     monkeypatch.setenv("GITHUB_RUN_NUMBER", "14")
-    platform = detect(load_spec(folder / "mlops.yaml"))
-    spec_model = platform.spec.models[0]
-    published = platform.publish(spec_model, "1.0.0-run.14", forged)
-    platform.promote(spec_model, "staging", published.version)
+    loaded = load_spec(folder / "mlops.yaml")
+    spec_model = loaded.models[0]
+    registry = registry_for(loaded, spec_model, "github")
+    published = registry.publish(spec_model, "1.0.0-run.14", forged)
+    registry.promote(spec_model, "staging", published.version)
     not_ours = "breast-cancer 1.0.0-run.14: model.sig was not signed by the public key"
     _refused(folder, ("verify", "-e", "staging"), not_ours)
     _refused(folder, ("deploy", "-e", "production"), not_ours)

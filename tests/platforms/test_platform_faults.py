@@ -19,8 +19,10 @@ from ci_mlops.errors import PlatformError, StepError
 from ci_mlops.platforms import MissingBaseline
 from ci_mlops.platforms.github import GitHubPlatform
 from ci_mlops.platforms.gitlab import GitLabPlatform
-from ci_mlops.platforms.local import LocalPlatform
 from ci_mlops.platforms.remote import api_error
+from ci_mlops.registries.github_releases import GitHubReleases
+from ci_mlops.registries.gitlab_packages import GitLabPackages
+from ci_mlops.registries.local import LocalRegistry
 from ci_mlops.spec.model import Spec
 from ci_mlops.steps.evaluate import read_baseline_file
 from ci_mlops.steps.gates import apply_gates
@@ -207,8 +209,8 @@ def test_an_expired_baseline_fails_change_gates_whatever_if_missing_says(spec: S
 # -- hand-edited records -------------------------------------------------------------
 
 
-def registry_with_two_versions(spec: Spec) -> LocalPlatform:
-    platform = LocalPlatform(spec)
+def registry_with_two_versions(spec: Spec) -> LocalRegistry:
+    registry = LocalRegistry(spec)
     model = spec.models[0]
     source = spec.workdir(model)
     source.mkdir(parents=True, exist_ok=True)
@@ -216,21 +218,21 @@ def registry_with_two_versions(spec: Spec) -> LocalPlatform:
     (source / "metrics.json").write_text(json.dumps(METRICS))
     files = {model.model_file: source / model.model_file, "metrics.json": source / "metrics.json"}
     for _ in range(2):
-        published = platform.publish(model, "1.0.0", files)
-        platform.promote(model, "staging", published.version)
-    return platform
+        published = registry.publish(model, "1.0.0", files)
+        registry.promote(model, "staging", published.version)
+    return registry
 
 
 def test_a_string_previous_field_is_refused_not_split(spec: Spec) -> None:
-    platform = registry_with_two_versions(spec)
+    registry = registry_with_two_versions(spec)
     model = spec.models[0]
-    pointer = platform.registry(model).pointer_file(model.name, "staging")
+    pointer = registry.folder(model).pointer_file(model.name, "staging")
     record = json.loads(pointer.read_text())
     record["previous"] = "1.0.0+1"  # edited by hand: a string, not a list
     pointer.write_text(json.dumps(record))
 
     with pytest.raises(PlatformError, match=r"staging\.json: previous: expected a list"):
-        platform.rollback(model, "staging")
+        registry.rollback(model, "staging")
 
 
 @pytest.mark.parametrize(
@@ -239,24 +241,24 @@ def test_a_string_previous_field_is_refused_not_split(spec: Spec) -> None:
     ids=["a-list", "entry-a-string", "no-sha256"],
 )
 def test_a_tampered_manifest_is_one_error(spec: Spec, manifest: Any) -> None:
-    platform = registry_with_two_versions(spec)
+    registry = registry_with_two_versions(spec)
     model = spec.models[0]
-    path = platform.registry(model).version_dir(model.name, "1.0.0+2") / "manifest.json"
+    path = registry.folder(model).version_dir(model.name, "1.0.0+2") / "manifest.json"
     path.write_text(json.dumps(manifest))
 
     with pytest.raises(PlatformError, match="manifest"):
-        platform.verify(model, "1.0.0+2")
+        registry.verify(model, "1.0.0+2")
 
 
 @pytest.mark.parametrize("value", ['"NaN"', '"-inf"', "NaN", "-Infinity", "true", '"0.9"'])
 def test_non_numbers_are_not_baseline_values(spec: Spec, value: str) -> None:
-    platform = registry_with_two_versions(spec)
+    registry = registry_with_two_versions(spec)
     model = spec.models[0]
-    stored = platform.registry(model).version_dir(model.name, "1.0.0+2") / "metrics.json"
+    stored = registry.folder(model).version_dir(model.name, "1.0.0+2") / "metrics.json"
     raw = '{"metrics": {"accuracy": ' + value + "}}"
     stored.write_text(raw)
     with pytest.raises(PlatformError, match=r"metrics\.accuracy: expected a finite number"):
-        platform.fetch_baseline(model)
+        registry.baseline(model)
 
     given = spec.root / "baseline.json"
     given.write_text(raw)
@@ -267,7 +269,7 @@ def test_non_numbers_are_not_baseline_values(spec: Spec, value: str) -> None:
 def test_github_payload_history_must_be_a_list(
     spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
 ) -> None:
-    platform = GitHubPlatform(spec)
+    registry = GitHubReleases(spec)
     model = spec.models[0]
     github_api.deployments.append(
         {
@@ -283,7 +285,7 @@ def test_github_payload_history_must_be_a_list(
         }
     )
     with pytest.raises(PlatformError, match=r"payload\.history: expected a list"):
-        platform.rollback(model, "staging")
+        registry.rollback(model, "staging")
 
 
 def test_a_502_after_github_stored_the_comment_posts_no_second_comment(
@@ -306,4 +308,4 @@ def test_a_gitlab_environment_history_must_be_a_list(
         ("staging.json", json.dumps(record).encode())
     ]
     with pytest.raises(PlatformError, match=r"staging\.json: history: expected a list"):
-        GitLabPlatform(spec).rollback(spec.models[0], "staging")
+        GitLabPackages(spec).rollback(spec.models[0], "staging")

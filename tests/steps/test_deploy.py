@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ci_mlops.atomic import sha256_file
-from ci_mlops.platforms.local import LocalRegistry
+from ci_mlops.registries.local import RegistryFolder
 from ci_mlops.steps import signing
 from tests.helpers import EXAMPLE_NAMES, cli_command, make_key_pair
 from tests.steps.trained import clone, invoke, read_json, train_example, trained_example, workdir
@@ -363,7 +363,7 @@ def test_stored_bytes_edited_with_their_manifest_are_refused_everywhere(signed: 
 def test_a_version_signed_by_anyone_else_is_never_promoted(signed: Path, tmp_path: Path) -> None:
     """What a merge-request pipeline can do with a job token: publish a version of its
     own (signed with its own key, or not at all) and point staging at it."""
-    registry = LocalRegistry(signed / REGISTRY)
+    registry = RegistryFolder(signed / REGISTRY)
     attacker, _ = make_key_pair(tmp_path / "attacker")
     files = {n: workdir(signed) / n for n in ("model.joblib", "metrics.json", "gates.json")}
     forged = signing.sign(files, tmp_path / "s", True, {"MLOPS_SIGNING_KEY": str(attacker)})

@@ -200,7 +200,7 @@ def test_a_slightly_worse_run_within_the_drops_passes(breast_cancer: Path, tmp_p
 
 
 def test_the_local_registry_supplies_the_baseline(breast_cancer: Path, tmp_path: Path) -> None:
-    from ci_mlops.platforms import detect
+    from ci_mlops.registries import registry_for
 
     folder = clone(breast_cancer, tmp_path)
     spec = load_spec(folder / "mlops.yaml")
@@ -208,7 +208,7 @@ def test_the_local_registry_supplies_the_baseline(breast_cancer: Path, tmp_path:
     stored = write_baseline(
         tmp_path / "metrics.json", {"accuracy": 1.0, "roc_auc": 1.0, "f1": 1.0}, model.name
     )
-    published = detect(spec, "local").publish(
+    published = registry_for(spec, model, "local").publish(
         model,
         model.version,
         {"metrics.json": stored, "model.joblib": workdir(folder) / "model.joblib"},
