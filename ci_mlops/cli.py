@@ -636,6 +636,54 @@ def package(
     return 0
 
 
+@main.command("record-image", context_settings=CONTEXT)
+@click.option(
+    "--model",
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="Model whose image it is (default: the spec's only model).",
+)
+@click.option(
+    "--environment", "-e", default=None, help="Environment to record it in (default: the first)."
+)
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="The version the image holds; refused unless the environment runs it (default: what it runs).",
+)
+@click.option(
+    "--image",
+    "ref",
+    required=True,
+    metavar="REF",
+    help="The pushed image by digest: name@sha256:...",
+)
+@common
+def record_image(
+    spec_path: Path,
+    debug: bool,
+    model_name: str | None,
+    environment: str | None,
+    version: str | None,
+    ref: str,
+) -> int:
+    """Record the image built for the version an environment runs, by digest, in the
+    environment's history. `package` then writes manifests that run that image, also
+    after a rollback (the rolled-back-to version's image).
+
+    \b
+    Example:
+      ci-mlops record-image --model churn -e staging --image registry.example/churn@sha256:<64 hex>
+    """
+    from ci_mlops.steps import package as step
+
+    spec = _load(spec_path, check_files=False)
+    step.record_image(spec, _only_model(spec, model_name), environment, ref, version=version)
+    return 0
+
+
 PLATFORM_CHOICE = click.Choice(list(PLATFORM_NAMES))
 
 

@@ -57,6 +57,11 @@ class Package:
     replicas: int
     install: tuple[str, ...]  # pip arguments that install ci-mlops with the serve extra
     wheels: bool = False  # install only from the context's wheels/ folder (no index)
+    tag: str = ""  # repository:tag the image is built as (default: ``image``)
+
+    @property
+    def build_tag(self) -> str:
+        return self.tag or self.image
 
 
 def image_tag(version: str) -> str:

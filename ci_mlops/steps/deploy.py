@@ -132,6 +132,16 @@ def _registry(spec: Spec, model: Model) -> Registry:
     return registry_for(spec, model, current_platform())
 
 
+def registry_of(spec: Spec, model: Model) -> Registry:
+    """The registry ``model`` deploys to, from this machine or job."""
+    return _registry(spec, model)
+
+
+def environment_name(spec: Spec, model: Model, environment: str | None) -> str:
+    """``environment``, checked against the model's, or the first one when None."""
+    return _environment(spec, model, environment)
+
+
 def _policy(spec: Spec, model: Model, registry: Registry) -> signing.Policy | None:
     """Who must have signed what ``registry`` holds: the pipeline of the CI platform the
     registry belongs to (GitLab's packages, GitHub's releases), else of the platform this

@@ -36,21 +36,63 @@ class Options:
 
 
 def run(spec: Spec, model: Model, options: Options) -> dict[str, Any]:
-    """Write the build context and manifests of ``model``'s version into ``options.out``."""
+    """Write the build context and manifests of ``model``'s version into ``options.out``.
+    The manifests run the image recorded for that version (by digest) when an
+    environment's history has one, else ``repository:tag``."""
     if options.environment and options.version:
         raise UsageError("--environment and --version do not go together: pick one")
     found = deploy.servable(spec, model, environment=options.environment, version=options.version)
-    pkg = _package(spec, model, found.version, options)
+    recorded = recorded_image(spec, model, found.version, options.environment)
+    pkg = _package(spec, model, found.version, options, recorded)
     _write(options.out, pkg, found, options.wheels)
     print(
         f"packaged {model.name} {found.version} ({found.trust}) into {options.out}: "
-        f"build with `buildah build -t {pkg.image} {options.out}`; "
-        f"manifests in {options.out / 'manifests'}"
+        f"build with `buildah build -t {pkg.build_tag} {options.out}`; "
+        f"manifests in {options.out / 'manifests'} run {pkg.image}"
     )
     return {"version": found.version, "image": pkg.image, "out": str(options.out)}
 
 
-def _package(spec: Spec, model: Model, version: str, options: Options) -> container.Package:
+def record_image(
+    spec: Spec, model: Model, environment: str | None, ref: str, version: str | None = None
+) -> dict[str, Any]:
+    """Record ``ref`` (an image by digest) in ``environment``'s history, on its newest
+    entry, which must be ``version`` (default: whatever is live there)."""
+    container.check_digest_ref(ref)
+    env = deploy.environment_name(spec, model, environment)
+    registry = deploy.registry_of(spec, model)
+    if version is None:
+        live = registry.live(model, env)
+        if live is None:
+            raise UsageError(f"{model.name}: nothing is deployed to {env}, so no image to record")
+        version = live.version
+    registry.annotate(model, env, version, {"image": ref})
+    print(f"recorded image {ref} for {model.name} {version} in {env}")
+    return {"environment": env, "version": version, "image": ref}
+
+
+def recorded_image(
+    spec: Spec, model: Model, version: str, environment: str | None = None
+) -> str | None:
+    """The image recorded for ``version``: from ``environment``'s history first, then
+    from the other environments' (production runs the image staging recorded); the
+    newest entry wins. None when no history names one."""
+    registry = deploy.registry_of(spec, model)
+    names = [e.name for e in model.deploy.environments]
+    if environment in names:
+        names.remove(environment)
+        names.insert(0, environment)
+    for env in names:
+        for entry in registry.history(model, env):
+            image = entry.get("image")
+            if entry.get("version") == version and isinstance(image, str):
+                return container.check_digest_ref(image)
+    return None
+
+
+def _package(
+    spec: Spec, model: Model, version: str, options: Options, recorded: str | None = None
+) -> container.Package:
     # A model without a deploy.image section can still be packaged by hand, with the
     # section's defaults.
     image = model.deploy.image or Image()
@@ -59,7 +101,8 @@ def _package(spec: Spec, model: Model, version: str, options: Options) -> contai
         model=model.name,
         version=version,
         task=model.task,
-        image=container.image_ref(repository, version),
+        image=recorded or container.image_ref(repository, version),
+        tag=container.image_ref(repository, version),
         base=image.base or f"python:{spec.runtime.python}-slim",
         port=image.port,
         replicas=image.replicas,
