@@ -636,6 +636,57 @@ def package(
     return 0
 
 
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Build what this environment runs (default: the first one).",
+)
+@click.option(
+    "--destination",
+    default=None,
+    metavar="TRANSPORT:REF",
+    help="Where buildah pushes (default: docker://<repository>:<tag>; oci:DIR:TAG writes an OCI layout).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install ci-mlops in the image from these wheels only (an offline build).",
+)
+@common
+def image(
+    spec_path: Path,
+    debug: bool,
+    models: tuple[str, ...],
+    environment: str | None,
+    destination: str | None,
+    wheels: Path | None,
+) -> int:
+    """Build the image of what an environment runs, push it, record its digest.
+
+    Packages the version (verified as `package` does), builds it with buildah, pushes
+    it to the platform's container registry ($CI_REGISTRY_IMAGE/<model> with the job
+    token on GitLab, ghcr.io/<owner>/<repo>/<model> with GITHUB_TOKEN on GitHub) tagged
+    with the version, and records the pushed digest in the environment's history. A
+    version whose image is recorded already is not built again. Needs buildah.
+
+    \b
+    Example:
+      ci-mlops image --model churn -e staging
+    """
+    from ci_mlops.steps import image as step
+
+    spec = _load(spec_path, check_files=False)
+    return _each(
+        spec,
+        models,
+        lambda m: step.run(spec, m, environment, destination=destination, wheels=wheels),
+    )
+
+
 @main.command("record-image", context_settings=CONTEXT)
 @click.option(
     "--model",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
-from ci_mlops.generate.kinds import Trigger, github_job_id, job_names, job_suffix
+from ci_mlops.generate.kinds import KINDS, Trigger, github_job_id, job_names, job_suffix
 from ci_mlops.generate.plan import (
     PYTHON,
     Job,
@@ -62,6 +62,7 @@ PERMISSION_REASONS = {
     ("actions", "write"): "dispatch a retraining run",
     ("pull-requests", "write"): "post and update the report comment",
     ("deployments", "write"): "record the version each environment runs",
+    ("packages", "write"): "push the model's container image to GHCR",
     ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
 }
 _PERMISSION_LINE = re.compile(r"^(\s+)([a-z-]+): (read|write)$")
@@ -200,7 +201,11 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     out["timeout-minutes"] = job.timeout_minutes
     out["permissions"] = dict(job.descriptor.github_permissions)
     if job.environment:
-        out["environment"] = job.environment
+        out["environment"] = (
+            {"name": job.environment, "url": job.environment_url}
+            if job.environment_url
+            else job.environment
+        )
         out["concurrency"] = {
             "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
             "cancel-in-progress": False,
@@ -353,13 +358,19 @@ def _validate_job(plan: Plan, mode: str) -> Job:
 
 
 REUSABLE_FILE = ".github/workflows/mlops.yml"
-CALLER_PERMISSIONS = {
-    "actions": "write",
-    "contents": "write",
-    "deployments": "write",
-    "id-token": "write",
-    "pull-requests": "write",
-}
+
+
+def caller_permissions() -> dict[str, str]:
+    """What a caller grants the reusable workflow: every permission some kind of job
+    asks for, at the highest level asked. GitHub refuses to start a reusable workflow
+    one of whose jobs asks for more than its caller granted, even a job switched off,
+    so the grant covers every kind; each job inside still holds only its own."""
+    out: dict[str, str] = {}
+    for kind in KINDS.values():
+        for scope, level in kind.github_permissions:
+            if out.get(scope) != "write":
+                out[scope] = level
+    return dict(sorted(out.items()))
 
 
 def reusable_values(spec: Spec) -> Values:
@@ -459,7 +470,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
     for mp in plan.models:
         jobs[mp.model.name] = {
             "uses": f"{tpl.github}/{REUSABLE_FILE}@{tpl.github_sha}",
-            "permissions": dict(CALLER_PERMISSIONS),
+            "permissions": caller_permissions(),
             "with": {
                 "model": mp.model.name,
                 "spec": plan.spec_file,

@@ -124,7 +124,8 @@ def containerfile(pkg: Package) -> str:
         "# Regenerate with: ci-mlops package --model "
         f"{pkg.model} --version {pkg.version} --out <folder>",
         f"FROM {pkg.base}",
-        "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
+        "ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1"
+        " PIP_ROOT_USER_ACTION=ignore",
         run + json.dumps([*pip, *pkg.install]),
         f"COPY models/ {MODELS}/",
         "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()),

@@ -50,7 +50,12 @@ def run(spec: Spec, model: Model, options: Options) -> dict[str, Any]:
         f"build with `buildah build -t {pkg.build_tag} {options.out}`; "
         f"manifests in {options.out / 'manifests'} run {pkg.image}"
     )
-    return {"version": found.version, "image": pkg.image, "out": str(options.out)}
+    return {
+        "version": found.version,
+        "image": pkg.image,
+        "tag": pkg.build_tag,
+        "out": str(options.out),
+    }
 
 
 def record_image(

@@ -36,15 +36,22 @@ class Buildah:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.flags = [
-            "--root",
-            str(root / "storage"),
-            "--runroot",
-            str(root / "run"),
-            "--storage-driver",
-            "vfs",
-        ]
-        self.env = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
+        # A storage configuration of its own, so that `ci-mlops image` (which runs plain
+        # `buildah`) and these helpers share one store, apart from the machine's.
+        conf = root / "storage.conf"
+        conf.write_text(
+            "[storage]\n"
+            'driver = "vfs"\n'
+            f'graphroot = "{root / "storage"}"\n'
+            f'runroot = "{root / "run"}"\n',
+            encoding="utf-8",
+        )
+        self.flags: list[str] = []
+        self.env = {
+            **os.environ,
+            "BUILDAH_ISOLATION": "chroot",
+            "CONTAINERS_STORAGE_CONF": str(conf),
+        }
 
     def __call__(self, *args: str, timeout: float = 900) -> str:
         done = subprocess.run(
@@ -74,10 +81,8 @@ class Buildah:
 
     def clean(self) -> None:
         """Remove every container and image, then the storage itself."""
-        subprocess.run(["buildah", *self.flags, "rm", "--all"], capture_output=True, check=False)
-        subprocess.run(
-            ["buildah", *self.flags, "rmi", "--all", "--force"], capture_output=True, check=False
-        )
+        for args in (["rm", "--all"], ["rmi", "--all", "--force"]):
+            subprocess.run(["buildah", *args], env=self.env, capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
