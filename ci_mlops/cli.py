@@ -18,6 +18,7 @@ from ci_mlops.platforms.detect import CI_NAMES as CI_PLATFORM_NAMES
 from ci_mlops.platforms.detect import NAMES as PLATFORM_NAMES
 
 if TYPE_CHECKING:
+    from ci_mlops.serve.app import ServedModel
     from ci_mlops.spec.model import Model, Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -447,6 +448,12 @@ def verify(spec_path: Path, debug: bool, models: tuple[str, ...], environment: s
     help="Model to serve (default: the spec's only model).",
 )
 @click.option(
+    "--folder",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve a folder `ci-mlops package` wrote (its models/), as the container image does; reads no spec.",
+)
+@click.option(
     "--environment",
     "-e",
     default=None,
@@ -479,6 +486,7 @@ def serve(
     spec_path: Path,
     debug: bool,
     model_name: str | None,
+    folder: Path | None,
     environment: str | None,
     version: str | None,
     host: str,
@@ -498,28 +506,54 @@ def serve(
       ci-mlops serve --model churn                  # what staging runs
       ci-mlops serve --model churn -e production --port 9000
       ci-mlops serve --model churn --version 1.2.0+7
+      ci-mlops serve --folder package/models        # what `ci-mlops package` wrote
     """
     from ci_mlops.errors import UsageError
-    from ci_mlops.steps import deploy as step
+    from ci_mlops.serve import server
 
     if environment and version:
         raise UsageError("--environment and --version do not go together: pick one")
-    spec = _load(spec_path, check_files=False)
-    model = _only_model(spec, model_name)
-    found = step.servable(spec, model, environment=environment, version=version)
-    from ci_mlops.serve import server
-
-    loaded = server.ServedModel(
-        found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
-    )
+    if folder is not None:
+        if environment or version or model_name:
+            raise UsageError("--folder serves the folder's one model: no --model, -e or --version")
+        loaded, trust = _packaged(folder)
+    else:
+        loaded, trust = _servable(spec_path, model_name, environment, version)
     server.configure_logging(access_log=access_log)
     sock = server.bind(host, port)
     click.echo(
-        f"serving {model.name} {found.version} ({found.trust}) at {server.url(sock)}/v2/models/{model.name}",
+        f"serving {loaded.name} {loaded.version} ({trust}) at {server.url(sock)}/v2/models/{loaded.name}",
         err=True,
     )
     server.serve(loaded, sock, max_body=max_body)
     return 0
+
+
+def _servable(
+    spec_path: Path, model_name: str | None, environment: str | None, version: str | None
+) -> tuple[ServedModel, str]:
+    """A registry version, verified, loaded into onnxruntime; and how it was verified."""
+    from ci_mlops.serve import server
+    from ci_mlops.steps import deploy as step
+
+    spec = _load(spec_path, check_files=False)
+    model = _only_model(spec, model_name)
+    found = step.servable(spec, model, environment=environment, version=version)
+    loaded = server.ServedModel(
+        found.onnx, name=model.name, version=found.version, task=model.task, sha256=found.sha256
+    )
+    return loaded, found.trust
+
+
+def _packaged(folder: Path) -> tuple[ServedModel, str]:
+    """The model of a packaged folder, its bytes checked against its package.json."""
+    from ci_mlops.serve import container, server
+
+    found = container.read_folder(folder)
+    loaded = server.ServedModel(
+        found.onnx, name=found.model, version=found.version, task=found.task, sha256=found.sha256
+    )
+    return loaded, f"packaged; sha256 {found.sha256[:12]}... checked"
 
 
 def _only_model(spec: Spec, name: str | None) -> Model:
@@ -531,6 +565,174 @@ def _only_model(spec: Spec, name: str | None) -> Model:
             raise UsageError(f"{spec.path}: several models ({names}): pick one with --model")
         return spec.models[0]
     return _selected(spec, (name,))[0]
+
+
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--model",
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="Model to package (default: the spec's only model).",
+)
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Package what this environment runs (default: the first one).",
+)
+@click.option("--version", "version", default=None, help="Package this registry version instead.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write (replaced only if an earlier package wrote it).",
+)
+@click.option(
+    "--image",
+    "repository",
+    default=None,
+    metavar="REPOSITORY",
+    help="Image repository, without tag (default: $CI_REGISTRY_IMAGE/<model> on GitLab, ghcr.io/<owner>/<repo>/<model> on GitHub, localhost/<model> elsewhere).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install ci-mlops and its dependencies from these wheels only (an offline build).",
+)
+@common
+def package(
+    spec_path: Path,
+    debug: bool,
+    model_name: str | None,
+    environment: str | None,
+    version: str | None,
+    out: Path,
+    repository: str | None,
+    wheels: Path | None,
+) -> int:
+    """Write a container image's build context and cluster manifests for a version.
+
+    The version's files are verified (hashes, signature, signer) as a deploy verifies
+    them; then OUT gets a Containerfile, models/ (model.onnx and package.json), and
+    manifests/ (a KServe InferenceService, a Kubernetes Deployment and Service). The
+    image is tagged with the version (its "+" written "_").
+
+    \b
+    Examples:
+      ci-mlops package --model churn --out build/churn
+      ci-mlops package --model churn -e production --out build/churn
+      buildah build -t localhost/churn:1.2.0_7 build/churn
+    """
+    from ci_mlops.steps import package as step
+
+    spec = _load(spec_path, check_files=False)
+    model = _only_model(spec, model_name)
+    options = step.Options(
+        out=out, environment=environment, version=version, repository=repository, wheels=wheels
+    )
+    step.run(spec, model, options)
+    return 0
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--environment",
+    "-e",
+    default=None,
+    help="Build what this environment runs (default: the first one).",
+)
+@click.option(
+    "--destination",
+    default=None,
+    metavar="TRANSPORT:REF",
+    help="Where buildah pushes (default: docker://<repository>:<tag>; oci:DIR:TAG writes an OCI layout).",
+)
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Install ci-mlops in the image from these wheels only (an offline build).",
+)
+@common
+def image(
+    spec_path: Path,
+    debug: bool,
+    models: tuple[str, ...],
+    environment: str | None,
+    destination: str | None,
+    wheels: Path | None,
+) -> int:
+    """Build the image of what an environment runs, push it, record its digest.
+
+    Packages the version (verified as `package` does), builds it with buildah, pushes
+    it to the platform's container registry ($CI_REGISTRY_IMAGE/<model> with the job
+    token on GitLab, ghcr.io/<owner>/<repo>/<model> with GITHUB_TOKEN on GitHub) tagged
+    with the version, and records the pushed digest in the environment's history. A
+    version whose image is recorded already is not built again. Needs buildah.
+
+    \b
+    Example:
+      ci-mlops image --model churn -e staging
+    """
+    from ci_mlops.steps import image as step
+
+    spec = _load(spec_path, check_files=False)
+    return _each(
+        spec,
+        models,
+        lambda m: step.run(spec, m, environment, destination=destination, wheels=wheels),
+    )
+
+
+@main.command("record-image", context_settings=CONTEXT)
+@click.option(
+    "--model",
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="Model whose image it is (default: the spec's only model).",
+)
+@click.option(
+    "--environment", "-e", default=None, help="Environment to record it in (default: the first)."
+)
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    help="The version the image holds; refused unless the environment runs it (default: what it runs).",
+)
+@click.option(
+    "--image",
+    "ref",
+    required=True,
+    metavar="REF",
+    help="The pushed image by digest: name@sha256:...",
+)
+@common
+def record_image(
+    spec_path: Path,
+    debug: bool,
+    model_name: str | None,
+    environment: str | None,
+    version: str | None,
+    ref: str,
+) -> int:
+    """Record the image built for the version an environment runs, by digest, in the
+    environment's history. `package` then writes manifests that run that image, also
+    after a rollback (the rolled-back-to version's image).
+
+    \b
+    Example:
+      ci-mlops record-image --model churn -e staging --image registry.example/churn@sha256:<64 hex>
+    """
+    from ci_mlops.steps import package as step
+
+    spec = _load(spec_path, check_files=False)
+    step.record_image(spec, _only_model(spec, model_name), environment, ref, version=version)
+    return 0
 
 
 PLATFORM_CHOICE = click.Choice(list(PLATFORM_NAMES))

@@ -62,6 +62,7 @@ PERMISSION_REASONS = {
     ("actions", "write"): "dispatch a retraining run",
     ("pull-requests", "write"): "post and update the report comment",
     ("deployments", "write"): "record the version each environment runs",
+    ("packages", "write"): "push the model's container image to GHCR",
     ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
 }
 _PERMISSION_LINE = re.compile(r"^(\s+)([a-z-]+): (read|write)$")
@@ -200,7 +201,11 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     out["timeout-minutes"] = job.timeout_minutes
     out["permissions"] = dict(job.descriptor.github_permissions)
     if job.environment:
-        out["environment"] = job.environment
+        out["environment"] = (
+            {"name": job.environment, "url": job.environment_url}
+            if job.environment_url
+            else job.environment
+        )
         out["concurrency"] = {
             "group": f"ci-mlops-deploy-{v.model}-{job.environment}",
             "cancel-in-progress": False,
@@ -366,8 +371,10 @@ REUSABLE_FILE = ".github/workflows/mlops.yml"
 
 
 def caller_permissions(plan: Plan) -> dict[str, str]:
-    """What a caller grants the reusable workflow: the most each permission any of its
-    jobs holds (a reusable workflow's jobs get no more than their caller's job)."""
+    """What a caller grants the reusable workflow: every permission some kind of job of
+    the plan asks for, at the highest level asked. GitHub refuses to start a reusable
+    workflow one of whose jobs asks for more than its caller granted, even a job switched
+    off, so the grant covers every kind; each job inside still holds only its own."""
     most: dict[str, str] = {}
     for kind in plan.kinds.values():
         for scope, level in kind.github_permissions:

@@ -129,6 +129,18 @@ def _install_lines(job: Job, v: Values) -> list[str]:
     return [pip_install(v.install, extras, *requirements)]
 
 
+def _system_install(job: Job) -> list[str]:
+    """The Debian packages the job needs besides Python (the spec's image is Debian's
+    Python image by default)."""
+    packages = job.descriptor.system_packages
+    if not packages:
+        return []
+    return [
+        "apt-get update -qq",
+        shlex.join(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]),
+    ]
+
+
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if not job.descriptor.checks_out(PLATFORM):
         return []
@@ -183,7 +195,7 @@ def render_job(
         out["cache"] = caches
     by_key = {j.key: j for j in model_jobs}
     out["needs"] = [_need(by_key[n], v) for n in job.needs]
-    out["before_script"] = _install_lines(job, v)
+    out["before_script"] = [*_system_install(job), *_install_lines(job, v)]
     if job.model:
         variables["MLOPS_MODEL"] = v.model
     variables["MLOPS_SPEC"] = snapshot_spec_path(v.model) if isolated else spec_file
@@ -196,6 +208,8 @@ def render_job(
             "deployment_tier": _tier(job.environment),
             "action": "start",
         }
+        if job.environment_url:
+            out["environment"]["url"] = job.environment_url
         out["resource_group"] = f"deploy-{v.model}-{job.environment}"
         # Keyless signing: an OIDC token for Sigstore, which names this project, its
         # pipeline file and ref; verification accepts only the default branch's.

@@ -100,6 +100,12 @@ class JobKind:
     needs: tuple[str, ...] = ()
     # One job per deploy environment, each after the one before.
     per_environment: bool = False
+    # Per-environment kinds of which this job waits only for the first environment's
+    # job: the one that publishes a new version (later ones promote it).
+    needs_first_of: tuple[str, ...] = ()
+    # Debian packages the GitLab job installs before ci-mlops (GitLab's job image is the
+    # spec's Python image); GitHub's Ubuntu runners have them.
+    system_packages: tuple[str, ...] = ()
     trigger: Trigger = "change"
     # Minutes the job may run, from the model and the spec's runtime.timeout_minutes.
     timeout: Callable[[Model | None, int], int] = _runtime_timeout
@@ -170,6 +176,10 @@ def _exports(model: Model) -> bool:
 
 def _checks_drift(model: Model) -> bool:
     return model.retrain.drift is not None
+
+
+def _builds_image(model: Model) -> bool:
+    return model.deploy.image is not None
 
 
 def _table(kinds: Iterable[JobKind]) -> dict[str, JobKind]:
@@ -280,6 +290,36 @@ KINDS: dict[str, JobKind] = _table(
                 ("id-token", "write"),
             ),
             local_step="ci_mlops.steps.deploy",
+        ),
+        JobKind(
+            name="image",
+            stage="deploy",
+            title="Build and push the container image",
+            # Verifies the version (signature included) before packaging it.
+            extras=("platform", "sign"),
+            present=_builds_image,
+            # The model folder (the spec's copy) comes with evaluate's and export's
+            # artifacts; the version is what the first environment's deploy published.
+            needs=("evaluate", "export"),
+            needs_first_of=("deploy",),
+            trigger="default-branch",
+            uploads=False,
+            interruptible=False,
+            # It pushes to GHCR with GITHUB_TOKEN (packages: write): no checkout there.
+            # On GitLab the job token pushes to $CI_REGISTRY_IMAGE, as deploys publish.
+            no_checkout=("github",),
+            system_packages=("buildah",),
+            # The image's digest is recorded on the environment's GitHub deployment.
+            github_permissions=(
+                ("contents", "read"),
+                ("packages", "write"),
+                ("deployments", "write"),
+            ),
+            template_input=TemplateInput(
+                "build_image",
+                False,
+                "Build and push the model's container image after the first deploy.",
+            ),
         ),
         JobKind(
             name="drift",

@@ -39,6 +39,7 @@ class Job:
     args: tuple[str, ...]  # the ci-mlops command line, without "ci-mlops"
     needs: tuple[str, ...] = ()
     environment: str | None = None
+    environment_url: str | None = None  # where that environment's service answers
     when: str = "auto"  # auto | manual
     timeout_minutes: int = 30
     framework_extra: str | None = None  # what loads the model, for jobs that load it
@@ -137,6 +138,8 @@ def _jobs_of(
     """The jobs of ``kind`` for ``model``; ``earlier`` are the model's jobs before them."""
     base = (kind.name, "--spec", spec_file, "--model", model.name)
     needs = tuple(j.key for j in earlier if j.descriptor.name in kind.needs)
+    for first_of in kind.needs_first_of:
+        needs += tuple(j.key for j in earlier if j.descriptor.name == first_of)[:1]
     first = Job(
         job_names(model.name, kind.name).key,
         kind,
@@ -158,6 +161,7 @@ def _jobs_of(
             args=(*base, "--environment", env.name),
             needs=(*needs, *previous),
             environment=env.name,
+            environment_url=env.url,
             when=env.when,
         )
         jobs.append(job)

@@ -30,6 +30,8 @@ SYMBOLIC_MODEL = {
     "train": {"command": "train"},
     "metrics": {"accuracy": None},
     "retrain": {"drift": {"reference": "reference.csv", "current": "current.csv"}},
+    # Every optional job is in the templates; the caller's inputs switch them on.
+    "deploy": {"image": {}},
 }
 
 HEADER = (

@@ -108,6 +108,7 @@ class Environment:
 
     name: str
     when: str  # "auto" or "manual"
+    url: str | None = None  # where its prediction service answers, when the spec says
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,25 @@ class Signing:
 
 
 @dataclass(frozen=True)
+class Image:
+    """The container image built for each deployed version, and what its cluster
+    manifests ask for. ``base`` None: ``python:<runtime.python>-slim``."""
+
+    base: str | None = None
+    port: int = 8080
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
 class Deploy:
-    """Where the model is published and its environments, in promotion order."""
+    """Where the model is published and its environments, in promotion order; ``image``
+    is None unless the spec asks for a container image."""
 
     target: str
     registry: str
     environments: tuple[Environment, ...]
     signing: Signing = Signing()
+    image: Image | None = None
 
 
 @dataclass(frozen=True)
@@ -372,14 +385,23 @@ def _model(raw: dict[str, Any]) -> Model:
         deploy=Deploy(
             target=deploy.get("target", "auto"),
             registry=deploy.get("registry", ".mlops-registry"),
-            environments=tuple(Environment(e["name"], e.get("when", "auto")) for e in envs),
+            environments=tuple(
+                Environment(e["name"], e.get("when", "auto"), e.get("url")) for e in envs
+            ),
             signing=Signing(**(deploy.get("signing") or {})),
+            image=_image(deploy.get("image")),
         ),
         retrain=_retrain(raw.get("retrain") or {}),
         serve=Serve(max_latency_ms=float((raw.get("serve") or {}).get("max_latency_ms", 100))),
         baseline_from=(raw.get("baseline") or {}).get("from", "artifact"),
         tracking=Tracking(**(raw.get("tracking") or {})),
     )
+
+
+def _image(raw: dict[str, Any] | None) -> Image | None:
+    if raw is None or not raw.get("enabled", True):
+        return None
+    return Image(base=raw.get("base"), port=raw.get("port", 8080), replicas=raw.get("replicas", 1))
 
 
 def _retrain(raw: dict[str, Any]) -> Retrain:

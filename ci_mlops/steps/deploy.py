@@ -132,6 +132,16 @@ def _registry(spec: Spec, model: Model) -> Registry:
     return registry_for(spec, model, current_platform())
 
 
+def registry_of(spec: Spec, model: Model) -> Registry:
+    """The registry ``model`` deploys to, from this machine or job."""
+    return _registry(spec, model)
+
+
+def environment_name(spec: Spec, model: Model, environment: str | None) -> str:
+    """``environment``, checked against the model's, or the first one when None."""
+    return _environment(spec, model, environment)
+
+
 def _policy(spec: Spec, model: Model, registry: Registry) -> signing.Policy | None:
     """Who must have signed what ``registry`` holds: the pipeline of the CI platform the
     registry belongs to (GitLab's packages, GitHub's releases), else of the platform this
@@ -230,6 +240,7 @@ class Servable:
     onnx: bytes
     sha256: str
     trust: str
+    location: str = ""  # where the registry keeps it
 
 
 def servable(
@@ -254,7 +265,13 @@ def servable(
             )
         onnx = ((checked.folder or scratch / "verify" / version) / "model.onnx").read_bytes()
     signed = f"signed by {trust.describe()}" if trust else "no signing policy: hashes only"
-    return Servable(version=checked.version, onnx=onnx, sha256=expected, trust=signed)
+    return Servable(
+        version=checked.version,
+        onnx=onnx,
+        sha256=expected,
+        trust=signed,
+        location=checked.location,
+    )
 
 
 def _deployable(spec: Spec, model: Model) -> dict[str, Path]:

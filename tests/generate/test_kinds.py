@@ -37,7 +37,10 @@ from tests.helpers import EXAMPLES, FRAMEWORK_EXAMPLES
 
 PACKAGE = Path(ci_mlops.__file__).parent
 # Step commands that are no job of their own, and why.
-NOT_JOBS = {"retrain": "the drift job starts retraining when it finds drift"}
+NOT_JOBS = {
+    "retrain": "the drift job starts retraining when it finds drift",
+    "package": "the image job packages the version before it builds",
+}
 
 
 # --- the table ------------------------------------------------------------------------
@@ -78,9 +81,10 @@ def test_the_descriptors_agree_with_each_other() -> None:
 
 
 def test_ci_mlops_run_runs_every_kind_with_a_step_module() -> None:
-    # Every step but the drift check, which starts retraining on a platform: CI only.
+    # Every step but the image build (it pushes to the platform's container registry)
+    # and the drift check (it starts retraining on a platform): CI only.
     per_model = [k.name for k in KINDS.values() if k.per_model]
-    assert [*LOCAL_KINDS, "drift"] == per_model
+    assert [*LOCAL_KINDS, "image", "drift"] == per_model
     for kind in KINDS.values():
         if not kind.local_step:
             continue

@@ -28,6 +28,7 @@ EXTRAS = {
     "report": "{platform}",
     "deploy": "{platform},sign,serve",
     "drift": "ml,{platform}",
+    "image": "{platform},sign",
     "validate": "",
 }
 # The extra of each framework, which the jobs that load the model (evaluate, export)
@@ -40,7 +41,7 @@ FRAMEWORK_EXTRAS = {
     "onnx": "onnx",
 }
 LOADS_MODEL = ("evaluate", "export")
-STEP = r"(data-test|train|evaluate|export|report|drift)"
+STEP = r"(data-test|train|evaluate|export|report|drift|image)"
 # Jobs that hold a write token run ci-mlops as a module of an isolated interpreter.
 CI_MLOPS = r"(ci-mlops|python -I -m ci_mlops)"
 MODEL_LINE = re.compile(rf'{CI_MLOPS} {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
@@ -49,7 +50,13 @@ DEPLOY_LINE = re.compile(
 )
 ISOLATED = "python -I -m ci_mlops "
 PIP = ["python", "-I", "-m", "pip", "install"]
-WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy")}
+WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy", "image")}
+# The one system install a job may run: buildah, for the GitLab image job (the spec's
+# Python image has none; GitHub's runners do).
+SYSTEM_LINES = (
+    "apt-get update -qq",
+    "apt-get install -y -qq --no-install-recommends buildah",
+)
 # Platform values a script must never expand: anyone who can push a branch or open a
 # merge request chooses them.
 UNTRUSTED = re.compile(
@@ -137,7 +144,7 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
 
 
 def allowed_line(line: str, spec: Spec, platform: str, mode: str, pips: set[str]) -> bool:
-    if line in pips:
+    if line in pips or (platform == "gitlab" and line in SYSTEM_LINES):
         return True
     validate = f'ci-mlops generate --spec "$MLOPS_SPEC" --check --platform {platform} --mode {mode}'
     return bool(line == validate or MODEL_LINE.fullmatch(line) or DEPLOY_LINE.fullmatch(line))

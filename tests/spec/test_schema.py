@@ -26,6 +26,7 @@ from tests.helpers import EXAMPLE_NAMES, EXAMPLES, REPO
 
 MODEL = "#/properties/models/items/properties"
 DRIFT = f"{MODEL}/retrain/properties/drift/properties"
+IMAGE = f"{MODEL}/deploy/properties/image/properties"
 
 
 def walk(node: Any, pointer: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -92,7 +93,7 @@ MINIMAL: dict[str, Any] = {
             "data": {"train": {"path": "t.csv"}, "eval": {"path": "e.csv"}},
             "train": {"command": "python train.py"},
             "metrics": {"accuracy": {}},
-            "deploy": {"environments": [{"name": "staging"}]},
+            "deploy": {"environments": [{"name": "staging"}], "image": {}},
             "retrain": {"drift": {"reference": "t.csv", "current": "c.csv"}},
         }
     ],
@@ -123,6 +124,9 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     f"{MODEL}/deploy/properties/environments/items/properties/when": lambda s: (
         _m(s).deploy.environments[0].when
     ),
+    f"{IMAGE}/enabled": lambda s: _m(s).deploy.image is not None,
+    f"{IMAGE}/port": lambda s: _image(s).port,
+    f"{IMAGE}/replicas": lambda s: _image(s).replicas,
     f"{MODEL}/serve/properties/max_latency_ms": lambda s: _m(s).serve.max_latency_ms,
     f"{DRIFT}/psi_threshold": lambda s: _drift(s).psi_threshold,
     f"{DRIFT}/ks_pvalue": lambda s: _drift(s).ks_pvalue,
@@ -140,6 +144,11 @@ def _m(spec: Spec) -> Model:
 def _train(spec: Spec) -> Any:
     assert spec.models[0].train_data is not None
     return spec.models[0].train_data
+
+
+def _image(spec: Spec) -> Any:
+    assert spec.models[0].deploy.image is not None
+    return spec.models[0].deploy.image
 
 
 def _drift(spec: Spec) -> Any:
