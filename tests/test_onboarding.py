@@ -80,6 +80,30 @@ def regression_repo(root: Path) -> Path:
     return root
 
 
+# Reads the table and target ci-mlops names: a tab-separated file with a header.
+TSV_TRAIN = """\
+import os, joblib, pandas as pd
+from sklearn.ensemble import GradientBoostingRegressor
+frame = pd.read_csv(os.environ["MLOPS_TRAIN_DATA"], sep="\\t")
+target = os.environ["MLOPS_TARGET"]
+model = GradientBoostingRegressor(random_state=0)
+joblib.dump(model.fit(frame.drop(columns=[target]), frame[target]), os.environ["MLOPS_MODEL_PATH"])
+"""
+
+
+def tsv_regression_repo(root: Path) -> Path:
+    """A regression table in tab-separated files, the target in the last column."""
+    import pandas as pd
+
+    (root / "data").mkdir(parents=True)
+    X, y = make_regression(n_samples=400, n_features=3, noise=3.0, random_state=3)
+    frame = pd.DataFrame({"temp": X[:, 0], "hour": X[:, 1], "wind": X[:, 2], "load": y})
+    frame[:300].to_csv(root / "data/training.tsv", sep="\t", index=False)
+    frame[300:].to_csv(root / "data/validation.tsv", sep="\t", index=False)
+    (root / "train.py").write_text(TSV_TRAIN, encoding="utf-8")
+    return root
+
+
 def init_and_run(root: Path) -> tuple[str, dict[str, object]]:
     """`ci-mlops init` then `ci-mlops run`, asserting both succeed; the init output and
     the written spec."""
@@ -312,3 +336,17 @@ def test_gates_write_refuses_a_gate_it_cannot_edit_safely(tmp_path: Path) -> Non
     assert "models[0].metrics.r2: not a one-line {...} mapping" in result.stderr
     assert "mlops.yaml:" in result.stderr and "Traceback" not in result.output
     assert spec_file.read_text() == text
+
+
+def test_a_tab_separated_regression_repo_runs_green(tmp_path: Path) -> None:
+    root = tsv_regression_repo(tmp_path / "repo")
+
+    output, spec = init_and_run(root)
+
+    model = spec["models"][0]  # type: ignore[index]
+    assert model["task"] == "regression"
+    train = model["data"]["train"]
+    assert train == {"path": "data/training.tsv", "delimiter": "\t", "target": "load"}
+    assert "guessed task: regression" in output
+    metrics = json.loads((root / ".ci-mlops" / root.name / "metrics.json").read_text())
+    assert metrics["metrics"]["r2"] > 0.8
