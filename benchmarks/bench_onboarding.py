@@ -89,7 +89,7 @@ def main() -> int:
         total = init + run
         print(
             f"| {name} | {train:.1f} s | {init:.1f} s | {run:.1f} s | {total:.1f} s "
-            f"| {total / train:.1f}× |"
+            f"| {total / train:.1f}x |"
         )
     return 0
 
