@@ -356,8 +356,10 @@ def report(run: LocalRun) -> int:
 
 
 def _try_github(spec: Spec, event: str) -> int:
-    find_tool("github")
+    """act is found (or its install named); running the workflow through it is not
+    prepared here yet, so say how to run it by hand rather than half-run it."""
+    act = find_tool("github")
     raise UsageError(
-        "try --platform github: act runs GitHub workflows only with the actions they pin "
-        "available to it; run the workflow with `act` yourself for now"
+        "try --platform github does not run workflows yet; run the generated workflow "
+        f"with act itself: `{act} {event} -P ubuntu-latest=-self-hosted` in the repository"
     )

@@ -144,3 +144,15 @@ def test_try_refuses_an_event_the_platform_does_not_have(tmp_path: Path) -> None
 
     assert result.code == 2
     assert "gitlab pipelines run on push or merge_request" in result.stderr
+
+
+def test_try_on_github_names_the_act_command_instead_of_half_running(tmp_path: Path) -> None:
+    root = headerless_split_repo(tmp_path / "repo", " ")
+    assert run_cli("init", cwd=root, env=PATH_ENV).code == 0
+
+    result = run_cli("try", "--platform", "github", "--event", "pull_request", cwd=root)
+
+    assert result.code == 2, result.output
+    assert "does not run workflows yet" in result.stderr
+    assert "pull_request -P ubuntu-latest=-self-hosted" in result.stderr
+    assert not (root / ".ci-mlops" / "try").exists()
