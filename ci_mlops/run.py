@@ -53,7 +53,7 @@ def run_pipeline(
         _run_job(spec, model, job, f"[{number}/{len(jobs)}]", force=force)
     log.info(f"pipeline finished in {time.perf_counter() - started:.1f}s")
     for model in models:
-        _print_outputs(spec, model)
+        print(summary(spec, model))
     return 0
 
 
@@ -164,11 +164,7 @@ def _cache_path(spec: Spec, model: Model) -> Path:
 
 
 def _read_cache(spec: Spec, model: Model) -> dict[str, Any]:
-    try:
-        data = json.loads(_cache_path(spec, model).read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return _read_json(_cache_path(spec, model))
 
 
 def _cached(spec: Spec, model: Model, job: Job, fingerprint: str) -> bool:
@@ -184,20 +180,48 @@ def _remember(spec: Spec, model: Model, job: Job, fingerprint: str) -> None:
     atomic.write_json(_cache_path(spec, model), cache)
 
 
-def _print_outputs(spec: Spec, model: Model) -> None:
+# How many metrics the summary shows: the gated ones first, then the rest.
+SUMMARY_METRICS = 4
+
+
+def summary(spec: Spec, model: Model) -> str:
+    """A few lines per model for the end of a run: the verdict, the key metrics and
+    where the report, the ONNX model and the registry entry are (the report itself is
+    in report.md, not in the terminal)."""
     workdir = spec.workdir(model)
-    lines = [f"{model.name}:"]
-    for label, path in (
-        ("report", workdir / "report.md"),
-        ("ONNX model", workdir / "model.onnx"),
-        ("metrics", workdir / "metrics.json"),
-    ):
+    lines = [f"{model.name}: {_verdict(workdir)}"]
+    metrics = _read_json(workdir / "metrics.json").get("metrics") or {}
+    gated = [
+        g.metric
+        for g in model.gates
+        if (g.min, g.max, g.max_drop, g.max_relative_drop) != (None,) * 4
+    ]
+    names = list(dict.fromkeys([*gated, *model.metrics]))[:SUMMARY_METRICS]
+    shown = [f"{n} {metrics[n]:.4g}" for n in names if isinstance(metrics.get(n), int | float)]
+    if shown:
+        lines.append(f"  {'metrics:':<16}{', '.join(shown)}")
+    for label, path in (("report", workdir / "report.md"), ("ONNX model", workdir / "model.onnx")):
         if path.is_file():
             lines.append(f"  {label + ':':<16}{_rel(path)}")
     live = _live_entry(spec, model)
     if live:
         lines.append(f"  {'registry entry:':<16}{live}")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def _verdict(workdir: Path) -> str:
+    gates = _read_json(workdir / "gates.json")
+    if "passed" not in gates:
+        return "not evaluated"
+    return "gates passed" if gates["passed"] else "gates FAILED"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _live_entry(spec: Spec, model: Model) -> str | None:

@@ -1,11 +1,14 @@
 """Foreign-shaped repositories, from `ci-mlops init` to a green `ci-mlops run` with no
-edit to the spec: headerless split files with any delimiter, a regression repository,
-a training script that reads its own paths and only saves its model where told."""
+edit to the spec: headerless split files with any delimiter, a mixed-type table with
+string categories and missing values, a regression repository, a training script that
+reads its own paths and only saves its model where told. Then gates calibrated on the
+first training (`ci-mlops gates --suggest --write`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,12 +17,15 @@ import pytest
 import yaml
 from sklearn.datasets import make_classification, make_regression
 
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
 # The training scripts run `python`: make it this interpreter, with its libraries.
 PATH_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+# What `init` may write for a one-model repository: the rest are defaults.
+MAX_SPEC_LINES = 25
 
 # Reads the paths ci-mlops passes, with numpy only: no column names, no header.
 SPLIT_TRAIN = """\
@@ -74,18 +80,65 @@ def regression_repo(root: Path) -> Path:
     return root
 
 
+# Reads the table and target ci-mlops names: a tab-separated file with a header.
+TSV_TRAIN = """\
+import os, joblib, pandas as pd
+from sklearn.ensemble import GradientBoostingRegressor
+frame = pd.read_csv(os.environ["MLOPS_TRAIN_DATA"], sep="\\t")
+target = os.environ["MLOPS_TARGET"]
+model = GradientBoostingRegressor(random_state=0)
+joblib.dump(model.fit(frame.drop(columns=[target]), frame[target]), os.environ["MLOPS_MODEL_PATH"])
+"""
+
+
+def tsv_regression_repo(root: Path) -> Path:
+    """A regression table in tab-separated files, the target in the last column."""
+    import pandas as pd
+
+    (root / "data").mkdir(parents=True)
+    X, y = make_regression(n_samples=400, n_features=3, noise=3.0, random_state=3)
+    frame = pd.DataFrame({"temp": X[:, 0], "hour": X[:, 1], "wind": X[:, 2], "load": y})
+    frame[:300].to_csv(root / "data/training.tsv", sep="\t", index=False)
+    frame[300:].to_csv(root / "data/validation.tsv", sep="\t", index=False)
+    (root / "train.py").write_text(TSV_TRAIN, encoding="utf-8")
+    return root
+
+
 def init_and_run(root: Path) -> tuple[str, dict[str, object]]:
     """`ci-mlops init` then `ci-mlops run`, asserting both succeed; the init output and
     the written spec."""
     init = run_cli("init", cwd=root, env=PATH_ENV)
     assert init.code == 0, init.output
     written = (root / "mlops.yaml").read_text(encoding="utf-8")
+    assert spec_lines(written) <= MAX_SPEC_LINES, written
     run = run_cli("run", cwd=root, env=PATH_ENV)
     assert run.code == 0, init.output + run.output
     assert (root / "mlops.yaml").read_text(encoding="utf-8") == written
     gates = json.loads((root / ".ci-mlops" / root.name / "gates.json").read_text())
     assert gates["passed"] is True
+    # The run ends with a summary, not the report (which is in report.md), and our own
+    # predictions raise no scikit-learn feature-name warning.
+    assert f"{root.name}: gates passed" in run.stdout
+    assert f"report:         .ci-mlops/{root.name}/report.md" in run.stdout
+    assert "## " not in run.stdout
+    assert "feature names" not in run.output
     return init.output, yaml.safe_load(written)
+
+
+def spec_lines(text: str) -> int:
+    """Lines that say something: neither blank nor only a comment."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.strip().startswith("#"))
+
+
+def mixed_type_repo(root: Path) -> Path:
+    """A raw customer table: string categories, missing values, a 0/1 target named
+    like nothing in particular; the script builds its own preprocessing pipeline."""
+    churn = REPO / "examples" / "churn"
+    (root / "data").mkdir(parents=True)
+    for name in ("train.csv", "eval.csv"):
+        shutil.copy(churn / "data" / name, root / "data" / name)
+    shutil.copy(churn / "train.py", root / "train.py")
+    return root
 
 
 @pytest.mark.parametrize(("sep", "word"), [(" ", "space"), ("\t", "tab"), (";", "semicolon")])
@@ -222,3 +275,78 @@ def test_named_columns_reach_every_step_that_reads_data(tmp_path: Path) -> None:
     assert drift.code == 0, drift.output
     report = json.loads((work / "drift.json").read_text())
     assert [c["column"] for c in report["columns"]] == ["a", "b", "c", "d", "e"]
+
+
+def test_a_mixed_type_table_with_categories_and_gaps_runs_green(tmp_path: Path) -> None:
+    root = mixed_type_repo(tmp_path / "repo")
+    assert "" in (root / "data/train.csv").read_text().split(",")  # gaps are there
+
+    output, spec = init_and_run(root)
+
+    model = spec["models"][0]  # type: ignore[index]
+    assert model["task"] == "classification"
+    assert model["data"]["train"] == {"path": "data/train.csv", "target": "churned"}
+    assert "guessed target: 'churned' (the last column)" in output
+    exported = json.loads((root / ".ci-mlops" / root.name / "export.json").read_text())
+    assert exported["passed"] is True
+
+
+def test_calibrated_gates_are_written_in_place_and_keep_every_other_line(tmp_path: Path) -> None:
+    root = regression_repo(tmp_path / "repo")
+    assert run_cli("init", cwd=root, env=PATH_ENV).code == 0
+    spec_file = root / "mlops.yaml"
+    spec_file.write_text(spec_file.read_text() + "# my own note at the end\n")
+    before = spec_file.read_text().splitlines()
+
+    shown = run_cli("gates", "--suggest", cwd=root, env=PATH_ENV)
+    written = run_cli("gates", "--suggest", "--write", cwd=root, env=PATH_ENV)
+
+    assert shown.code == 0 and written.code == 0, shown.output + written.output
+    assert spec_file.read_text().splitlines() != before
+    assert "r2: {min: " in shown.stdout and "# calibrated " in shown.stdout
+    after = spec_file.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    # Only the three gate lines changed; comments, data and the note stay as they were.
+    assert [a.split(":")[0].strip() for a, _ in changed] == ["r2", "rmse", "mae"]
+    record = json.loads((root / ".ci-mlops/repo/metrics.json").read_text())
+    metrics = record["metrics"]
+    gates = yaml.safe_load(spec_file.read_text())["models"][0]["metrics"]
+    assert metrics["r2"] * 0.94 <= gates["r2"]["min"] < metrics["r2"]
+    assert gates["r2"]["max_drop"] == 0.02  # the change limit init wrote stays
+    assert metrics["rmse"] < gates["rmse"]["max"] <= metrics["rmse"] * 1.06
+    assert gates["mae"]["max_relative_drop"] == 0.05  # none before: one is added
+    assert f"by model {record['model_sha256'][:12]}" in spec_file.read_text()
+    # The calibrated gates pass the model they were calibrated on, and validate.
+    assert run_cli("validate", cwd=root).code == 0
+    run = run_cli("run", cwd=root, env=PATH_ENV)
+    assert run.code == 0, run.output
+    assert "repo: gates passed" in run.stdout
+
+
+def test_gates_write_refuses_a_gate_it_cannot_edit_safely(tmp_path: Path) -> None:
+    root = regression_repo(tmp_path / "repo")
+    assert run_cli("init", cwd=root, env=PATH_ENV).code == 0
+    spec_file = root / "mlops.yaml"
+    text = spec_file.read_text().replace("r2: {max_drop: 0.02}", "r2:\n        max_drop: 0.02")
+    spec_file.write_text(text)
+
+    result = run_cli("gates", "--suggest", "--write", cwd=root, env=PATH_ENV)
+
+    assert result.code == 2, result.output
+    assert "models[0].metrics.r2: not a one-line {...} mapping" in result.stderr
+    assert "mlops.yaml:" in result.stderr and "Traceback" not in result.output
+    assert spec_file.read_text() == text
+
+
+def test_a_tab_separated_regression_repo_runs_green(tmp_path: Path) -> None:
+    root = tsv_regression_repo(tmp_path / "repo")
+
+    output, spec = init_and_run(root)
+
+    model = spec["models"][0]  # type: ignore[index]
+    assert model["task"] == "regression"
+    train = model["data"]["train"]
+    assert train == {"path": "data/training.tsv", "delimiter": "\t", "target": "load"}
+    assert "guessed task: regression" in output
+    metrics = json.loads((root / ".ci-mlops" / root.name / "metrics.json").read_text())
+    assert metrics["metrics"]["r2"] > 0.8

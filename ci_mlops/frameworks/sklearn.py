@@ -91,6 +91,7 @@ class EstimatorModel:
     def predict(self, frame: pd.DataFrame) -> Predictions:
         import numpy as np
 
+        frame = self.prepare(frame)
         values = np.asarray(self.estimator.predict(frame))
         if not self.source.classify:
             return Predictions(values)
@@ -103,7 +104,13 @@ class EstimatorModel:
         return Predictions(values, scores, classes, self.compared == "probabilities")
 
     def prepare(self, frame: pd.DataFrame) -> Any:
-        return frame
+        """The frame itself for a model fitted on named columns; its values for one
+        fitted on a bare array (numpy.loadtxt), which scikit-learn otherwise warns about
+        on every call ("X has feature names, but ... was fitted without feature names")."""
+        fitted_on_array = hasattr(self.estimator, "n_features_in_") and not hasattr(
+            self.estimator, "feature_names_in_"
+        )
+        return frame.to_numpy() if fitted_on_array else frame
 
     def outputs(self, prepared: Any) -> Outputs:
         import numpy as np

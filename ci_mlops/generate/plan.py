@@ -214,9 +214,10 @@ def pip_install(install: str, extras: tuple[str, ...], *more: str) -> str:
 
 def templated_pip_install(extras: tuple[str, ...]) -> str:
     """The same call in a template, where the install setting arrives in $MLOPS_INSTALL
-    and its ``{extras}`` is filled in at run time."""
-    sed = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
-    return f'{" ".join(PYTHON)} -m pip install $(echo "$MLOPS_INSTALL" | sed "{sed}")'
+    and its ``{extras}`` is filled in at run time; `` @ `` closes up, as in
+    :func:`install_args`, so a direct reference survives the shell's word splitting."""
+    fill = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
+    return f'{" ".join(PYTHON)} -m pip install $(echo "$MLOPS_INSTALL" | sed "{fill}; s/ *@ */@/g")'
 
 
 def snapshot_spec_path(model: str) -> str:
@@ -226,13 +227,21 @@ def snapshot_spec_path(model: str) -> str:
 
 
 def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
-    """pip arguments that install ci-mlops with ``extras`` from the spec's install setting."""
+    """pip arguments that install ci-mlops with ``extras`` from the spec's install setting.
+    A direct reference written with spaces (``ci-mlops[x] @ git+https://...``) stays one
+    argument: split at its spaces, pip would take ``@`` and the URL for two more packages."""
     text = (
         install.replace("{extras}", ",".join(extras))
         if extras
         else (install.replace("[{extras}]", "").replace("{extras}", ""))
     )
-    return text.split()
+    args: list[str] = []
+    for word in text.split():
+        if args and (word.startswith("@") or args[-1].endswith("@")):
+            args[-1] = f"{args[-1]}{word}"
+        else:
+            args.append(word)
+    return args
 
 
 TEMPLATE_ENVIRONMENTS = (("staging", "auto"), ("production", "manual"))

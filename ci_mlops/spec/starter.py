@@ -27,6 +27,8 @@ _UNSAFE_PATH = re.compile(r"[\x00-\x1f$`'\"\\]")
 _PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 _EVAL_WORDS = ("eval", "valid", "test")
 _OTHER_FRAMEWORKS = ", ".join(n for n in FRAMEWORK_NAMES if n != "sklearn")
+# The name a headerless labels file's column takes (steps/datasets.py DEFAULT_TARGET).
+DEFAULT_TARGET = "target"
 _TARGET_NAMES = ("target", "label", "labels", "y", "class", "outcome")
 
 
@@ -216,7 +218,8 @@ def find_train_script(folder: Path) -> str | None:
 
 
 def starter_text(folder: Path, name: str) -> str:
-    """The starter spec for ``folder``, as YAML text with comments."""
+    """The starter spec for ``folder``, as YAML text with comments. Only what differs
+    from the defaults is written, so a one-model repository's spec stays short."""
     train, evaluation = choose_data(find_data(folder), folder)
     requirements = find_requirements(folder)
     script = find_train_script(folder)
@@ -226,12 +229,11 @@ def starter_text(folder: Path, name: str) -> str:
             _header(),
             _runtime(requirements),
             _model_head(name, paths, script, train),
-            "    # Data, with Great Expectations checks run before training.\n",
             "    data:\n",
             _dataset("train", train),
             _dataset("eval", evaluation),
             _train(script),
-            _rest(train.task),
+            _metrics(train.task),
         ]
     )
 
@@ -252,45 +254,29 @@ def _q(value: str) -> str:
 def _header() -> str:
     return (
         f"# yaml-language-server: $schema={SCHEMA_URL}\n"
-        "# ci-mlops model spec: the single source of truth for this model's pipeline.\n"
-        "# Check it with `ci-mlops validate`; run it locally with `ci-mlops run`;\n"
-        "# write the CI files with `ci-mlops generate`.\n"
-        "version: 1\n\n"
+        "# ci-mlops model spec. What is not written here takes its default (README, Spec\n"
+        "# reference): ONNX export, deploy to staging then production (manual), ...\n"
+        "# `ci-mlops validate` checks it, `ci-mlops run` runs it, `ci-mlops generate`\n"
+        "# writes the CI files.\n"
+        "version: 1\n"
     )
 
 
 def _runtime(requirements: str | None) -> str:
-    req = (
-        f"  requirements: {_q(requirements)}\n"
-        if requirements
-        else "  # requirements: requirements.txt   # no requirements file found\n"
-    )
-    return (
-        "# Where the CI jobs run. Your requirements file is installed in every job that\n"
-        "# runs your code, and is the cache key.\n"
-        "runtime:\n"
-        '  python: "3.11"\n'
-        f"{req}\n"
-    )
+    if not requirements:
+        return "# runtime: {requirements: requirements.txt}   # none found\n"
+    return f"runtime:\n  requirements: {_q(requirements)}   # installed where your code runs\n"
 
 
 def _model_head(name: str, paths: list[str], script: str | None, train: Data) -> str:
-    path_note = "" if script else "   # train.py does not exist yet"
-    task_note = (
-        "    # Guessed from the target's values in the training data.\n"
-        if train.guesses
-        else "    # A guess: nothing in the folder says. Use regression to predict numbers\n"
-        "    # (then gate rmse, mae, r2 or mape below).\n"
-    )
+    path_note = "train.py does not exist yet" if not script else "their change runs the jobs"
+    task_note = "guessed from the target" if train.guesses else "a guess: or regression"
     return (
         "models:\n"
-        f"  - name: {name}   # lower-case letters, digits and dashes\n"
-        "    version: 0.1.0\n"
-        f"    framework: sklearn   # or {_OTHER_FRAMEWORKS}: what the training command writes\n"
-        f"{task_note}"
-        f"    task: {train.task}\n"
-        "    # Code whose change runs this model's jobs (its data files count too).\n"
-        f"    paths: [{', '.join(_q(p) for p in paths)}]{path_note}\n"
+        f"  - name: {name}\n"
+        f"    framework: sklearn   # or {_OTHER_FRAMEWORKS}\n"
+        f"    task: {train.task}   # {task_note}\n"
+        f"    paths: [{', '.join(_q(p) for p in paths)}]   # {path_note}\n"
     )
 
 
@@ -301,74 +287,46 @@ def _dataset(role: str, data: Data) -> str:
     else:
         lines.append(f"        features: {_q(data.features or '')}")
         lines.append(f"        labels: {_q(data.labels or '')}")
-    # Only what differs from the defaults (comma-delimited, a header row).
+    # Only what differs from the defaults (comma-delimited, a header row, and a
+    # headerless labels file's one column named ``target``).
     if data.delimiter != ",":
         lines.append(f"        delimiter: {json.dumps(data.delimiter)}")
     if not data.header:
-        lines.append("        header: false   # the first row is data, not column names")
+        lines.append("        header: false   # the first row is data")
     if data.columns:
         lines.append(f"        columns: [{', '.join(_q(c) for c in data.columns)}]")
-    lines.append(f"        target: {_q(data.target)}   # the column to predict")
-    lines.append("        expectations:")
-    lines.append(f"          - expect_column_values_to_not_be_null: {{column: {_q(data.target)}}}")
+    if not (data.labels and data.target == DEFAULT_TARGET):
+        lines.append(f"        target: {_q(data.target)}")
     if role == "train":
-        lines.append("          - expect_table_row_count_to_be_between: {min_value: 1}")
+        lines.append(
+            "        # expectations: [{expect_column_values_to_not_be_null: "
+            f"{{column: {_q(data.target)}}}}}]"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _train(script: str | None) -> str:
     note = (
-        ""
+        "writes the model to $MLOPS_MODEL_PATH"
         if script
-        else "      # Write train.py: read $MLOPS_TRAIN_DATA, $MLOPS_TARGET and $MLOPS_PARAMS,\n"
-        "      # write the fitted model to $MLOPS_MODEL_PATH (joblib for sklearn).\n"
+        else "write it: data in $MLOPS_TRAIN_DATA, the model to $MLOPS_MODEL_PATH"
     )
-    return (
-        "    # How to train: a shell command that writes the model to $MLOPS_MODEL_PATH.\n"
-        "    train:\n"
-        f"{note}"
-        f"      command: python {_q(script or 'train.py')}\n"
-        "      params: {}   # passed as $MLOPS_PARAMS (JSON) and $MLOPS_PARAM_<NAME>\n"
-        "      timeout_minutes: 30\n"
-    )
+    return f"    train:\n      command: python {_q(script or 'train.py')}   # {note}\n"
 
 
+# Change gates only: with no baseline yet they pass, so the first run is green; after
+# that a model worse than the default branch's fails. `gates --suggest` adds bounds.
 _METRICS = {
-    "classification": (
-        "      accuracy: {min: 0.8, max_drop: 0.02}\n"
-        "      f1: {min: 0.8}\n"
-        "      roc_auc: {}   # reported, not gated\n"
-    ),
-    "regression": (
-        "      r2: {min: 0.5, max_drop: 0.02}\n"
-        "      rmse: {}   # reported, not gated\n"
-        "      mae: {}\n"
-    ),
+    "classification": ("accuracy: {max_drop: 0.02}", "f1: {max_drop: 0.02}"),
+    "regression": ("r2: {max_drop: 0.02}", "rmse: {max_relative_drop: 0.05}", "mae: {}"),
 }
 
 
-def _rest(task: str) -> str:
+def _metrics(task: str) -> str:
     return (
-        "    # Metrics computed on the eval data, each with its quality gate: min/max bound\n"
-        "    # the value, max_drop/max_relative_drop compare with the default branch's model.\n"
-        "    metrics:\n"
-        f"{_METRICS[task]}"
-        "    baseline:\n"
-        "      if_missing: pass   # the first run has nothing to compare with\n"
-        "    # Convert to ONNX and check it gives the same answers as the native model.\n"
-        "    export:\n"
-        "      onnx: true\n"
-        "      tolerance: 0.0001\n"
-        "    # Where a model that passed its gates goes, in promotion order.\n"
-        "    deploy:\n"
-        "      target: auto   # the platform's registry in CI, .mlops-registry locally\n"
-        "      environments:\n"
-        "        - {name: staging, when: auto}\n"
-        "        - {name: production, when: manual}\n"
-        "    # Retrain on a schedule (cron, UTC) or when data changes; check for drift.\n"
-        "    # retrain:\n"
-        '    #   schedule: "0 4 * * 1"\n'
-        "    #   on_data_change: [data/train.csv]\n"
+        "    # Gates: fail a model worse than the default branch's; `ci-mlops gates\n"
+        "    # --suggest --write` adds bounds from what a first training achieves.\n"
+        "    metrics:\n" + "".join(f"      {line}\n" for line in _METRICS[task])
     )
 
 

@@ -54,9 +54,10 @@ class Inputs:
     tracking: Any = MISSING  # tracking.json: the run this evaluation was logged as
 
 
-def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
-    """Write report.md, print it, and with ``post`` hand it to the platform (a merge or
-    pull request comment and the job summary in CI; nothing on a laptop)."""
+def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[str, Any]:
+    """Write report.md, print it (unless not ``echo``: ``ci-mlops run`` prints a summary
+    instead), and with ``post`` hand it to the platform (a merge or pull request comment
+    and the job summary in CI; nothing on a laptop)."""
     workdir = spec.workdir(model)
     check_artifacts(workdir, model)
     inputs = read_inputs(workdir, model)
@@ -66,7 +67,8 @@ def run(spec: Spec, model: Model, post: bool = True) -> dict[str, Any]:
     # Deploy publishes report.md only while it still has the bytes recorded here.
     record = {"model": model.name, "report_sha256": hashlib.sha256(markdown.encode()).hexdigest()}
     atomic.write_json(workdir / "report.json", record)
-    print(markdown)
+    if echo:
+        print(markdown)
     posted = _publish(spec, model, markdown, inputs.plots) if post else None
     return {"model": model.name, "path": str(path), "posted": posted, "passed": _passed(inputs)}
 
@@ -556,5 +558,6 @@ def _ms(value: Any) -> str:
 
 
 def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:
-    """What ``ci-mlops run`` calls for this step's job. Write the report; a laptop has no merge request to post it to."""
-    run(spec, model, post=False)
+    """What ``ci-mlops run`` calls for this step's job. Write the report; a laptop has no
+    merge request to post it to, and the run ends with a summary rather than the report."""
+    run(spec, model, post=False, echo=False)

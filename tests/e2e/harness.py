@@ -14,13 +14,11 @@ ci-mlops itself: about two seconds, offline.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
 import re
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -31,6 +29,8 @@ from typing import Any
 
 import yaml
 
+# The jobs' python and gitlab-ci-local's naming are what `ci-mlops try` uses too.
+from ci_mlops.local_ci import make_job_python, safe_job_name, seconds
 from tests.helpers import REPO, copy_example, git, make_git_repo, make_key_pair, run_cli
 from tests.linters import GITLAB_CI_LOCAL
 
@@ -71,24 +71,6 @@ SUMMARY = re.compile(r"^\s*(PASS|FAIL|WARN)\s+\[\s*([\d.]+)\s*(ms|s|min|m)?\s*\]
 STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
 
 
-def make_job_python(folder: Path) -> Path:
-    """A virtualenv for the jobs' ``python``; returns its ``bin`` folder.
-
-    A ``.pth`` line puts this interpreter's site-packages (the project's venv, with every
-    dependency) on the new venv's path, so ``pip install <tree>[extras]`` finds the
-    dependencies satisfied and installs only ci-mlops, into the new venv (pip never
-    uninstalls outside its own environment). Creating it takes a few seconds; installing
-    the dependencies into it would take minutes and the network.
-    """
-    subprocess.run([_base_python(), "-m", "venv", str(folder)], check=True, capture_output=True)
-    site = sysconfig.get_paths()
-    lines = sorted({site["purelib"], site["platlib"]})
-    (next(folder.glob("lib/python*/site-packages")) / "ci_mlops_deps.pth").write_text(
-        "\n".join(lines) + "\n", "utf-8"
-    )
-    return folder / "bin"
-
-
 def dependencies_path(folder: Path) -> Path:
     """A folder that holds this interpreter's installed packages except ci-mlops, as
     symbolic links: an interpreter with it on its path has every dependency, but pip
@@ -104,12 +86,6 @@ def dependencies_path(folder: Path) -> Path:
             if not (folder / entry.name).exists():
                 (folder / entry.name).symlink_to(entry)
     return folder
-
-
-def _base_python() -> str:
-    """The interpreter the project's venv was made from (a venv cannot be made from a
-    venv's python with that venv's packages)."""
-    return getattr(sys, "_base_executable", sys.executable)
 
 
 def job_env(job_bin: Path) -> dict[str, str]:
@@ -219,15 +195,6 @@ def make_project(
 # --- running ------------------------------------------------------------------------
 
 
-def safe_job_name(name: str) -> str:
-    """gitlab-ci-local's file-system name of a job (runs of non-word characters base64)."""
-    return re.sub(
-        r"[^\w-]+",
-        lambda m: base64.b64encode(m.group().encode()).decode().rstrip("="),
-        name,
-    )
-
-
 @dataclass(frozen=True)
 class JobResult:
     """One job of a pipeline run, from gitlab-ci-local's summary and timestamps."""
@@ -318,11 +285,6 @@ def run_pipeline(
     return PipelineRun(project, proc.returncode, output, wall, parse_jobs(proc.stdout))
 
 
-def _seconds(value: str, unit: str | None) -> float:
-    number = float(value)
-    return {"ms": number / 1000, "min": number * 60, "m": number * 60}.get(unit or "s", number)
-
-
 def parse_jobs(stdout: str) -> dict[str, JobResult]:
     """Jobs from the closing summary, with the install/work split from the timestamps:
     a job's ``before_script`` lasts until its first ci-mlops step line."""
@@ -330,14 +292,14 @@ def parse_jobs(stdout: str) -> dict[str, JobResult]:
     for line in stdout.splitlines():
         match = STEP_LINE.match(line)
         if match and match.group(4) == "$" and match.group(5).startswith(CI_MLOPS_CALLS):
-            first_step.setdefault(match.group(3), _seconds(match.group(1), match.group(2)))
+            first_step.setdefault(match.group(3), seconds(match.group(1), match.group(2)))
     jobs: dict[str, JobResult] = {}
     for line in stdout.splitlines():
         match = SUMMARY.match(line)
         if not match:
             continue
         status, value, unit, name = match.groups()
-        total = _seconds(value, unit)
+        total = seconds(value, unit)
         install = first_step.get(name)
         jobs[name] = JobResult(
             name,

@@ -133,7 +133,8 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
             if extras
             else install.replace("[{extras}]", "").replace("{extras}", "")
         )
-        words = [*PIP, *text.split()]
+        # A direct reference (``name @ url``) is one pip argument, its spaces closed up.
+        words = [*PIP, *re.sub(r"\s*@\s+|\s+@\s*", "@", text).split()]
         out.add(shlex.join(words))
         if spec.runtime.requirements:
             # The project's requirements, in the same pip call or in one of their own.

@@ -68,21 +68,12 @@ def test_init_uses_the_data_requirements_and_script_it_finds(tmp_path: Path) -> 
     assert result.code == 0, result.output
     model = spec_model(tmp_path)
     assert model["name"] == "churn"
+    # Only what differs from the defaults: no format options, no expectations.
     assert model["data"] == {
-        "train": {
-            "path": "data/train.csv",
-            "target": "churned",
-            "expectations": [
-                {"expect_column_values_to_not_be_null": {"column": "churned"}},
-                {"expect_table_row_count_to_be_between": {"min_value": 1}},
-            ],
-        },
-        "eval": {
-            "path": "data/eval.csv",
-            "target": "churned",
-            "expectations": [{"expect_column_values_to_not_be_null": {"column": "churned"}}],
-        },
+        "train": {"path": "data/train.csv", "target": "churned"},
+        "eval": {"path": "data/eval.csv", "target": "churned"},
     }
+    assert set(model) == {"name", "framework", "task", "paths", "data", "train", "metrics"}
     assert model["paths"] == ["train.py", "requirements.txt"]
     spec = load_spec(tmp_path / "mlops.yaml")
     assert spec.runtime.requirements == "requirements.txt"
