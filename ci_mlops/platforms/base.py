@@ -18,6 +18,8 @@ class Baseline:
 
     metrics: dict[str, float]
     source: str  # for people: "pipeline #123 on main (abc1234)", "registry v1.0.0+3", a path
+    # Its features from most to least important, when its evaluation measured them.
+    importance: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

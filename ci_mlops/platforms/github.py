@@ -78,6 +78,7 @@ from ci_mlops.platforms.remote import (
     invalid_answer,
     parse_checksums,
     parse_metrics,
+    parse_ranking,
     retries,
     retry_after_cap,
     safe_file_name,
@@ -526,8 +527,9 @@ class GitHubPlatform(Platform):
             if exc.status not in (404, 410):
                 raise
             return self._expired(name, run, branch)
+        raw = _metrics_from_zip(archive, model, source)
         return Baseline(
-            metrics=parse_metrics(_metrics_from_zip(archive, model, source), source), source=source
+            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
         )
 
     def _expired(self, name: str, run: Any, branch: str) -> MissingBaseline:

@@ -58,6 +58,7 @@ from ci_mlops.platforms.remote import (
     invalid_answer,
     parse_checksums,
     parse_metrics,
+    parse_ranking,
     replace_image_links,
     retries,
     retry_after_cap,
@@ -346,7 +347,9 @@ class GitLabPlatform(Platform):
             log.info(f"no baseline: no successful {job} job on {branch} (or its artifacts expired)")
             return None
         source = f"latest successful {job} job on {branch}"
-        return Baseline(metrics=parse_metrics(raw, source), source=source)
+        return Baseline(
+            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
+        )
 
     # -- package registry ----------------------------------------------------------
 

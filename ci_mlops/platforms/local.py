@@ -47,7 +47,7 @@ from ci_mlops import log
 from ci_mlops.atomic import copy_file, digest_problems, sha256_file, write_json
 from ci_mlops.errors import CheckFailed, PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline, Platform, Published
-from ci_mlops.platforms.remote import history_list, metric_values
+from ci_mlops.platforms.remote import history_list, metric_values, parse_ranking
 from ci_mlops.spec.model import Model, Spec
 
 MANIFEST = "manifest.json"
@@ -303,6 +303,7 @@ class LocalPlatform(Platform):
         return Baseline(
             metrics=metric_values(metrics, str(path)),
             source=f"local registry {model.name} {version} ({where})",
+            importance=parse_ranking(data),
         )
 
     def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:
