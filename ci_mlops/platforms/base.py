@@ -84,6 +84,11 @@ class Platform(ABC):
     def job_summary(self, markdown: str) -> None:  # noqa: B027 - optional hook
         """Show ``markdown`` on the job's page where the platform has one."""
 
+    def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
+        """The metrics of the last ``limit`` versions the registry holds, oldest first,
+        for the report's history chart; empty where the platform cannot say."""
+        return []
+
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""
         return ""

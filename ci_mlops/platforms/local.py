@@ -306,6 +306,22 @@ class LocalPlatform(Platform):
             importance=parse_ranking(data),
         )
 
+    def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
+        """The metrics.json of each of the last ``limit`` published versions; a version
+        without a readable one is left out (the chart is for people, not a gate)."""
+        registry = self.registry(model)
+        out = []
+        for version in registry.versions(model.name)[-limit:]:
+            path = registry.version_dir(model.name, version) / "metrics.json"
+            try:
+                data = _read_json(path) if path.is_file() else None
+                metrics = data.get("metrics") if isinstance(data, dict) else None
+                if isinstance(metrics, dict):
+                    out.append((version, metric_values(metrics, str(path))))
+            except PlatformError as exc:
+                log.warn(f"{exc}; left out of the metric history")
+        return out
+
     def post_report(self, model: Model, markdown: str, images: list[Path]) -> str | None:
         """Locally the report is just the file the report step wrote."""
         return None

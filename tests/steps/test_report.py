@@ -4,6 +4,7 @@ limit, and never crashing on missing or broken inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,13 +40,14 @@ def reported(evaluated: Path) -> tuple[Path, Result]:
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
-    """The metrics table: metric -> [baseline, this run, change, gate]."""
+    """The metrics table: metric -> [baseline, this run, change, gate] (the interval
+    column is left out; :func:`intervals` reads it)."""
     section = markdown.split("### Metrics", 1)[1].split("###", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 5 and cells[0] != "metric":
-            rows[cells[0]] = cells[1:]
+        if line.startswith("| ") and len(cells) == 6 and cells[0] != "metric":
+            rows[cells[0]] = [*cells[1:3], *cells[4:]]
     return rows
 
 
@@ -405,6 +407,23 @@ def hostile(folder: Path) -> None:
     metrics["baseline"] = {"source": attack, "metrics": {"accuracy": 0.9, attack: 0.5}}
     metrics["metrics"][attack] = 0.5
     metrics["n_samples"] = attack
+    slices = {
+        "slices": [
+            {"column": attack, "slice": attack, "rows": 50, "gated": True, "metrics": {"accuracy": 0.9}},
+            {"column": "c", "slice": attack, "rows": 50, "gated": True, "metrics": {"accuracy": 0.8}},
+        ]
+    }
+    importance = {
+        "metric": attack,
+        "top_k": 2,
+        "features": [{"name": attack, "mean": 0.2, "std": 0.01}, {"name": "x", "mean": 0.1}],
+        "comparison": {"baseline": True, "ranks": {}, "entered": [attack], "left": [attack]},
+        "not_measured": [],
+    }
+    for name, record in (("slices.json", slices), ("importance.json", importance)):
+        write(workdir(folder) / name, record)
+        digest = hashlib.sha256((workdir(folder) / name).read_bytes()).hexdigest()
+        metrics.setdefault("records", {})[name] = digest
     write(workdir(folder) / "metrics.json", metrics)
     gates = read_json(workdir(folder) / "gates.json")
     gates["checks"][0].update(passed=False, message=attack, rule=attack)
@@ -448,7 +467,12 @@ def test_text_from_data_is_inert_in_the_report(evaluated: Path, tmp_path: Path) 
     images = re.findall(r"<img [^>]*>", html)
     assert images and all('src="plots/' in tag for tag in images), images  # ...never fetched
     assert "<a " not in html and "javascript:" not in re.findall(r'href="[^"]*"', html).__str__()
-    assert "<pre>" not in html  # no code block opened by a fence in the data
+    # No code block opened by a fence in the data: the only ones are the Mermaid charts,
+    # whose labels keep a safe alphabet.
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", html, flags=re.S)
+    assert len(blocks) == html.count("<pre>") >= 3
+    assert html.count('<pre><code class="language-mermaid">') == len(blocks)
+    assert all(re.fullmatch(r'[A-Za-z0-9 _.,:=+\-()/\[\]"\n~&;]*', b) for b in blocks), blocks
     assert "<em>" not in html and "<strong>" not in html
     visible = outside_code(html)
     assert "@all" not in visible  # @ is followed by a zero-width space outside code
