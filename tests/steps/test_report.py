@@ -409,8 +409,20 @@ def hostile(folder: Path) -> None:
     metrics["n_samples"] = attack
     slices = {
         "slices": [
-            {"column": attack, "slice": attack, "rows": 50, "gated": True, "metrics": {"accuracy": 0.9}},
-            {"column": "c", "slice": attack, "rows": 50, "gated": True, "metrics": {"accuracy": 0.8}},
+            {
+                "column": attack,
+                "slice": attack,
+                "rows": 50,
+                "gated": True,
+                "metrics": {"accuracy": 0.9},
+            },
+            {
+                "column": "c",
+                "slice": attack,
+                "rows": 50,
+                "gated": True,
+                "metrics": {"accuracy": 0.8},
+            },
         ]
     }
     importance = {
