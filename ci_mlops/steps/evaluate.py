@@ -28,7 +28,7 @@ from ci_mlops.errors import GateFailed, StepError
 from ci_mlops.frameworks import Predictions, Source, Trained
 from ci_mlops.frameworks.base import first_line
 from ci_mlops.platforms.base import Baseline, MissingBaseline
-from ci_mlops.spec.model import Model, Spec
+from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, Check, Evidence, GateVerdict, apply_gates
 from ci_mlops.steps.importance import Ranking
@@ -295,18 +295,55 @@ def subset(p: Predictions, rows: np.ndarray) -> Predictions:
 
 
 def scorer(model: Model, y_true: np.ndarray, p: Predictions, classes: list[Any] | None) -> Scorer:
-    """Scores any selection of eval rows with every metric of the spec; the classes
-    stay those of the whole eval data, so a resample that lacks one is scored alike."""
+    """Scores any selection of eval rows with every metric of the spec, in numpy where
+    :mod:`ci_mlops.steps.fastmetrics` has the metric (resampling calls this hundreds of
+    times); the classes stay those of the whole eval data, so a resample that lacks one
+    is scored alike. A metric undefined on the rows is NaN."""
+    import numpy as np
+
+    from ci_mlops.steps import fastmetrics
+
+    regression = model.task == "regression"
+    fast = (
+        fastmetrics.regression()
+        if regression
+        else fastmetrics.classification(classes or [], p.probabilities)
+    )
+    values = np.asarray(p.values, dtype=float) if regression else p.values
 
     def score(rows: np.ndarray) -> dict[str, float]:
-        mine, theirs = y_true[rows], subset(p, rows)
-        if model.task == "regression":
-            functions = _regression_functions(mine, theirs.values)
-        else:
-            functions = _classification_functions(mine, theirs, classes or [])
-        return {name: _one_metric(functions[name])[0] for name in model.metrics}
+        out = {}
+        for name in model.metrics:
+            if name in fast:
+                out[name] = _fast(fast[name], y_true[rows], values[rows], p.scores, rows)
+            else:
+                out[name] = _slow(model, name, y_true[rows], subset(p, rows), classes)
+        return out
 
     return score
+
+
+def _fast(
+    metric: Callable[..., float],
+    y: np.ndarray,
+    values: np.ndarray,
+    scores: np.ndarray | None,
+    rows: np.ndarray,
+) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a NaN from an empty resample is the answer
+        try:
+            return metric(y, values, scores[rows] if scores is not None else None)
+        except (ValueError, KeyError, ZeroDivisionError):
+            return math.nan
+
+
+def _slow(
+    model: Model, name: str, y: np.ndarray, p: Predictions, classes: list[Any] | None
+) -> float:
+    if model.task == "regression":
+        return _one_metric(_regression_functions(y, p.values)[name])[0]
+    return _one_metric(_classification_functions(y, p, classes or [])[name])[0]
 
 
 # --- insight: intervals, slices, importance, curves ---------------------------------
@@ -359,7 +396,6 @@ def measure(
 def _importance(
     model: Model, trained: Trained, loaded: Loaded, y_true: np.ndarray, scores: Scores
 ) -> Ranking:
-    from ci_mlops.spec.model import HIGHER_IS_BETTER
     from ci_mlops.steps.importance import permutation_importance
 
     settings = model.evaluation.importance
@@ -581,6 +617,7 @@ def _write(
     }
     atomic.write_json(workdir / "metrics.json", metrics)
     atomic.write_bytes(workdir / "evaluate.junit.xml", junit_xml(model.name, verdict))
+    atomic.write_text(workdir / "metrics.txt", metrics_report(model, scores, insight, verdict))
     gates = {
         "model": model.name,
         "model_sha256": sha,
@@ -623,6 +660,42 @@ def _write_records(workdir: Path, model: Model, insight: Insight) -> dict[str, s
         else:
             (workdir / name).unlink(missing_ok=True)
     return {name: atomic.artifact_sha256(workdir, name) for name in documents}
+
+
+def metrics_report(model: Model, scores: Scores, insight: Insight, verdict: GateVerdict) -> str:
+    """metrics.txt for GitLab's metrics report: each metric, its interval bounds and
+    worst slice when measured, and the gates' verdict, as OpenMetrics gauges."""
+    from ci_mlops.steps.openmetrics import document, family
+    from ci_mlops.steps.slices import gated_values
+
+    labels = {"model": model.name}
+    intervals = insight.resampled.intervals if insight.resampled else {}
+    worst = gated_values(insight.slices)
+    families = []
+    for name, value in scores.values.items():
+        stem = f"ci_mlops_{name}"
+        families.append(family(stem, f"{name} on the eval data", [(labels, value)]))
+        if name in intervals:
+            low, high = intervals[name]
+            level = insight.resampled.level if insight.resampled else 0
+            what = f"bootstrap {level:g} interval of {name}"
+            families.append(
+                family(f"{stem}_interval_low", f"lower end of the {what}", [(labels, low)])
+            )
+            families.append(
+                family(f"{stem}_interval_high", f"upper end of the {what}", [(labels, high)])
+            )
+        if worst.get(name):
+            pick = min if HIGHER_IS_BETTER[name] else max
+            value = pick(worst[name].values())
+            families.append(
+                family(f"{stem}_worst_slice", f"{name} of the worst slice", [(labels, value)])
+            )
+    passed = 1.0 if verdict.passed else 0.0
+    families.append(
+        family("ci_mlops_gates_passed", "1 when every quality gate passed", [(labels, passed)])
+    )
+    return document(families)
 
 
 def junit_xml(model_name: str, verdict: GateVerdict) -> bytes:
