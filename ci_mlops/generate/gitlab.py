@@ -242,10 +242,14 @@ def _artifacts(job: Job, model: str) -> dict[str, Any]:
     }
     if job.always_keep_artifacts:
         out["when"] = "always"
-    if job.junit:
-        out["reports"] = {
-            "junit": job.junit.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")
-        }
+    reports = {"junit": job.junit, "metrics": job.metrics_report}
+    here = {
+        k: v.replace(f".ci-mlops/{job.model}/", f".ci-mlops/{model}/")
+        for k, v in reports.items()
+        if v
+    }
+    if here:
+        out["reports"] = here
     return out
 
 

@@ -80,6 +80,8 @@ class Job:
     timeout_minutes: int = 30
     artifacts: bool = True
     junit: str | None = None
+    # An OpenMetrics file GitLab shows in the merge request's metrics widget.
+    metrics_report: str | None = None
     always_keep_artifacts: bool = False  # keep results of a failing check
     framework_extra: str | None = None  # what loads the model, for jobs that load it
 
@@ -172,6 +174,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
             needs=(key("train"),),
             timeout_minutes=timeout,
             junit=f"{data_dir}/evaluate.junit.xml",
+            metrics_report=f"{data_dir}/metrics.txt",
             always_keep_artifacts=True,
             framework_extra=loads,
         ),

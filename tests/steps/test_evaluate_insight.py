@@ -235,3 +235,50 @@ def test_records_the_spec_no_longer_asks_for_are_removed(churn: Path, tmp_path: 
     invoke(folder, "evaluate")
     assert not (workdir(folder) / "slices.json").exists()
     assert read_json(workdir(folder) / "metrics.json")["records"] == {}
+
+
+# --- GitLab's metrics report ------------------------------------------------------------
+
+
+def test_metrics_txt_is_openmetrics_with_every_metric(churn: Path, tmp_path: Path) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    folder = clone(churn, tmp_path)
+    set_model(folder, evaluate={"slices": ["contract"]})
+    invoke(folder, "evaluate")
+    wd = workdir(folder)
+    text = (wd / "metrics.txt").read_text("utf-8")
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    metrics = read_json(wd / "metrics.json")
+    for name, value in metrics["metrics"].items():
+        (sample,) = families[f"ci_mlops_{name}"].samples
+        assert sample.labels == {"model": "churn"}
+        assert sample.value == pytest.approx(value, rel=1e-5)
+        low, high = metrics["intervals"]["metrics"][name]
+        assert families[f"ci_mlops_{name}_interval_low"].samples[0].value == pytest.approx(
+            low, rel=1e-5
+        )
+        assert families[f"ci_mlops_{name}_interval_high"].samples[0].value == pytest.approx(
+            high, rel=1e-5
+        )
+    gated = [s for s in read_json(wd / "slices.json")["slices"] if s["gated"]]
+    worst = min(s["metrics"]["accuracy"] for s in gated)
+    assert families["ci_mlops_accuracy_worst_slice"].samples[0].value == pytest.approx(
+        worst, rel=1e-5
+    )
+    passed = read_json(wd / "gates.json")["passed"]
+    assert families["ci_mlops_gates_passed"].samples[0].value == (1.0 if passed else 0.0)
+
+
+def test_openmetrics_labels_and_help_are_escaped() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from ci_mlops.steps.openmetrics import document, family
+
+    hostile = 'a"b\\c\nd'
+    text = document([family("x", hostile, [({"model": hostile}, float("nan"))])])
+    (parsed,) = text_string_to_metric_families(text)
+    assert parsed.documentation == hostile
+    assert parsed.samples[0].labels == {"model": hostile}
+    assert parsed.samples[0].value != parsed.samples[0].value  # NaN
