@@ -820,10 +820,10 @@ def _importance_section(data: Any) -> str:
             f"| {index} | {code(feature.get('name', '?'))} | {_fmt(mean)}{spread} | {shown} |"
         )
     chart = mermaid.bar_chart(
-        f"Permutation importance (drop of {metric})",
+        f"Permutation importance ({metric} worsening)",
         [f.get("name", "?") for f in top],
         [_number(f.get("mean")) or 0.0 for f in top],
-        f"{metric} drop",
+        f"{metric} worsening",
         horizontal=True,
     )
     parts = [chart, "\n".join(rows), *_importance_moves(comparison)]

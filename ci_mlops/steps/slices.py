@@ -58,7 +58,7 @@ def compute_slices(
             known = ", ".join(map(str, frame.columns[:20]))
             raise StepError(f"{where}: column {column!r} is not in the eval data ({known})")
         labels = slice_labels(frame[column])
-        for label in sorted(set(labels)):
+        for label in sorted(set(labels), key=_order):
             rows = np.flatnonzero(labels == label)
             out.append(Slice(column, label, len(rows), score(rows), len(rows) >= min_rows))
     return out
@@ -79,6 +79,18 @@ def slice_labels(column: pd.Series) -> np.ndarray:
             ]
         )
     return np.asarray(["missing" if pd.isna(v) else str(v) for v in column])
+
+
+def _order(label: str) -> tuple[int, float, str]:
+    """Quartiles by their lower edge, then values as text, then the missing slice."""
+    if label == "missing":
+        return (2, 0.0, label)
+    if label.startswith("[") and "," in label:
+        try:
+            return (0, float(label[1:].split(",", 1)[0]), label)
+        except ValueError:
+            pass
+    return (1, 0.0, label)
 
 
 def gated_values(slices: list[Slice]) -> dict[str, dict[str, float]]:

@@ -84,7 +84,7 @@ def test_every_chart_renders_with_mermaid(insightful: Path, tmp_path: Path) -> N
         "ROC curve (eval data)",
         "accuracy over the deployed versions",
         "accuracy per slice",
-        "Permutation importance (drop of accuracy)",
+        "Permutation importance (accuracy worsening)",
     ]
     for svg in svgs:
         width, height = size(svg)
