@@ -59,6 +59,7 @@ PERMISSION_REASONS = {
     ("actions", "read"): "download the default branch's baseline artifact",
     ("actions", "write"): "dispatch a retraining run",
     ("pull-requests", "write"): "post and update the report comment",
+    ("checks", "write"): "a check run naming each failed gate on the spec's line",
     ("deployments", "write"): "record the version each environment runs",
     ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
 }
@@ -97,7 +98,7 @@ PERMISSIONS: dict[str, dict[str, str]] = {
     "train": {"contents": "read"},
     "evaluate": {"contents": "read", "actions": "read"},  # the baseline is a run artifact
     "export": {"contents": "read"},
-    "report": {"contents": "read", "pull-requests": "write"},
+    "report": {"contents": "read", "pull-requests": "write", "checks": "write"},
     # Models are release assets; environments are recorded as GitHub deployments.
     # id-token: write lets the job sign the model keyless with its OIDC identity.
     "deploy": {"contents": "write", "deployments": "write", "id-token": "write"},
@@ -354,6 +355,7 @@ def _validate_job(plan: Plan, mode: str) -> Job:
 REUSABLE_FILE = ".github/workflows/mlops.yml"
 CALLER_PERMISSIONS = {
     "actions": "write",
+    "checks": "write",
     "contents": "write",
     "deployments": "write",
     "id-token": "write",

@@ -33,6 +33,29 @@ class MissingBaseline:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """One check of the quality gates, for a platform that can pin it to the spec:
+    ``line`` is the gate's line in the spec, ``level`` failure or warning."""
+
+    line: int
+    level: str
+    title: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The verdict as a platform check (a GitHub check run): passed or not, a title,
+    the report as its summary, and one annotation per failed or warned check."""
+
+    passed: bool
+    title: str
+    summary: str
+    annotations: tuple[Annotation, ...] = ()
+    spec_file: str = "mlops.yaml"  # the spec's path in the repository
+
+
+@dataclass(frozen=True)
 class Published:
     """A model version stored in a registry."""
 
@@ -83,6 +106,11 @@ class Platform(ABC):
 
     def job_summary(self, markdown: str) -> None:  # noqa: B027 - optional hook
         """Show ``markdown`` on the job's page where the platform has one."""
+
+    def publish_check(self, model: Model, check: CheckReport) -> str | None:
+        """Record the verdict as a check on the commit where the platform has them;
+        returns where, or None (GitLab shows the JUnit and metrics reports instead)."""
+        return None
 
     def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
         """The metrics of the last ``limit`` versions the registry holds, oldest first,

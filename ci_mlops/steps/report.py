@@ -27,6 +27,7 @@ from typing import Any
 
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
+from ci_mlops.platforms.base import CheckReport
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import mermaid
 from ci_mlops.steps.markdown import code, text
@@ -111,6 +112,35 @@ def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, flo
         return ()
 
 
+def check_report(spec: Spec, model: Model, gates: dict[str, Any], markdown: str) -> CheckReport:
+    """The quality gates as a check: one annotation per failed or warned check, placed
+    on the gate's line in the spec (the report job reads a copy of the spec from the
+    model folder; the annotations name the file in the repository)."""
+    from ci_mlops.platforms.base import Annotation
+    from ci_mlops.spec.load import read_spec
+    from ci_mlops.steps.records import spec_origin
+
+    located = read_spec(spec.path)
+    index = spec.models.index(model)
+    notes = []
+    for level, checks in (("failure", _failed_checks(gates)), ("warning", _warned_checks(gates))):
+        for c in checks:
+            metric, rule = str(c.get("metric", "?")), str(c.get("rule", "?"))
+            where: tuple[str | int, ...] = ("models", index, "metrics", metric)
+            if metric == "importance":
+                where = ("models", index, "evaluate", "importance", rule)
+            line, _ = located.where(where, key=True)
+            notes.append(Annotation(line, level, f"{metric} {rule}", str(c.get("message", ""))))
+    failed = len(_failed_checks(gates))
+    total = len(gates.get("checks") or [])
+    title = (
+        f"{failed} of {total} quality gate checks failed"
+        if failed
+        else f"all {total} quality gate checks passed"
+    )
+    return CheckReport(not failed, title, markdown, tuple(notes), spec_origin(spec, model))
+
+
 def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str | None:
     """Post or update the report comment and add it to the job summary; returns where
     it was posted, or None when there is nothing to comment on."""
@@ -119,6 +149,9 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     platform = detect(spec)
     where = platform.post_report(model, markdown, images)
     platform.job_summary(markdown)
+    gates = _read(spec.workdir(model) / "gates.json")
+    if isinstance(gates, dict):
+        platform.publish_check(model, check_report(spec, model, gates, markdown))
     if where:
         log.info(f"{model.name}: report posted to {where}")
     return where
