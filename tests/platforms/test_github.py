@@ -21,7 +21,11 @@ from tests.helpers import publishable_files, report_images
 
 PR = 5
 BOT = "github-actions[bot]"
-METRICS = {"model": "breast-cancer", "metrics": {"accuracy": 0.951, "f1": 0.96}}
+METRICS = {
+    "model": "breast-cancer",
+    "metrics": {"accuracy": 0.951, "f1": 0.96},
+    "importance": {"metric": "f1", "ranking": ["worst_radius", "mean_texture"]},
+}
 
 
 def _platform(spec: Spec) -> GitHubPlatform:
@@ -250,6 +254,7 @@ def test_baseline_comes_from_the_newest_successful_default_branch_run(
 
     assert baseline is not None
     assert baseline.metrics == {"accuracy": 0.951, "f1": 0.96}
+    assert baseline.importance == ("worst_radius", "mean_texture")
     assert f"run #{newest['run_number']}" in baseline.source and "main" in baseline.source
     (listing,) = github_api.calls("repo_artifacts")
     assert listing.query == {"name": "breast-cancer-evaluate", "per_page": "100"}
