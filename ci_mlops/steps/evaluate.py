@@ -303,19 +303,20 @@ def scorer(model: Model, y_true: np.ndarray, p: Predictions, classes: list[Any] 
 
     from ci_mlops.steps import fastmetrics
 
-    regression = model.task == "regression"
-    fast = (
-        fastmetrics.regression()
-        if regression
-        else fastmetrics.classification(classes or [], p.probabilities)
-    )
-    values = np.asarray(p.values, dtype=float) if regression else p.values
+    if model.task == "regression":
+        fast = fastmetrics.regression(
+            np.asarray(y_true, dtype=float), np.asarray(p.values, dtype=float)
+        )
+    else:
+        fast = fastmetrics.classification(
+            y_true, p.values, p.scores, classes or [], p.probabilities
+        )
 
     def score(rows: np.ndarray) -> dict[str, float]:
         out = {}
         for name in model.metrics:
             if name in fast:
-                out[name] = _fast(fast[name], y_true[rows], values[rows], p.scores, rows)
+                out[name] = _fast(fast[name], rows)
             else:
                 out[name] = _slow(model, name, y_true[rows], subset(p, rows), classes)
         return out
@@ -323,17 +324,11 @@ def scorer(model: Model, y_true: np.ndarray, p: Predictions, classes: list[Any] 
     return score
 
 
-def _fast(
-    metric: Callable[..., float],
-    y: np.ndarray,
-    values: np.ndarray,
-    scores: np.ndarray | None,
-    rows: np.ndarray,
-) -> float:
+def _fast(metric: Callable[[np.ndarray], float], rows: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a NaN from an empty resample is the answer
         try:
-            return metric(y, values, scores[rows] if scores is not None else None)
+            return metric(rows)
         except (ValueError, KeyError, ZeroDivisionError):
             return math.nan
 

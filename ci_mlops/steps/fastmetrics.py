@@ -17,42 +17,45 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-# (y_true, predicted labels or values, class scores or None) -> value
-Metric = Callable[["np.ndarray", "np.ndarray", "np.ndarray | None"], float]
+# The metric on the eval rows at the given positions (repeats allowed).
+Metric = Callable[["np.ndarray"], float]
 
 
-def classification(classes: list[Any], probabilities: bool) -> dict[str, Metric]:
-    """Metrics for ``classes`` (the positive class is the second of two, as evaluate's)."""
+def classification(
+    y: np.ndarray, p: np.ndarray, scores: np.ndarray | None, classes: list[Any], probabilities: bool
+) -> dict[str, Metric]:
+    """Metrics for ``classes`` (the positive class is the second of two, as evaluate's).
+    What does not depend on the rows drawn (each row's log loss) is computed once."""
     binary = len(classes) == 2
-    out: dict[str, Metric] = {"accuracy": lambda y, p, s: float((y == p).mean())}
+    out: dict[str, Metric] = {"accuracy": lambda r: float((y[r] == p[r]).mean())}
     if binary:
         positive = classes[1]
-        out["precision"] = lambda y, p, s: _binary(y, p, positive)[0]
-        out["recall"] = lambda y, p, s: _binary(y, p, positive)[1]
-        out["f1"] = lambda y, p, s: _binary(y, p, positive)[2]
-        out["roc_auc"] = lambda y, p, s: _auc(y == positive, _need(s)[:, 1])
+        out["precision"] = lambda r: _binary(y[r], p[r], positive)[0]
+        out["recall"] = lambda r: _binary(y[r], p[r], positive)[1]
+        out["f1"] = lambda r: _binary(y[r], p[r], positive)[2]
+        if scores is not None:
+            truth, score = y == positive, scores[:, 1]
+            out["roc_auc"] = lambda r: _auc(truth[r], score[r])
     else:
-        out["precision"] = lambda y, p, s: _weighted(y, p, classes, 0)
-        out["recall"] = lambda y, p, s: _weighted(y, p, classes, 1)
-        out["f1"] = lambda y, p, s: _weighted(y, p, classes, 2)
-    if probabilities:
-        out["log_loss"] = lambda y, p, s: _log_loss(y, _need(s), classes)
+        out["precision"] = lambda r: _weighted(y[r], p[r], classes, 0)
+        out["recall"] = lambda r: _weighted(y[r], p[r], classes, 1)
+        out["f1"] = lambda r: _weighted(y[r], p[r], classes, 2)
+    if probabilities and scores is not None:
+        try:
+            losses = _row_log_losses(y, scores, classes)
+        except KeyError:  # a label the model has no column for: scikit-learn decides
+            return out
+        out["log_loss"] = lambda r: float(losses[r].mean())
     return out
 
 
-def regression() -> dict[str, Metric]:
+def regression(y: np.ndarray, p: np.ndarray) -> dict[str, Metric]:
     return {
-        "rmse": lambda y, p, s: float(math.sqrt(((y - p) ** 2).mean())),
-        "mae": lambda y, p, s: float(abs(y - p).mean()),
-        "r2": lambda y, p, s: _r2(y, p),
-        "mape": lambda y, p, s: _mape(y, p),
+        "rmse": lambda r: float(math.sqrt(((y[r] - p[r]) ** 2).mean())),
+        "mae": lambda r: float(abs(y[r] - p[r]).mean()),
+        "r2": lambda r: _r2(y[r], p[r]),
+        "mape": lambda r: _mape(y[r], p[r]),
     }
-
-
-def _need(scores: np.ndarray | None) -> np.ndarray:
-    if scores is None:
-        raise ValueError("the model gives no class scores")
-    return scores
 
 
 def _binary(y: np.ndarray, p: np.ndarray, positive: Any) -> tuple[float, float, float]:
@@ -93,7 +96,9 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _log_loss(y: np.ndarray, scores: np.ndarray, classes: list[Any]) -> float:
+def _row_log_losses(y: np.ndarray, scores: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Each row's log loss, clipped and normalised as scikit-learn does; the mean over
+    any rows is their log loss."""
     import numpy as np
 
     eps = np.finfo(scores.dtype if scores.dtype.kind == "f" else float).eps
@@ -101,7 +106,7 @@ def _log_loss(y: np.ndarray, scores: np.ndarray, classes: list[Any]) -> float:
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     index = {c: i for i, c in enumerate(classes)}
     columns = np.asarray([index[v] for v in y.tolist()])
-    return float(-np.log(clipped[np.arange(len(y)), columns]).mean())
+    return np.asarray(-np.log(clipped[np.arange(len(y)), columns]))
 
 
 def _r2(y: np.ndarray, p: np.ndarray) -> float:

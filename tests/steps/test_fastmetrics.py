@@ -24,7 +24,8 @@ def test_binary_metrics_match_scikit_learn(seed: int) -> None:
     y = rng.choice(classes, 80)
     scores = probabilities(rng, 80, 2).round(1)  # rounded: many tied scores
     predicted = np.where(scores[:, 1] > 0.5, "yes", "no")
-    fast = fastmetrics.classification(classes, probabilities=True)
+    fast = fastmetrics.classification(y, predicted, scores, classes, probabilities=True)
+    everything = np.arange(80)
     expected = {
         "accuracy": m.accuracy_score(y, predicted),
         "precision": m.precision_score(y, predicted, pos_label="yes", zero_division=0),
@@ -34,7 +35,14 @@ def test_binary_metrics_match_scikit_learn(seed: int) -> None:
         "log_loss": m.log_loss(y, scores, labels=classes),
     }
     for name, value in expected.items():
-        assert fast[name](y, predicted, scores) == pytest.approx(value, abs=1e-12), name
+        assert fast[name](everything) == pytest.approx(value, abs=1e-12), name
+    # A resample (rows repeated, some left out) gives scikit-learn's value on those rows.
+    rows = rng.integers(0, 80, 80)
+    resampled = m.log_loss(y[rows], scores[rows], labels=classes)
+    assert fast["log_loss"](rows) == pytest.approx(resampled, abs=1e-12)
+    assert fast["roc_auc"](rows) == pytest.approx(
+        m.roc_auc_score(y[rows] == "yes", scores[rows, 1])
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -43,14 +51,14 @@ def test_weighted_multiclass_metrics_match_scikit_learn(seed: int) -> None:
     classes = [0, 1, 2, 3]
     y = rng.choice([0, 1, 2], 60)  # class 3 never occurs: weight 0
     predicted = rng.choice(classes, 60)
-    fast = fastmetrics.classification(classes, probabilities=False)
+    fast = fastmetrics.classification(y, predicted, None, classes, probabilities=False)
     for name, function in (
         ("precision", m.precision_score),
         ("recall", m.recall_score),
         ("f1", m.f1_score),
     ):
         value = function(y, predicted, average="weighted", zero_division=0)
-        assert fast[name](y, predicted, None) == pytest.approx(value, abs=1e-12), name
+        assert fast[name](np.arange(60)) == pytest.approx(value, abs=1e-12), name
     assert "roc_auc" not in fast and "log_loss" not in fast  # scikit-learn does those
 
 
@@ -59,7 +67,7 @@ def test_regression_metrics_match_scikit_learn(seed: int) -> None:
     rng = np.random.default_rng(seed)
     y = rng.normal(100, 30, 50)
     predicted = y + rng.normal(0, 10, 50)
-    fast = fastmetrics.regression()
+    fast = fastmetrics.regression(y, predicted)
     expected = {
         "rmse": m.root_mean_squared_error(y, predicted),
         "mae": m.mean_absolute_error(y, predicted),
@@ -67,16 +75,24 @@ def test_regression_metrics_match_scikit_learn(seed: int) -> None:
         "mape": m.mean_absolute_percentage_error(y, predicted),
     }
     for name, value in expected.items():
-        assert fast[name](y, predicted, None) == pytest.approx(value, rel=1e-12), name
+        assert fast[name](np.arange(50)) == pytest.approx(value, rel=1e-12), name
 
 
 def test_undefined_cases_agree() -> None:
-    fast = fastmetrics.classification([0, 1], probabilities=True)
     one_class = np.array([1, 1, 1])
+    scores = probabilities(np.random.default_rng(0), 3, 2)
+    fast = fastmetrics.classification(one_class, one_class, scores, [0, 1], probabilities=True)
     with pytest.raises(ValueError, match="one class"):
-        fast["roc_auc"](one_class, one_class, probabilities(np.random.default_rng(0), 3, 2))
-    assert fast["precision"](np.array([0, 0]), np.array([0, 0]), None) == 0.0
-    r2 = fastmetrics.regression()["r2"]
-    assert math.isnan(r2(np.array([1.0]), np.array([2.0]), None))
-    assert r2(np.array([3.0, 3.0]), np.array([3.0, 3.0]), None) == m.r2_score([3, 3], [3, 3])
-    assert r2(np.array([3.0, 3.0]), np.array([2.0, 3.0]), None) == m.r2_score([3, 3], [2, 3])
+        fast["roc_auc"](np.arange(3))
+    zeros = np.array([0, 0])
+    assert fastmetrics.classification(zeros, zeros, None, [0, 1], False)["precision"](
+        np.arange(2)
+    ) == m.precision_score(zeros, zeros, zero_division=0)
+    assert math.isnan(fastmetrics.regression(np.array([1.0]), np.array([2.0]))["r2"](np.arange(1)))
+    same = np.array([3.0, 3.0])
+    assert fastmetrics.regression(same, same)["r2"](np.arange(2)) == m.r2_score(same, same)
+    off = np.array([2.0, 3.0])
+    assert fastmetrics.regression(same, off)["r2"](np.arange(2)) == m.r2_score(same, off)
+    # A label the model has no column for: log_loss is left to scikit-learn.
+    odd = np.array([0, 7, 1])
+    assert "log_loss" not in fastmetrics.classification(odd, odd, scores, [0, 1], True)
