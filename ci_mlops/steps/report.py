@@ -801,6 +801,10 @@ def _slice_values(model: Model, slices: list[dict[str, Any]]) -> list[tuple[str,
     return out
 
 
+# Beyond this many bars a chart is unreadable (and its one x-axis line very long).
+MAX_BARS = 24
+
+
 def _slice_summary(model: Model, slices: list[dict[str, Any]]) -> str:
     """The worst and best judged slice of the first metric and the gap between them."""
     values = _slice_values(model, slices)
@@ -820,6 +824,8 @@ def _slice_chart(model: Model, slices: list[dict[str, Any]]) -> str:
     values = _slice_values(model, slices)
     if len(values) < 2:
         return ""
+    if len(values) > MAX_BARS:
+        return f"<sub>{len(values)} slices: too many bars to chart; see the table.</sub>"
     return mermaid.bar_chart(
         f"{model.metrics[0]} per slice",
         [n for n, _ in values],

@@ -499,3 +499,68 @@ def test_code_spans_hold_backticks_and_pipes() -> None:
     assert html_of(code("`edge`", table=False)) == "<p><code>`edge`</code></p>\n"
     cell = html_of(f"| h |\n|---|\n| {code('x|y')} |")
     assert "<td><code>x|y</code></td>" in cell
+
+
+# --- insight: intervals, warnings, folded sections --------------------------------------
+
+
+def record(folder: Path, name: str, data: Any) -> None:
+    """Write a record and enter its sha256 in metrics.json, as evaluate does."""
+    wd = workdir(folder)
+    write(wd / name, data)
+    metrics = read_json(wd / "metrics.json")
+    metrics.setdefault("records", {})[name] = hashlib.sha256((wd / name).read_bytes()).hexdigest()
+    write(wd / "metrics.json", metrics)
+
+
+def test_intervals_p_values_and_warnings_are_shown(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    metrics = read_json(workdir(folder) / "metrics.json")
+    low, high = metrics["intervals"]["metrics"]["accuracy"]
+    gates = read_json(workdir(folder) / "gates.json")
+    first = gates["checks"][0]
+    first.update(warned=True, message="accuracy 0.95 is below min 0.99 [warn only]", p_value=0.3)
+    write(workdir(folder) / "gates.json", gates)
+    markdown = render(folder)
+    row = next(line for line in markdown.splitlines() if line.startswith("| accuracy |"))
+    assert f"| {low:.4g} to {high:.4g} |" in row
+    assert "| 95% interval |" in markdown
+    assert row.endswith("⚠️ min 0.93 (p=0.3) (warn) |")
+    assert "⚠️ quality gates: all 7 checks passed (1 warning, mode warn)" in markdown
+    assert "- ⚠️ accuracy 0.95 is below min 0.99 \\[warn only\\]" in markdown
+    assert "<sub>Intervals: 200 bootstrap resamples of this run's eval rows.</sub>" in markdown
+
+
+def test_a_record_changed_after_evaluate_is_not_shown(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    slices = {"slices": [{"column": "c", "slice": "a", "rows": 50, "gated": True, "metrics": {}}]}
+    record(folder, "slices.json", slices)
+    assert "<b>Slices</b> (1)" in render(folder)
+    write(workdir(folder) / "slices.json", {"slices": []})  # edited behind evaluate's back
+    markdown = render(folder)
+    assert "<b>Slices</b>" not in markdown
+    assert "slices.json changed after evaluate" in markdown
+
+
+def test_a_huge_folded_section_is_cut_and_still_closed(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    many = [
+        {
+            "column": "zip",
+            "slice": f"{i:05d}",
+            "rows": 20,
+            "gated": True,
+            "metrics": {"accuracy": 0.9},
+        }
+        for i in range(4000)
+    ]
+    record(folder, "slices.json", {"slices": many})
+    markdown = render(folder)
+    assert len(markdown) <= report.LIMIT
+    assert "slices trimmed to fit the comment size limit" in markdown
+    assert markdown.count("```") % 2 == 0
+    assert markdown.count("<details>") == markdown.count("</details>")
+    assert "4000 slices: too many bars to chart; see the table." in markdown
+    # What follows the cut section is still there and outside any fold.
+    html = html_of(markdown)
+    assert "<h3>Data tests</h3>" in html and "<h3>Plots</h3>" in html
