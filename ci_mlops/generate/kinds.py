@@ -118,6 +118,9 @@ class JobKind:
     # Keep the artifact when the job fails: the results of a failing check are the point.
     keep_failed_artifacts: bool = False
     junit: str | None = None  # the JUnit file it writes into the model folder
+    # An OpenMetrics file it writes into the model folder, which GitLab shows in the
+    # merge request's metrics widget.
+    metrics_report: str | None = None
     # False for jobs that must finish once started (a deploy half done is worse).
     interruptible: bool = True
     # Platforms on which the job holds a token that can write more than reading the
@@ -227,6 +230,7 @@ KINDS: dict[str, JobKind] = _table(
             loads_model=True,
             keep_failed_artifacts=True,
             junit="evaluate.junit.xml",
+            metrics_report="metrics.txt",
             # The baseline is an artifact of a default-branch run.
             github_permissions=(("contents", "read"), ("actions", "read")),
             produces=("metrics.json", "gates.json"),
@@ -261,7 +265,12 @@ KINDS: dict[str, JobKind] = _table(
             # the pull-request comment.
             no_checkout=("gitlab", "github"),
             gitlab_token_environment="ci-mlops-report",
-            github_permissions=(("contents", "read"), ("pull-requests", "write")),
+            # The check run per model (with one annotation per failed gate) needs checks.
+            github_permissions=(
+                ("contents", "read"),
+                ("pull-requests", "write"),
+                ("checks", "write"),
+            ),
             produces=("report.md", "report.json"),
             reads=("data-test.json", "metrics.json", "gates.json", "export.json"),
             local_step="ci_mlops.steps.report",

@@ -15,6 +15,8 @@ class Baseline:
 
     metrics: dict[str, float]
     source: str  # for people: "pipeline #123 on main (abc1234)", "registry v1.0.0+3", a path
+    # Its features from most to least important, when its evaluation measured them.
+    importance: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,29 @@ class MissingBaseline:
     once a project's default branch has been quiet longer than artifacts are kept."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One check of the quality gates, for a platform that can pin it to the spec:
+    ``line`` is the gate's line in the spec, ``level`` failure or warning."""
+
+    line: int
+    level: str
+    title: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The verdict as a platform check (a GitHub check run): passed or not, a title,
+    the report as its summary, and one annotation per failed or warned check."""
+
+    passed: bool
+    title: str
+    summary: str
+    annotations: tuple[Annotation, ...] = ()
+    spec_file: str = "mlops.yaml"  # the spec's path in the repository
 
 
 class Platform(ABC):
@@ -55,6 +80,11 @@ class Platform(ABC):
 
     def job_summary(self, markdown: str) -> None:  # noqa: B027 - optional hook
         """Show ``markdown`` on the job's page where the platform has one."""
+
+    def publish_check(self, model: Model, check: CheckReport) -> str | None:
+        """Record the verdict as a check on the commit where the platform has them;
+        returns where, or None (GitLab shows the JUnit and metrics reports instead)."""
+        return None
 
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""

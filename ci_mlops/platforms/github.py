@@ -6,7 +6,8 @@ Token. Everything uses ``GITHUB_TOKEN`` (pass ``${{ github.token }}`` in the ste
 ``env``). The permissions each call needs: ``pull-requests: write`` to comment,
 ``actions: read`` to download the baseline artifact, ``contents: write`` to publish a
 release or send a repository dispatch, ``deployments: write`` to promote or roll back,
-``actions: write`` for a workflow dispatch. Pull requests from forks get a read-only
+``actions: write`` for a workflow dispatch, ``checks: write`` for the check run that
+names each failed gate on its line of the spec. Pull requests from forks get a read-only
 token, so for them the report is not posted: a warning says so, and the report is in the
 job summary and the run's artifacts (as on GitLab, where a fork's pipeline has no
 GITLAB_TOKEN).
@@ -54,7 +55,7 @@ from ci_mlops import log
 from ci_mlops.atomic import write_text
 from ci_mlops.errors import PlatformError
 from ci_mlops.generate.kinds import baseline_names
-from ci_mlops.platforms.base import Baseline, MissingBaseline, Platform
+from ci_mlops.platforms.base import Baseline, CheckReport, MissingBaseline, Platform
 from ci_mlops.platforms.remote import (
     ApiError,
     api_error,
@@ -64,6 +65,7 @@ from ci_mlops.platforms.remote import (
     image_names,
     invalid_answer,
     parse_metrics,
+    parse_ranking,
     retries,
     retry_after_cap,
     unreachable,
@@ -477,6 +479,66 @@ class GitHubPlatform(Platform):
             return
         write_text(path, text)
 
+    # -- check run -------------------------------------------------------------------
+
+    def publish_check(self, model: Model, check: CheckReport) -> str | None:
+        """A completed check run ``ci-mlops <model>`` on the pull request's head commit:
+        success or failure, the report as its summary, and one annotation per failed
+        (or warned) gate on the gate's line of the spec. A check that cannot be created
+        (no token, a fork's read-only one, no ``checks: write``) is a warning: the
+        comment and the job summary already carry the verdict."""
+        head = self._head_sha()
+        if not (self.env.token and head) or self._from_fork():
+            log.info("no check run: not a pull request with a writable token")
+            return None
+        output = {
+            "title": check.title,
+            "summary": check.summary[:CHECK_SUMMARY_LIMIT],
+            "annotations": self._annotations(check)[:MAX_ANNOTATIONS],
+        }
+        endpoint = f"POST {self.api.path('/check-runs')}"
+        try:
+            run = self.api.call(
+                endpoint,
+                "creating a check run needs `checks: write`",
+                lambda: self.api.repo().create_check_run(
+                    name=f"ci-mlops {model.name}",
+                    head_sha=head,
+                    status="completed",
+                    conclusion="success" if check.passed else "failure",
+                    output=output,
+                ),
+            )
+        except PlatformError as exc:
+            log.warn(f"{exc}; the verdict is in the comment and the job summary")
+            return None
+        log.info(f"{model.name}: check run {run.id} with {len(output['annotations'])} annotations")
+        return str(run.html_url)
+
+    def _head_sha(self) -> str:
+        """The pull request's head commit (GITHUB_SHA of a pull_request event is a merge
+        commit, which the pull request's checks tab does not show), else GITHUB_SHA."""
+        pull = self._event().get("pull_request")
+        head = pull.get("head") if isinstance(pull, dict) else None
+        sha = head.get("sha") if isinstance(head, dict) else None
+        return sha if isinstance(sha, str) and sha else self.env.sha
+
+    @staticmethod
+    def _annotations(check: CheckReport) -> list[dict[str, Any]]:
+        out = []
+        for note in check.annotations:
+            out.append(
+                {
+                    "path": check.spec_file,
+                    "start_line": note.line,
+                    "end_line": note.line,
+                    "annotation_level": note.level,
+                    "title": note.title[:255],
+                    "message": note.message[:ANNOTATION_LIMIT],
+                }
+            )
+        return out
+
     # -- baseline --------------------------------------------------------------------
 
     def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
@@ -521,8 +583,9 @@ class GitHubPlatform(Platform):
             if exc.status not in (404, 410):
                 raise
             return self._expired(name, run, branch)
+        raw = _metrics_from_zip(archive, model, source)
         return Baseline(
-            metrics=parse_metrics(_metrics_from_zip(archive, model, source), source), source=source
+            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
         )
 
     def _expired(self, name: str, run: Any, branch: str) -> MissingBaseline:
@@ -618,6 +681,13 @@ class _CappedRetry(GithubRetry):
 
     def parse_retry_after(self, retry_after: str) -> float:
         return min(super().parse_retry_after(retry_after), retry_after_cap())
+
+
+# GitHub's limits on a check run's output: 65,535 characters of summary, 64 KB per
+# annotation message, 50 annotations per request.
+CHECK_SUMMARY_LIMIT = 65_000
+ANNOTATION_LIMIT = 60_000
+MAX_ANNOTATIONS = 50
 
 
 def _quiet_pygithub() -> None:

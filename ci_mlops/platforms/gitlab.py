@@ -44,6 +44,7 @@ from ci_mlops.platforms.remote import (
     has_marker,
     invalid_answer,
     parse_metrics,
+    parse_ranking,
     replace_image_links,
     retries,
     retry_after_cap,
@@ -338,7 +339,9 @@ class GitLabPlatform(Platform):
             log.info(f"no baseline: no successful {job} job on {branch} (or its artifacts expired)")
             return None
         source = f"latest successful {job} job on {branch}"
-        return Baseline(metrics=parse_metrics(raw, source), source=source)
+        return Baseline(
+            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
+        )
 
     # -- job context ---------------------------------------------------------------
 

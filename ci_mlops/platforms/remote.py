@@ -257,6 +257,22 @@ def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
     return metric_values(metrics, source)
 
 
+def parse_ranking(raw: bytes | Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The importance ranking a metrics.json recorded (``importance.ranking``), or None
+    when its evaluation measured none. Anything but a list of strings counts as none:
+    the ranking only informs a comparison, it is never trusted for more."""
+    import json
+
+    try:
+        data = json.loads(raw) if isinstance(raw, bytes) else raw
+        ranking = data["importance"]["ranking"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(ranking, list) or not all(isinstance(n, str) for n in ranking):
+        return None
+    return tuple(ranking)
+
+
 def metric_values(metrics: Mapping[str, Any], source: str) -> dict[str, float]:
     """Baseline values: finite JSON numbers; null (an undefined metric) is skipped.
     Strings such as "NaN" or "-inf" are refused: float() would accept them, and a

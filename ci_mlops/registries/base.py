@@ -89,6 +89,11 @@ class Registry(ABC):
         run to take them from (a laptop); None when it keeps none."""
         return None
 
+    def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
+        """The metrics of the last ``limit`` versions this registry holds, oldest first,
+        for the report's history chart; empty where the registry cannot say."""
+        return []
+
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number);
         by default the CI platform's."""

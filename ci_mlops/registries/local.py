@@ -49,7 +49,7 @@ from ci_mlops import log
 from ci_mlops.atomic import copy_file, sha256_file, write_json
 from ci_mlops.errors import PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline
-from ci_mlops.platforms.remote import history_list, metric_values
+from ci_mlops.platforms.remote import history_list, metric_values, parse_ranking
 from ci_mlops.records import require_unchanged
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.history import history_entries, notes, require_live
@@ -292,17 +292,23 @@ class RegistryFolder:
         require_unchanged(folder, expected, MANIFEST)
         return manifest
 
-    def metrics(self, name: str, version: str) -> dict[str, float] | None:
+    def metrics(self, name: str, version: str, *, quiet: bool = False) -> dict[str, float] | None:
         """The metrics ``version`` was published with; None when it has no metrics.json."""
         path = self.version_dir(name, version) / "metrics.json"
         if not path.is_file():
-            log.warn(f"{path}: not found; no baseline for {name}")
+            if not quiet:
+                log.warn(f"{path}: not found; no baseline for {name}")
             return None
         data = _read_json(path)
         metrics = data.get("metrics") if isinstance(data, dict) else None
         if not isinstance(metrics, dict):
             raise PlatformError(f"{path}: no 'metrics' mapping")
         return metric_values(metrics, str(path))
+
+    def ranking(self, name: str, version: str) -> tuple[str, ...] | None:
+        """The importance ranking ``version``'s evaluation measured, or None."""
+        path = self.version_dir(name, version) / "metrics.json"
+        return parse_ranking(_read_json(path)) if path.is_file() else None
 
 
 class LocalRegistry(Registry):
@@ -367,7 +373,26 @@ class LocalRegistry(Registry):
         if metrics is None:
             return None
         where = f"live in {first}" if pointer else "latest"
-        return Baseline(metrics=metrics, source=f"local registry {model.name} {version} ({where})")
+        return Baseline(
+            metrics=metrics,
+            source=f"local registry {model.name} {version} ({where})",
+            importance=folder.ranking(model.name, str(version)),
+        )
+
+    def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
+        """The metrics.json of each of the last ``limit`` published versions; a version
+        without a readable one is left out (the chart is for people, not a gate)."""
+        folder = self.folder(model)
+        out = []
+        for version in folder.versions(model.name)[-limit:]:
+            try:
+                metrics = folder.metrics(model.name, version, quiet=True)
+            except PlatformError as exc:
+                log.warn(f"{exc}; left out of the metric history")
+                continue
+            if metrics is not None:
+                out.append((version, metrics))
+        return out
 
     def version_suffix(self) -> str:
         """Nothing: the folder numbers builds itself (``+<n>``)."""

@@ -236,6 +236,7 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             )
         seen.setdefault(name, i)
         problems += _metric_problems(doc, here, model)
+        problems += _evaluation_problems(doc, here, model)
         problems += _environment_problems(doc, here, model)
         problems += _framework_problems(doc, here, model)
         schedule = (model.get("retrain") or {}).get("schedule")
@@ -281,6 +282,32 @@ def _metric_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> lis
             out.append(
                 doc.problem((*where, "min"), f"min {gate['min']} is above max {gate['max']}")
             )
+    return out
+
+
+def _evaluation_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> list[Problem]:
+    """Gates that need something evaluate would not compute: slice gates without
+    slices, significance without resamples, importance of a metric not computed."""
+    evaluation = model.get("evaluate") or {}
+    samples = (evaluation.get("bootstrap") or {}).get("samples", 200)
+    needs = {
+        "worst_slice": (bool(evaluation.get("slices")), "needs evaluate.slices"),
+        "max_slice_gap": (bool(evaluation.get("slices")), "needs evaluate.slices"),
+        "significance": (samples > 0, "needs evaluate.bootstrap.samples above 0"),
+    }
+    out = []
+    for metric, gate in model["metrics"].items():
+        for key, (ok, why) in needs.items():
+            if key in (gate or {}) and not ok:
+                out.append(doc.problem((*here, "metrics", metric, key), f"{key} {why}"))
+    chosen = (evaluation.get("importance") or {}).get("metric")
+    if chosen is not None and chosen not in model["metrics"]:
+        out.append(
+            doc.problem(
+                (*here, "evaluate", "importance", "metric"),
+                f"{chosen!r} is not one of this model's metrics ({', '.join(model['metrics'])})",
+            )
+        )
     return out
 
 

@@ -76,10 +76,48 @@ class Gate:
     max: float | None = None
     max_drop: float | None = None
     max_relative_drop: float | None = None
+    # Change rules fail only on a drop the bootstrap shows at this level; None: point
+    # estimates decide, as without a bootstrap.
+    significance: float | None = None
+    mode: str = "fail"  # "warn": failures are reported but do not fail the gate
+    worst_slice: float | None = None
+    max_slice_gap: float | None = None
 
     @property
     def higher_is_better(self) -> bool:
         return HIGHER_IS_BETTER[self.metric]
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Resampling of the eval rows for confidence intervals and significance."""
+
+    samples: int = 200
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Permutation importance settings and the gates on its change against the baseline."""
+
+    repeats: int = 5
+    budget_seconds: float = 60.0
+    top_k: int = 5
+    metric: str | None = None
+    max_rank_shift: int | None = None
+    stable_top_feature: bool = False
+    mode: str = "fail"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluate computes beyond the metrics; importance is off unless set."""
+
+    bootstrap: Bootstrap = Bootstrap()
+    slices: tuple[str, ...] = ()
+    min_slice_rows: int = 10
+    importance: Importance | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +250,7 @@ class Model:
     # last environment (production) runs in deploy.target's registry.
     baseline_from: str = "artifact"
     tracking: Tracking = Tracking()
+    evaluation: Evaluation = Evaluation()
 
     @property
     def experiment(self) -> str:
@@ -395,6 +434,17 @@ def _model(raw: dict[str, Any]) -> Model:
         serve=Serve(max_latency_ms=float((raw.get("serve") or {}).get("max_latency_ms", 100))),
         baseline_from=(raw.get("baseline") or {}).get("from", "artifact"),
         tracking=Tracking(**(raw.get("tracking") or {})),
+        evaluation=_evaluation(raw.get("evaluate") or {}),
+    )
+
+
+def _evaluation(raw: dict[str, Any]) -> Evaluation:
+    importance = raw.get("importance")
+    return Evaluation(
+        bootstrap=Bootstrap(**(raw.get("bootstrap") or {})),
+        slices=tuple(raw.get("slices", ())),
+        min_slice_rows=raw.get("min_slice_rows", 10),
+        importance=Importance(**importance) if importance is not None else None,
     )
 
 

@@ -2,8 +2,10 @@
 baseline and decide the quality gates.
 
 Reads ``.ci-mlops/<model>/<model file>`` and the spec's eval data; writes metrics.json
-(with the sha256 of every plot it drew), gates.json (the verdict, bound to the sha256 of
-the exact model file judged), evaluate.junit.xml and plots/*.png. Everything is
+(with bootstrap intervals, curve points for charts, and the sha256 of every plot and
+record it wrote), slices.json and importance.json when the spec asks for them,
+gates.json (the verdict, bound to the sha256 of the exact model file judged),
+evaluate.junit.xml and plots/*.png. Everything is
 computed before anything is written, so bad input (exit 2) leaves the previous run's
 files intact; a failed gate (exit 1) is raised after the files are written, so the
 report can show why.
@@ -26,11 +28,14 @@ from ci_mlops.errors import GateFailed, StepError
 from ci_mlops.frameworks import Predictions, Source, Trained
 from ci_mlops.frameworks.base import first_line
 from ci_mlops.platforms.base import Baseline, MissingBaseline
-from ci_mlops.spec.model import Model, Spec
+from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import tracking
 from ci_mlops.steps.datasets import Loaded, load_dataset
-from ci_mlops.steps.gates import CHANGE_RULES, GateVerdict, apply_gates
+from ci_mlops.steps.gates import CHANGE_RULES, Check, Evidence, GateVerdict, apply_gates
+from ci_mlops.steps.importance import Ranking
 from ci_mlops.steps.records import read_record
+from ci_mlops.steps.resample import Resampled, Scorer
+from ci_mlops.steps.slices import Slice
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,9 +51,35 @@ class Scores:
     classes: list[Any] | None = None
 
 
-def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any]:
+@dataclass
+class Insight:
+    """What evaluate measures beyond the metrics: intervals and resampled changes,
+    slices, permutation importance and its comparison with the baseline's, curves."""
+
+    resampled: Resampled | None = None
+    slices: list[Slice] = field(default_factory=list)
+    ranking: Ranking | None = None
+    comparison: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)
+
+    def evidence(self) -> Evidence:
+        from ci_mlops.steps.slices import gated_values
+
+        resampled = self.resampled
+        return Evidence(
+            changes=resampled.changes if resampled else {},
+            paired=bool(resampled and resampled.paired),
+            slices=gated_values(self.slices),
+        )
+
+
+def run(
+    spec: Spec, model: Model, baseline: Path | None = None, baseline_model: Path | None = None
+) -> dict[str, Any]:
     """Evaluate ``model``; ``baseline`` is a metrics.json to compare with instead of the
-    platform's. Raises GateFailed after writing every file when a gate fails."""
+    platform's; ``baseline_model`` a model file of the same framework to score on the
+    same rows instead (then change gates use a paired bootstrap). Raises GateFailed
+    after writing every file when a gate fails."""
     workdir = spec.workdir(model)
     model_path = workdir / model.model_file
     with log.timed(f"evaluate {model.name}"):
@@ -60,23 +91,31 @@ def run(spec: Spec, model: Model, baseline: Path | None = None) -> dict[str, Any
         y_true, predictions = _predict(trained, loaded, model, spec.root)
         scores = compute_metrics(model, y_true, predictions)
         found = resolve_baseline(spec, model, baseline)
+        theirs = None
+        if baseline_model is not None:
+            found, theirs = _baseline_model(spec, model, baseline_model, loaded, found)
         base = found if isinstance(found, Baseline) else None
         missing = found.reason if isinstance(found, MissingBaseline) else None
+        insight = measure(spec, model, trained, loaded, y_true, predictions, scores, base, theirs)
         verdict = apply_gates(
             model.gates,
             scores.values,
             base.metrics if base else None,
             model.if_no_baseline,
             missing=missing,
+            evidence=insight.evidence(),
+            extra=_importance_checks(model, insight, base),
         )
         plots, notes = _plots(model, y_true, predictions, scores)
         for note in notes:
             log.warn(note)
-        _write(workdir, model, sha, len(y_true), scores, found, verdict, plots)
+        _write(workdir, model, sha, len(y_true), scores, found, verdict, plots, insight)
         # After the files it logs are written, before a failed gate is raised: a run
         # records failed evaluations too.
         tracking.log_evaluation(spec, model, scores.values, verdict.passed)
     print(format_table(model, scores.values, base, verdict))
+    for check in verdict.warnings:
+        log.warn(check.message)
     if not verdict.passed:
         raise GateFailed(_failure_message(model, verdict))
     return {"model": model.name, "passed": True, "metrics": scores.values, "model_sha256": sha}
@@ -253,6 +292,220 @@ def _classification_functions(
     }
 
 
+def subset(p: Predictions, rows: np.ndarray) -> Predictions:
+    """The predictions for the eval rows at ``rows`` (repeats allowed)."""
+    scores = p.scores[rows] if p.scores is not None else None
+    return Predictions(p.values[rows], scores, p.classes, p.probabilities)
+
+
+def scorer(model: Model, y_true: np.ndarray, p: Predictions, classes: list[Any] | None) -> Scorer:
+    """Scores any selection of eval rows with every metric of the spec, in numpy where
+    :mod:`ci_mlops.steps.fastmetrics` has the metric (resampling calls this hundreds of
+    times); the classes stay those of the whole eval data, so a resample that lacks one
+    is scored alike. A metric undefined on the rows is NaN."""
+    import numpy as np
+
+    from ci_mlops.steps import fastmetrics
+
+    if model.task == "regression":
+        fast = fastmetrics.regression(
+            np.asarray(y_true, dtype=float), np.asarray(p.values, dtype=float)
+        )
+    else:
+        fast = fastmetrics.classification(
+            y_true, p.values, p.scores, classes or [], p.probabilities
+        )
+
+    def score(rows: np.ndarray) -> dict[str, float]:
+        out = {}
+        for name in model.metrics:
+            if name in fast:
+                out[name] = _fast(fast[name], rows)
+            else:
+                out[name] = _slow(model, name, y_true[rows], subset(p, rows), classes)
+        return out
+
+    return score
+
+
+def _fast(metric: Callable[[np.ndarray], float], rows: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a NaN from an empty resample is the answer
+        try:
+            return metric(rows)
+        except (ValueError, KeyError, ZeroDivisionError):
+            return math.nan
+
+
+def _slow(
+    model: Model, name: str, y: np.ndarray, p: Predictions, classes: list[Any] | None
+) -> float:
+    if model.task == "regression":
+        return _one_metric(_regression_functions(y, p.values)[name])[0]
+    return _one_metric(_classification_functions(y, p, classes or [])[name])[0]
+
+
+# --- insight: intervals, slices, importance, curves ---------------------------------
+
+
+def measure(
+    spec: Spec,
+    model: Model,
+    trained: Trained,
+    loaded: Loaded,
+    y_true: np.ndarray,
+    p: Predictions,
+    scores: Scores,
+    base: Baseline | None,
+    theirs: Predictions | None,
+) -> Insight:
+    """Everything the spec's ``evaluate`` section asks for, before anything is written."""
+    settings = model.evaluation
+    score = scorer(model, y_true, p, scores.classes)
+    insight = Insight(curves=curves(model, y_true, p, scores.classes or []))
+    if settings.bootstrap.samples:
+        from ci_mlops.steps.resample import bootstrap
+
+        with log.timed(f"bootstrap {settings.bootstrap.samples} resamples"):
+            insight.resampled = bootstrap(
+                score,
+                len(y_true),
+                settings.bootstrap.samples,
+                settings.bootstrap.level,
+                settings.bootstrap.seed,
+                baseline=base.metrics if base else None,
+                baseline_score=scorer(model, y_true, theirs, scores.classes) if theirs else None,
+            )
+    if settings.slices:
+        from ci_mlops.steps.slices import compute_slices
+
+        where = f"{spec.path}: models[{model.name}].evaluate.slices"
+        insight.slices = compute_slices(
+            loaded.frame, settings.slices, score, settings.min_slice_rows, where
+        )
+    if settings.importance is not None:
+        insight.ranking = _importance(model, trained, loaded, y_true, scores)
+        from ci_mlops.steps.importance import compare
+
+        previous = list(base.importance) if base and base.importance else None
+        insight.comparison = compare(insight.ranking.order, previous, settings.importance.top_k)
+    return insight
+
+
+def _importance(
+    model: Model, trained: Trained, loaded: Loaded, y_true: np.ndarray, scores: Scores
+) -> Ranking:
+    from ci_mlops.steps.importance import permutation_importance
+
+    settings = model.evaluation.importance
+    assert settings is not None
+    metric = settings.metric or model.metrics[0]
+
+    def score(frame: Any) -> float:
+        p = trained.predict(frame)
+        if model.task == "regression":
+            functions = _regression_functions(y_true, p.values)
+        else:
+            functions = _classification_functions(y_true, p, scores.classes or [])
+        return _one_metric(functions[metric])[0]
+
+    with log.timed(f"permutation importance ({settings.repeats} repeats)"):
+        ranking = permutation_importance(
+            loaded.features,
+            score,
+            metric,
+            HIGHER_IS_BETTER[metric],
+            settings.repeats,
+            settings.budget_seconds,
+            seed=model.evaluation.bootstrap.seed,
+        )
+    if ranking.not_measured:
+        log.warn(
+            f"permutation importance stopped at its budget of {settings.budget_seconds:g}s: "
+            f"{len(ranking.not_measured)} features not measured"
+        )
+    return ranking
+
+
+def _importance_checks(model: Model, insight: Insight, base: Baseline | None) -> tuple[Check, ...]:
+    from ci_mlops.steps.gates import importance_checks
+
+    settings = model.evaluation.importance
+    if settings is None or insight.ranking is None:
+        return ()
+    previous = list(base.importance) if base and base.importance else None
+    return tuple(
+        importance_checks(
+            insight.ranking.order,
+            previous,
+            settings.top_k,
+            settings.max_rank_shift,
+            settings.stable_top_feature,
+            settings.mode,
+        )
+    )
+
+
+# Points on each curve recorded for the report's charts: enough to show its shape,
+# few enough to stay readable as a table beside the chart.
+CURVE_POINTS = 11
+
+
+def curves(model: Model, y_true: np.ndarray, p: Predictions, classes: list[Any]) -> dict[str, Any]:
+    """Curve points the report draws without an image host: the ROC curve of a binary
+    classifier at fixed false-positive rates, or a regressor's mean prediction per
+    decile of the actual value."""
+    import numpy as np
+
+    grid = np.linspace(0, 1, CURVE_POINTS)
+    if model.task == "regression":
+        actual = np.asarray(y_true, dtype=float)
+        predicted = np.asarray(p.values, dtype=float)
+        if not (np.isfinite(predicted).all() and len(actual) >= CURVE_POINTS):
+            return {}
+        order = np.argsort(actual, kind="stable")
+        groups = np.array_split(order, CURVE_POINTS - 1)
+        return {
+            "calibration": {
+                "actual": [round(float(actual[g].mean()), 6) for g in groups],
+                "predicted": [round(float(predicted[g].mean()), 6) for g in groups],
+            }
+        }
+    if len(classes) != 2 or p.scores is None or not np.isfinite(p.scores).all():
+        return {}
+    from sklearn.metrics import roc_curve
+
+    positives = y_true == classes[1]
+    if positives.all() or not positives.any():
+        return {}
+    fpr, tpr, _ = roc_curve(positives, p.scores[:, 1])
+    # The highest true-positive rate reached at or below each false-positive rate.
+    points = [float(tpr[fpr <= x + 1e-12].max()) for x in grid]
+    return {
+        "roc": {"fpr": [round(float(x), 3) for x in grid], "tpr": [round(v, 4) for v in points]}
+    }
+
+
+def _baseline_model(
+    spec: Spec, model: Model, path: Path, loaded: Loaded, found: Baseline | MissingBaseline | None
+) -> tuple[Baseline, Predictions]:
+    """Score the baseline model file on this eval data: its metrics become the baseline
+    (the same rows, so the change is the models' difference and not the data's), and its
+    predictions pair the bootstrap."""
+    if not path.is_file():
+        raise StepError(f"{path}: baseline model file not found")
+    data = path.read_bytes()
+    source = Source(path, data, model.task, spec.root, model.model_class)
+    trained = frameworks.load(model.framework, source)
+    y_true, predictions = _predict(trained, loaded, model, spec.root)
+    metrics = compute_metrics(model, y_true, predictions).values
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    importance = found.importance if isinstance(found, Baseline) else None
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    label = f"model file {path.name} (sha256 {digest}) scored on this eval data"
+    return Baseline(finite, label, importance), predictions
+
+
 # --- baseline -----------------------------------------------------------------------
 
 
@@ -334,7 +587,9 @@ def read_baseline_file(path: Path, model: Model) -> Baseline:
         if not math.isfinite(value):  # JSON's NaN/Infinity extensions: nothing to compare
             raise StepError(f"{path}: metrics.{name}: expected a finite number, not {value!r}")
         metrics[name] = float(value)
-    return Baseline(metrics, f"file {path}")
+    from ci_mlops.platforms.remote import parse_ranking
+
+    return Baseline(metrics, f"file {path}", parse_ranking(data))
 
 
 # --- outputs ------------------------------------------------------------------------
@@ -361,11 +616,13 @@ def _write(
     found: Baseline | MissingBaseline | None,
     verdict: GateVerdict,
     plots: dict[str, bytes],
+    insight: Insight,
 ) -> None:
     base = found if isinstance(found, Baseline) else None
     missing = found.reason if isinstance(found, MissingBaseline) else None
     for name, png in plots.items():
         atomic.write_bytes(workdir / "plots" / name, png)
+    records = _write_records(workdir, model, insight)
     metrics = {
         "model": model.name,
         "task": model.task,
@@ -379,9 +636,20 @@ def _write(
         "classes": scores.classes,
         # The report uploads only these files, and only while their bytes still match.
         "plots": {f"plots/{name}": hashlib.sha256(png).hexdigest() for name, png in plots.items()},
+        "intervals": insight.resampled.to_dict() if insight.resampled else None,
+        # The order alone, so that the next run can compare with it as its baseline.
+        "importance": (
+            {"metric": insight.ranking.metric, "ranking": insight.ranking.order[:RANKED]}
+            if insight.ranking
+            else None
+        ),
+        "curves": insight.curves,
+        # The report reads these records only while their bytes still match.
+        "records": records,
     }
     atomic.write_json(workdir / "metrics.json", metrics)
     atomic.write_bytes(workdir / "evaluate.junit.xml", junit_xml(model.name, verdict))
+    atomic.write_text(workdir / "metrics.txt", metrics_report(model, scores, insight, verdict))
     gates = {
         "model": model.name,
         "model_sha256": sha,
@@ -394,6 +662,72 @@ def _write(
     }
     # Last: deploy trusts gates.json, so it never pairs with a half-written run.
     atomic.write_json(workdir / "gates.json", gates)
+
+
+# How many features a metrics.json ranks: enough for any top_k, bounded for wide data.
+RANKED = 100
+
+
+def _write_records(workdir: Path, model: Model, insight: Insight) -> dict[str, str]:
+    """slices.json and importance.json, when measured; returns their sha256 by name.
+    A record the spec no longer asks for is removed, so no stale one is reported."""
+    documents: dict[str, Any] = {}
+    if insight.slices:
+        documents["slices.json"] = {
+            "model": model.name,
+            "columns": list(model.evaluation.slices),
+            "min_rows": model.evaluation.min_slice_rows,
+            "slices": [s.to_dict() for s in insight.slices],
+        }
+    if insight.ranking:
+        documents["importance.json"] = {
+            "model": model.name,
+            **insight.ranking.to_dict(),
+            "top_k": model.evaluation.importance.top_k if model.evaluation.importance else None,
+            "comparison": insight.comparison,
+        }
+    for name in ("slices.json", "importance.json"):
+        if name in documents:
+            atomic.write_json(workdir / name, documents[name])
+        else:
+            (workdir / name).unlink(missing_ok=True)
+    return {name: atomic.artifact_sha256(workdir, name) for name in documents}
+
+
+def metrics_report(model: Model, scores: Scores, insight: Insight, verdict: GateVerdict) -> str:
+    """metrics.txt for GitLab's metrics report: each metric, its interval bounds and
+    worst slice when measured, and the gates' verdict, as OpenMetrics gauges."""
+    from ci_mlops.steps.openmetrics import document, family
+    from ci_mlops.steps.slices import gated_values
+
+    labels = {"model": model.name}
+    intervals = insight.resampled.intervals if insight.resampled else {}
+    worst = gated_values(insight.slices)
+    families = []
+    for name, value in scores.values.items():
+        stem = f"ci_mlops_{name}"
+        families.append(family(stem, f"{name} on the eval data", [(labels, value)]))
+        if name in intervals:
+            low, high = intervals[name]
+            level = insight.resampled.level if insight.resampled else 0
+            what = f"bootstrap {level:g} interval of {name}"
+            families.append(
+                family(f"{stem}_interval_low", f"lower end of the {what}", [(labels, low)])
+            )
+            families.append(
+                family(f"{stem}_interval_high", f"upper end of the {what}", [(labels, high)])
+            )
+        if worst.get(name):
+            pick = min if HIGHER_IS_BETTER[name] else max
+            value = pick(worst[name].values())
+            families.append(
+                family(f"{stem}_worst_slice", f"{name} of the worst slice", [(labels, value)])
+            )
+    passed = 1.0 if verdict.passed else 0.0
+    families.append(
+        family("ci_mlops_gates_passed", "1 when every quality gate passed", [(labels, passed)])
+    )
+    return document(families)
 
 
 def junit_xml(model_name: str, verdict: GateVerdict) -> bytes:
@@ -416,6 +750,10 @@ def junit_xml(model_name: str, verdict: GateVerdict) -> bytes:
             classname=f"ci-mlops.evaluate.{model_name}",
             name=f"{check.metric} {check.rule} {check.threshold:g}",
         )
+        if check.warned:
+            # JUnit knows no warnings: the case passes and says it is a warning.
+            properties = ET.SubElement(case, "properties")
+            ET.SubElement(properties, "property", name="mode", value="warn")
         if not check.passed:
             ET.SubElement(
                 case, "failure", message=check.message, type="GateFailed"
@@ -456,6 +794,8 @@ def format_table(
     failed = len(verdict.failed)
     total = len(verdict.checks)
     outcome = "passed" if verdict.passed else f"FAILED ({failed} of {total} checks)"
+    if verdict.warnings:
+        outcome += f", {len(verdict.warnings)} warning{'s' if len(verdict.warnings) != 1 else ''}"
     return "\n".join([f"{model.name}: quality gates {outcome}", *lines])
 
 
@@ -466,6 +806,9 @@ def _gate_cell(verdict: GateVerdict, metric: str) -> str:
     failed = [c.rule for c in checks if not c.passed]
     if failed:
         return "FAIL " + ", ".join(failed)
+    warned = [c.rule for c in checks if c.warned]
+    if warned:
+        return "WARN " + ", ".join(warned)
     return "ok " + ", ".join(c.rule + (" (no baseline)" if _skipped(c) else "") for c in checks)
 
 

@@ -10,6 +10,12 @@ Rules per metric, each optional:
   own units. "Worsening" follows the metric's direction (accuracy down, rmse up).
 - ``max_relative_drop``: the same, as a fraction of ``|baseline|``.
 
+- ``significance``: change rules fail only when the drop beyond their threshold is
+  statistically significant at this level, judged on bootstrap resamples of the change
+  (:class:`Evidence`); without resamples the point estimate decides, as before.
+- ``worst_slice`` / ``max_slice_gap``: the metric's worst slice and its gap to the best.
+- ``mode: warn``: a rule that does not hold is reported (``warned``) but passes.
+
 A value exactly on a threshold passes (within float rounding, so that 0.95 - 0.93 is
 not judged larger than 0.02). Every rule is checked and every failure is reported.
 """
@@ -24,6 +30,21 @@ from ci_mlops.spec.model import Gate
 
 RULES = ("min", "max", "max_drop", "max_relative_drop")
 CHANGE_RULES = ("max_drop", "max_relative_drop")
+SLICE_RULES = ("worst_slice", "max_slice_gap")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What evaluate measured beyond point values, for the rules that need it.
+
+    ``changes`` holds, per metric, bootstrap resamples of ``value - baseline``: paired
+    (both models scored on the same resampled rows) when ``paired``, else this run's
+    resampled values minus the baseline's point value. ``slices`` holds, per metric,
+    the value of every slice large enough to be judged."""
+
+    changes: dict[str, list[float]] = field(default_factory=dict)
+    paired: bool = False
+    slices: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,11 @@ class Check:
     change: float | None
     passed: bool
     message: str
+    # Share of resamples in which the rule held (one-sided bootstrap p-value); None
+    # when no significance level was asked for or nothing was resampled.
+    p_value: float | None = None
+    # The rule did not hold but its gate is in warn mode, so ``passed`` is True.
+    warned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {key: _json_number(val) for key, val in asdict(self).items()}
@@ -58,6 +84,10 @@ class GateVerdict:
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.warned]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
@@ -72,16 +102,20 @@ def apply_gates(
     baseline: dict[str, float] | None,
     if_no_baseline: str,
     missing: str | None = None,
+    evidence: Evidence | None = None,
+    extra: tuple[Check, ...] = (),
 ) -> GateVerdict:
     """Judge ``metrics`` by ``gates``; ``baseline`` holds the metrics to compare with.
 
     ``if_no_baseline`` ("pass" or "fail") decides change rules that have nothing to
     compare with. ``missing`` says why a baseline that once existed is gone (expired):
     then change rules fail whatever ``if_no_baseline`` says, with that reason. A metric
-    missing from ``metrics`` or NaN fails every rule on it.
+    missing from ``metrics`` or NaN fails every rule on it. ``evidence`` feeds the
+    significance and slice rules; ``extra`` are checks judged elsewhere (importance).
     """
     if if_no_baseline not in ("pass", "fail"):
         raise ValueError(f"if_no_baseline must be 'pass' or 'fail', not {if_no_baseline!r}")
+    evidence = evidence or Evidence()
     checks: list[Check] = []
     for gate in gates:
         value = metrics.get(gate.metric)
@@ -90,9 +124,146 @@ def apply_gates(
             threshold = getattr(gate, rule)
             if threshold is not None:
                 check = _check(gate, rule, float(threshold), value, before, if_no_baseline)
-                checks.append(_unavailable(check, missing) if missing else check)
+                check = _unavailable(check, missing) if missing else check
+                checks.append(_warn(gate.mode, _significant(gate, check, evidence)))
+        checks += [_warn(gate.mode, c) for c in slice_checks(gate, evidence.slices)]
+    checks += extra
     no_baseline = any(c.rule in CHANGE_RULES and c.baseline is None for c in checks)
     return GateVerdict(all(c.passed for c in checks), checks, no_baseline)
+
+
+def _warn(mode: str, check: Check) -> Check:
+    """In warn mode a rule that does not hold is reported, and passes."""
+    if mode != "warn" or check.passed:
+        return check
+    return replace(check, passed=True, warned=True, message=f"{check.message} [warn only]")
+
+
+def _significant(gate: Gate, check: Check, evidence: Evidence) -> Check:
+    """A failed change rule stands only if the resamples show the drop beyond the
+    threshold at the gate's level: the p-value is the share of resamples (plus one, the
+    usual correction) in which the rule held."""
+    level = gate.significance
+    samples = evidence.changes.get(gate.metric)
+    if level is None or check.rule not in CHANGE_RULES or check.baseline is None:
+        return check
+    if not samples or check.value is None or math.isnan(check.value):
+        return check
+    held = sum(_holds(gate, check, delta) for delta in samples)
+    p_value = (held + 1) / (len(samples) + 1)
+    kind = "paired bootstrap" if evidence.paired else "bootstrap"
+    if check.passed:
+        return replace(check, p_value=p_value)
+    if p_value <= level:
+        note = f"; significant ({kind} p={p_value:.3g} <= {level:g})"
+        return replace(check, p_value=p_value, message=check.message + note)
+    note = f"; not significant ({kind} p={p_value:.3g} > {level:g}): passes"
+    return replace(check, passed=True, p_value=p_value, message=check.message + note)
+
+
+def _holds(gate: Gate, check: Check, delta: float) -> bool:
+    """Whether the change rule holds for one resampled change ``delta``."""
+    assert check.baseline is not None
+    worse = -delta if gate.higher_is_better else delta
+    if check.rule == "max_relative_drop":
+        if check.baseline == 0:
+            return not worse > 0
+        worse /= abs(check.baseline)
+    return worse <= check.threshold or _close(worse, check.threshold)
+
+
+def slice_checks(gate: Gate, slices: dict[str, dict[str, float]]) -> list[Check]:
+    """The worst-slice bound and the best-to-worst gap of one metric's slices."""
+    values = {k: v for k, v in slices.get(gate.metric, {}).items() if not math.isnan(v)}
+    name, out = gate.metric, []
+    if not values:
+        if gate.worst_slice is not None or gate.max_slice_gap is not None:
+            message = f"{name}: no slice large enough to judge; slice rules pass"
+            out.append(Check(name, "slices", 0.0, None, None, None, True, message))
+        return out
+    pick = min if gate.higher_is_better else max
+    worst = pick(values, key=values.__getitem__)
+    best = (max if gate.higher_is_better else min)(values, key=values.__getitem__)
+    if gate.worst_slice is not None:
+        limit = gate.worst_slice
+        ok = worsening(gate.higher_is_better, values[worst], limit) <= 0 or _close(
+            values[worst], limit
+        )
+        verb = "within" if ok else "beyond"
+        message = (
+            f"{name} of worst slice {worst} is {_f(values[worst])}, {verb} worst_slice {_f(limit)}"
+        )
+        out.append(Check(name, "worst_slice", limit, values[worst], None, None, ok, message))
+    if gate.max_slice_gap is not None:
+        gap = abs(values[best] - values[worst])
+        ok = gap <= gate.max_slice_gap or _close(gap, gate.max_slice_gap)
+        message = f"{name} gap between best slice {best} ({_f(values[best])}) and worst slice {worst} ({_f(values[worst])}) is {_f(gap)} (max_slice_gap {_f(gate.max_slice_gap)})"
+        out.append(Check(name, "max_slice_gap", gate.max_slice_gap, gap, None, None, ok, message))
+    return out
+
+
+def importance_checks(
+    ranking: list[str],
+    baseline: list[str] | None,
+    top_k: int,
+    max_rank_shift: int | None,
+    stable_top_feature: bool,
+    mode: str = "fail",
+) -> list[Check]:
+    """Gates on how the features' importance ranks moved against the baseline's: the
+    largest rank move among the baseline's top ``top_k`` features, and whether the most
+    important feature is still the same. No baseline ranking: nothing to judge (passes)."""
+    out = []
+    if max_rank_shift is not None:
+        out.append(_rank_shift_check(ranking, baseline, top_k, max_rank_shift))
+    if stable_top_feature:
+        out.append(_top_feature_check(ranking, baseline))
+    return [_warn(mode, c) for c in out]
+
+
+def _rank_shift_check(
+    ranking: list[str], baseline: list[str] | None, top_k: int, limit: int
+) -> Check:
+    rule = "max_rank_shift"
+    if not baseline:
+        return Check(
+            "importance",
+            rule,
+            limit,
+            None,
+            None,
+            None,
+            True,
+            f"importance {rule}: no baseline ranking to compare with",
+        )
+    shifts = {
+        f: abs(ranking.index(f) - i) if f in ranking else len(ranking)
+        for i, f in enumerate(baseline[:top_k])
+    }
+    feature = max(shifts, key=shifts.__getitem__)
+    shift = shifts[feature]
+    ok = shift <= limit
+    message = f"importance: feature {feature} moved {shift} ranks (max_rank_shift {limit})"
+    return Check("importance", rule, limit, float(shift), None, None, ok, message)
+
+
+def _top_feature_check(ranking: list[str], baseline: list[str] | None) -> Check:
+    rule = "stable_top_feature"
+    if not baseline or not ranking:
+        return Check(
+            "importance",
+            rule,
+            0.0,
+            None,
+            None,
+            None,
+            True,
+            f"importance {rule}: no baseline ranking to compare with",
+        )
+    ok = ranking[0] == baseline[0]
+    verb = "is still" if ok else f"is now {ranking[0]}, not"
+    message = f"importance: the most important feature {verb} {baseline[0]} (stable_top_feature)"
+    return Check("importance", rule, 0.0, None, None, None, ok, message)
 
 
 def _unavailable(check: Check, missing: str) -> Check:

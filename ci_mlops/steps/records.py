@@ -4,6 +4,7 @@ gates.json, export.json ...)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,10 @@ from ci_mlops.atomic import read_artifact
 from ci_mlops.errors import StepError
 from ci_mlops.generate.plan import SPEC_SNAPSHOT
 from ci_mlops.spec.model import Model, Spec
+
+# What the spec's recorded path may look like: relative, plain characters.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}")
+SPEC_ORIGIN = "spec-origin.json"
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -34,8 +39,31 @@ def snapshot_spec(spec: Spec, model: Model) -> Path:
     folder = spec.workdir(model)
     target = folder / SPEC_SNAPSHOT
     atomic.write_bytes(target, spec.path.read_bytes())
+    # Where the spec lives in the repository, for what points into it (check-run
+    # annotations): jobs run at the repository root.
+    origin = spec.path.resolve()
+    here = Path.cwd().resolve()
+    relative = origin.relative_to(here).as_posix() if origin.is_relative_to(here) else origin.name
+    atomic.write_json(folder / SPEC_ORIGIN, {"path": relative})
     _snapshot_public_key(spec, model, folder)
     return target
+
+
+def spec_origin(spec: Spec, model: Model) -> str:
+    """The spec's path in the repository: recorded beside the snapshot when ``spec`` is
+    that snapshot, else the spec's own path relative to the working folder. A recorded
+    value that is not a plain relative path is not used (the file is an artifact a
+    merge request can write)."""
+    folder = spec.workdir(model)
+    if spec.path.resolve() == (folder / SPEC_SNAPSHOT).resolve():
+        try:
+            recorded = read_record(folder / SPEC_ORIGIN).get("path")
+        except StepError:
+            recorded = None
+        ok = isinstance(recorded, str) and _PLAIN_PATH.fullmatch(recorded) and ".." not in recorded
+        return recorded if ok and isinstance(recorded, str) else "mlops.yaml"
+    origin, here = spec.path.resolve(), Path.cwd().resolve()
+    return origin.relative_to(here).as_posix() if origin.is_relative_to(here) else spec.path.name
 
 
 def _snapshot_public_key(spec: Spec, model: Model, folder: Path) -> None:

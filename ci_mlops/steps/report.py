@@ -1,9 +1,11 @@
 """The report step: one Markdown report per model, for people reviewing a change.
 
 Reads what the other steps left in ``.ci-mlops/<model>/`` (gates.json, metrics.json,
-data-test.json, export.json, plots/*.png) and renders, verdict first: the metrics with
-baseline, change and gate; the data tests; the ONNX export; the plots. A step that did
-not run is shown as "not run", never as an error.
+data-test.json, export.json, slices.json, importance.json, plots/*.png) and renders,
+verdict first: the metrics with interval, baseline, change and gate; then, folded in
+``<details>``, Mermaid charts (curves, the deployed versions' history), slices and
+feature importance; the data tests; the ONNX export; the plots. A step that did not
+run is shown as "not run", never as an error.
 
 The report starts with a hidden marker line, ``<!-- ci-mlops:report model=<name> -->``,
 by which a platform finds its earlier comment and updates it instead of adding
@@ -25,8 +27,10 @@ from typing import Any
 
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
+from ci_mlops.platforms.base import CheckReport
 from ci_mlops.records import passed
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
+from ci_mlops.steps import mermaid
 from ci_mlops.steps.markdown import code, text
 
 MARKER = "<!-- ci-mlops:report model={name} -->"
@@ -52,6 +56,10 @@ class Inputs:
     plots: list[Path]
     model_sha256: str | None
     tracking: Any = MISSING  # tracking.json: the run this evaluation was logged as
+    slices: Any = MISSING
+    importance: Any = MISSING
+    # Metrics of the versions deployed before, oldest first: (version, metrics).
+    history: tuple[tuple[str, dict[str, float]], ...] = ()
 
 
 def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[str, Any]:
@@ -60,7 +68,7 @@ def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[
     and the job summary in CI; nothing on a laptop)."""
     workdir = spec.workdir(model)
     check_artifacts(workdir, model)
-    inputs = read_inputs(workdir, model)
+    inputs = read_inputs(workdir, model, history=deployed_history(spec, model) if post else ())
     markdown = render(spec, model, inputs=inputs)
     path = workdir / "report.md"
     atomic.write_text(path, markdown)
@@ -97,6 +105,50 @@ def check_artifacts(workdir: Path, model: Model) -> None:
             )
 
 
+def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, float]], ...]:
+    """The metrics of the versions the model's registry holds, for the history chart;
+    none (with a warning) when it cannot say, since a chart is never worth a failed
+    report."""
+    from ci_mlops.errors import PlatformError
+    from ci_mlops.platforms.detect import current_platform
+    from ci_mlops.registries import registry_for
+
+    try:
+        return tuple(registry_for(spec, model, current_platform()).metric_history(model))
+    except (PlatformError, StepError) as exc:
+        log.warn(f"{model.name}: no metric history for the report: {exc}")
+        return ()
+
+
+def check_report(spec: Spec, model: Model, gates: dict[str, Any], markdown: str) -> CheckReport:
+    """The quality gates as a check: one annotation per failed or warned check, placed
+    on the gate's line in the spec (the report job reads a copy of the spec from the
+    model folder; the annotations name the file in the repository)."""
+    from ci_mlops.platforms.base import Annotation
+    from ci_mlops.spec.load import read_spec
+    from ci_mlops.steps.records import spec_origin
+
+    located = read_spec(spec.path)
+    index = spec.models.index(model)
+    notes = []
+    for level, checks in (("failure", _failed_checks(gates)), ("warning", _warned_checks(gates))):
+        for c in checks:
+            metric, rule = str(c.get("metric", "?")), str(c.get("rule", "?"))
+            where: tuple[str | int, ...] = ("models", index, "metrics", metric)
+            if metric == "importance":
+                where = ("models", index, "evaluate", "importance", rule)
+            line, _ = located.where(where, key=True)
+            notes.append(Annotation(line, level, f"{metric} {rule}", str(c.get("message", ""))))
+    failed = len(_failed_checks(gates))
+    total = len(gates.get("checks") or [])
+    title = (
+        f"{failed} of {total} quality gate checks failed"
+        if failed
+        else f"all {total} quality gate checks passed"
+    )
+    return CheckReport(not failed, title, markdown, tuple(notes), spec_origin(spec, model))
+
+
 def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str | None:
     """Post or update the report comment and add it to the job summary; returns where
     it was posted, or None when there is nothing to comment on."""
@@ -105,6 +157,9 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     platform = detect(spec)
     where = platform.post_report(model, markdown, images)
     platform.job_summary(markdown)
+    gates = _read(spec.workdir(model) / "gates.json")
+    if isinstance(gates, dict):
+        platform.publish_check(model, check_report(spec, model, gates, markdown))
     if where:
         log.info(f"{model.name}: report posted to {where}")
     return where
@@ -124,6 +179,9 @@ def render(
     sections = {
         "failed checks": _failures_section(inputs),
         "metrics": _metrics_section(model, inputs),
+        "charts": _charts_section(model, inputs),
+        "slices": _slices_section(model, inputs.slices),
+        "importance": _importance_section(inputs.importance),
         "data tests": _data_test_section(inputs.data_test),
         "ONNX export": _export_section(inputs.export),
         "plots": _plots_section(inputs.plots, images or {}),
@@ -135,7 +193,9 @@ def render(
 # --- inputs -------------------------------------------------------------------------
 
 
-def read_inputs(workdir: Path, model: Model) -> Inputs:
+def read_inputs(
+    workdir: Path, model: Model, history: tuple[tuple[str, dict[str, float]], ...] = ()
+) -> Inputs:
     """Whatever the earlier steps left behind."""
     model_path = workdir / model.model_file
     sha = atomic.artifact_sha256(workdir, model.model_file) if model_path.is_file() else None
@@ -148,7 +208,25 @@ def read_inputs(workdir: Path, model: Model) -> Inputs:
         plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
         tracking=_read(workdir / "tracking.json"),
+        slices=recorded_record(workdir, metrics, "slices.json"),
+        importance=recorded_record(workdir, metrics, "importance.json"),
+        history=history,
     )
+
+
+def recorded_record(workdir: Path, metrics: Any, name: str) -> Any:
+    """A record evaluate wrote beside metrics.json, read only while its bytes match the
+    sha256 metrics.json recorded; MISSING when not recorded or changed (with a warning)."""
+    records = metrics.get("records") if isinstance(metrics, dict) else None
+    expected = records.get(name) if isinstance(records, dict) else None
+    path = workdir / name
+    if expected is None:
+        if path.exists() or path.is_symlink():
+            log.warn(f"{path}: not a record evaluate wrote; left out of the report")
+        return MISSING
+    if not (path.is_file() or path.is_symlink()):
+        return f"{name} is missing"
+    return _read(path) if _matches(workdir, name, expected) else f"{name} changed after evaluate"
 
 
 def recorded_plots(workdir: Path, metrics: Any) -> list[Path]:
@@ -247,9 +325,11 @@ def _gates_line(gates: Any) -> str:
     if not isinstance(gates, dict):
         return f"⚪ quality gates: {'not run' if gates is MISSING else gates}"
     checks, failed = gates.get("checks") or [], _failed_checks(gates)
+    warned = len(_warned_checks(gates))
+    also = f" ({warned} warning{'s' if warned != 1 else ''}, mode warn)" if warned else ""
     if failed:
-        return f"❌ quality gates: {len(failed)} of {len(checks)} checks failed"
-    return f"✅ quality gates: all {len(checks)} checks passed"
+        return f"❌ quality gates: {len(failed)} of {len(checks)} checks failed{also}"
+    return f"{'⚠️' if warned else '✅'} quality gates: all {len(checks)} checks passed{also}"
 
 
 def _data_test_line(data: dict[str, Any]) -> str:
@@ -268,13 +348,20 @@ def _failures_section(inputs: Inputs) -> str:
     """Every failed gate check, one line each, then anything that makes the verdict
     stale. (Failed expectations are listed under Data tests; parity is one line above.)"""
     gates = _failed_checks(inputs.gates) if isinstance(inputs.gates, dict) else []
+    warned = _warned_checks(inputs.gates) if isinstance(inputs.gates, dict) else []
     items = [f"- ❌ {text(c.get('message', ''))}" for c in gates]
+    items += [f"- ⚠️ {text(c.get('message', ''))}" for c in warned]
     items += [f"- ⚠️ {line}" for line in _integrity_warnings(inputs)]
     return "\n".join(items)
 
 
 def _failed_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in gates.get("checks") or [] if isinstance(c, dict) and not c.get("passed")]
+
+
+def _warned_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks that did not hold in a gate of mode warn: reported, not failed."""
+    return [c for c in gates.get("checks") or [] if isinstance(c, dict) and c.get("warned")]
 
 
 def _integrity_warnings(inputs: Inputs) -> list[str]:
@@ -313,15 +400,27 @@ def _metrics_section(model: Model, inputs: Inputs) -> str:
     baseline_info = metrics.get("baseline") if isinstance(metrics.get("baseline"), dict) else None
     before: dict[str, Any] = (baseline_info or {}).get("metrics") or {}
     checks = inputs.gates.get("checks") or [] if isinstance(inputs.gates, dict) else []
-    rows = ["| metric | baseline | this run | change | gate |", "|---|---:|---:|---|---|"]
+    intervals = _mapping(metrics.get("intervals"))
+    level = _number(intervals.get("level"))
+    head = f"{level * 100:g}% interval" if level else "interval"
+    bounds = _mapping(intervals.get("metrics"))
+    rows = [
+        f"| metric | baseline | this run | {head} | change | gate |",
+        "|---|---:|---:|---|---|---|",
+    ]
     for name in dict.fromkeys([*model.metrics, *values]):
         value, base = _number(values.get(name)), _number(before.get(name))
         mine = [c for c in checks if c.get("metric") == name]
         label = name if name in model.metrics else text(name)
         rows.append(
-            f"| {label} | {_fmt(base)} | {_fmt(value)} | {_change(name, value, base)} | {_gate(mine)} |"
+            f"| {label} | {_fmt(base)} | {_fmt(value)} | {_interval(bounds.get(name))} "
+            f"| {_change(name, value, base)} | {_gate(mine)} |"
         )
+    extra = [c for c in checks if c.get("metric") == "importance"]
+    if extra:
+        rows.append(f"| importance | | | | | {_gate(extra)} |")
     parts = ["### Metrics", "\n".join(rows), _baseline_line(baseline_info, metrics)]
+    parts += _interval_note(intervals)
     parts += _metric_notes(metrics) + _tracking_line(inputs)
     return "\n\n".join(parts)
 
@@ -358,9 +457,31 @@ def _gate(checks: list[dict[str, Any]]) -> str:
     if not checks:
         return "—"
     failed = [c for c in checks if not c.get("passed")]
-    shown = failed or checks
+    warned = [c for c in checks if c.get("warned")]
+    shown = failed or warned or checks
     rules = ", ".join(_rule(c) for c in shown)
-    return f"❌ {rules}" if failed else f"✅ {rules}"
+    if failed:
+        return f"❌ {rules}"
+    return f"⚠️ {rules} (warn)" if warned else f"✅ {rules}"
+
+
+def _interval(pair: Any) -> str:
+    if not (isinstance(pair, list) and len(pair) == 2):
+        return "—"
+    low, high = _number(pair[0]), _number(pair[1])
+    return "—" if low is None or high is None else f"{low:.4g} to {high:.4g}"
+
+
+def _interval_note(intervals: dict[str, Any]) -> list[str]:
+    samples = _number(intervals.get("samples"))
+    if not samples:
+        return []
+    how = (
+        "paired with the baseline model on the same rows"
+        if intervals.get("paired")
+        else "of this run's eval rows"
+    )
+    return [f"<sub>Intervals: {samples:g} bootstrap resamples {how}.</sub>"]
 
 
 def _rule(check: dict[str, Any]) -> str:
@@ -371,9 +492,12 @@ def _rule(check: dict[str, Any]) -> str:
         limit = f"{threshold * 100:g}%"
     else:
         limit = f"{threshold:g}"
-    shown = f"{text(rule)} {limit}"
+    shown = f"{text(rule)} {limit}" if rule != "stable_top_feature" else "stable_top_feature"
     if rule in ("max_drop", "max_relative_drop") and check.get("baseline") is None:
         shown += " (no baseline)"
+    p_value = _number(check.get("p_value"))
+    if p_value is not None:
+        shown += f" (p={p_value:.2g})"
     return shown
 
 
@@ -530,10 +654,26 @@ def _fit(head: str, sections: dict[str, str], footer: str) -> str:
 def _trim(section: str, over: int, name: str) -> str:
     note = f"\n\n_… {name} trimmed to fit the comment size limit; the full results are in the job's artifacts._"
     lines = section.splitlines()
-    kept = len(section) - over - len(note)
+    kept = len(section) - over - len(note) - len(_CLOSERS)
     while lines and len("\n".join(lines)) > max(kept, 0):
         lines.pop()
-    return "\n".join(lines) + note
+    return "\n".join(lines) + _closers(lines) + note
+
+
+# What a cut section may need closed: a code block (a Mermaid chart) and a fold.
+_CLOSERS = "\n```\n\n</details>"
+
+
+def _closers(lines: list[str]) -> str:
+    """Close a code block or ``<details>`` the cut left open, so that the rest of the
+    comment is not swallowed by it."""
+    out = ""
+    if sum(line.startswith("```") for line in lines) % 2:
+        out += "\n```"
+    opened = sum(line.startswith("<details>") for line in lines)
+    if opened > sum(line.startswith("</details>") for line in lines):
+        out += "\n\n</details>"
+    return out
 
 
 # --- formatting ---------------------------------------------------------------------
@@ -555,6 +695,221 @@ def _sci(value: Any) -> str:
 
 def _ms(value: Any) -> str:
     return f"{value:.3g} ms" if isinstance(value, int | float) else "n/a"
+
+
+# --- insight: charts, slices, importance --------------------------------------------
+
+
+def _details(summary: str, body: str) -> str:
+    """A folded section: the blank lines let Markdown (and Mermaid) render inside."""
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def _charts_section(model: Model, inputs: Inputs) -> str:
+    charts = []
+    metrics = inputs.metrics if isinstance(inputs.metrics, dict) else {}
+    curves = _mapping(metrics.get("curves"))
+    charts += _roc_chart(curves.get("roc"))
+    charts += _calibration_chart(curves.get("calibration"))
+    charts += _history_chart(model, inputs)
+    if not charts:
+        return ""
+    return _details("<b>Charts</b>", "\n\n".join(charts))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when a record holds an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _numbers(values: Any) -> list[float] | None:
+    if not isinstance(values, list) or not values:
+        return None
+    out = [n for n in map(_number, values) if n is not None]
+    return out if len(out) == len(values) else None
+
+
+def _roc_chart(roc: Any) -> list[str]:
+    roc = roc if isinstance(roc, dict) else {}
+    fpr, tpr = _numbers(roc.get("fpr")), _numbers(roc.get("tpr"))
+    if fpr is None or tpr is None or len(fpr) != len(tpr):
+        return []
+    chart = mermaid.line_chart(
+        "ROC curve (eval data)", [f"{x:g}" for x in fpr], [tpr, fpr], "true positive rate", (0, 1)
+    )
+    table = "| false positive rate | " + " | ".join(f"{x:g}" for x in fpr) + " |"
+    table += "\n|---|" + "---:|" * len(fpr)
+    table += "\n| true positive rate | " + " | ".join(f"{y:.3g}" for y in tpr) + " |"
+    return [chart + "\n\n<sub>The diagonal is a model that guesses.</sub>", table]
+
+
+def _calibration_chart(calibration: Any) -> list[str]:
+    calibration = calibration if isinstance(calibration, dict) else {}
+    actual = _numbers(calibration.get("actual"))
+    predicted = _numbers(calibration.get("predicted"))
+    if actual is None or predicted is None or len(actual) != len(predicted):
+        return []
+    labels = [f"{i + 1}" for i in range(len(actual))]
+    chart = mermaid.line_chart(
+        "Mean actual and predicted per decile", labels, [actual, predicted], "value"
+    )
+    return [
+        chart
+        + "\n\n<sub>Deciles of the actual value; the lines are the mean actual and the mean predicted value. Apart means biased.</sub>"
+    ]
+
+
+def _history_chart(model: Model, inputs: Inputs) -> list[str]:
+    """The first metric over the versions deployed before, then this run."""
+    if not inputs.history or not model.metrics:
+        return []
+    metric = model.metrics[0]
+    values = _mapping(inputs.metrics).get("metrics")
+    pairs = [
+        *((v, m.get(metric)) for v, m in inputs.history),
+        ("this run", _mapping(values).get(metric)),
+    ]
+    points = [(v, n) for v, n in ((v, _number(x)) for v, x in pairs) if n is not None]
+    if len(points) < 2:
+        return []
+    chart = mermaid.line_chart(
+        f"{metric} over the deployed versions",
+        [v for v, _ in points],
+        [[x for _, x in points]],
+        metric,
+    )
+    rows = ["| version | " + text(metric) + " |", "|---|---:|"]
+    rows += [f"| {code(v)} | {x:.4g} |" for v, x in points]
+    return [chart, "\n".join(rows)]
+
+
+def _slices_section(model: Model, data: Any) -> str:
+    if data is MISSING:
+        return ""
+    if not isinstance(data, dict):
+        return f"### Slices\n\n⚠️ {text(data)}"
+    slices = [s for s in data.get("slices") or [] if isinstance(s, dict)]
+    if not slices:
+        return ""
+    metrics = list(model.metrics)
+    rows = ["| slice | rows | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for item in slices:
+        values = _mapping(item.get("metrics"))
+        name = f"{code(item.get('column', '?'))} = {code(item.get('slice', '?'))}"
+        if not item.get("gated"):
+            name += " (too few rows to gate)"
+        cells = " | ".join(_fmt(_number(values.get(m))) for m in metrics)
+        rows.append(f"| {name} | {text(item.get('rows', '—'))} | {cells} |")
+    summary = _slice_summary(model, slices)
+    body = "\n\n".join(filter(None, [summary, _slice_chart(model, slices), "\n".join(rows)]))
+    # The summary line is raw HTML, where Markdown escapes do not apply: numbers only.
+    gap = _slice_gap(model, slices)
+    return _details(f"<b>Slices</b> ({len(slices)}){gap}", body)
+
+
+def _slice_gap(model: Model, slices: list[dict[str, Any]]) -> str:
+    values = [v for _, v in _slice_values(model, slices)]
+    if len(values) < 2:
+        return ""
+    return f": {model.metrics[0]} from {min(values):.4g} to {max(values):.4g}"
+
+
+def _slice_values(model: Model, slices: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    metric = model.metrics[0] if model.metrics else None
+    out = []
+    for item in slices:
+        values = _mapping(item.get("metrics"))
+        value = _number(values.get(metric)) if metric else None
+        if item.get("gated") and value is not None and math.isfinite(value):
+            out.append((f"{item.get('column')}={item.get('slice')}", value))
+    return out
+
+
+# Beyond this many bars a chart is unreadable (and its one x-axis line very long).
+MAX_BARS = 24
+
+
+def _slice_summary(model: Model, slices: list[dict[str, Any]]) -> str:
+    """The worst and best judged slice of the first metric and the gap between them."""
+    values = _slice_values(model, slices)
+    if not values:
+        return ""
+    metric = model.metrics[0]
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    ordered = sorted(values, key=lambda pair: pair[1], reverse=higher)
+    (best, high), (worst, low) = ordered[0], ordered[-1]
+    return (
+        f"{text(metric)} worst {code(worst, table=False)} {low:.4g}, best {code(best, table=False)} "
+        f"{high:.4g}, gap {abs(high - low):.4g}"
+    )
+
+
+def _slice_chart(model: Model, slices: list[dict[str, Any]]) -> str:
+    values = _slice_values(model, slices)
+    if len(values) < 2:
+        return ""
+    if len(values) > MAX_BARS:
+        return f"<sub>{len(values)} slices: too many bars to chart; see the table.</sub>"
+    return mermaid.bar_chart(
+        f"{model.metrics[0]} per slice",
+        [n for n, _ in values],
+        [v for _, v in values],
+        model.metrics[0],
+    )
+
+
+def _importance_section(data: Any) -> str:
+    if data is MISSING:
+        return ""
+    if not isinstance(data, dict):
+        return f"### Feature importance\n\n⚠️ {text(data)}"
+    features = [f for f in data.get("features") or [] if isinstance(f, dict)]
+    top_k = data.get("top_k") if isinstance(data.get("top_k"), int) else 5
+    top = features[:top_k]
+    if not top:
+        return ""
+    metric = str(data.get("metric", "metric"))
+    comparison = _mapping(data.get("comparison"))
+    ranks = _mapping(comparison.get("ranks"))
+    rows = ["| rank | feature | importance | baseline rank |", "|---:|---|---:|---:|"]
+    for index, feature in enumerate(top, 1):
+        before = _mapping(ranks.get(str(feature.get("name")))).get("baseline_rank")
+        shown = (
+            "—" if not comparison.get("baseline") else ("new" if before is None else text(before))
+        )
+        mean, std = _number(feature.get("mean")), _number(feature.get("std"))
+        spread = f" ± {std:.2g}" if std else ""
+        rows.append(
+            f"| {index} | {code(feature.get('name', '?'))} | {_fmt(mean)}{spread} | {shown} |"
+        )
+    chart = mermaid.bar_chart(
+        f"Permutation importance ({metric} worsening)",
+        [f.get("name", "?") for f in top],
+        [_number(f.get("mean")) or 0.0 for f in top],
+        f"{metric} worsening",
+        horizontal=True,
+    )
+    parts = [chart, "\n".join(rows), *_importance_moves(comparison)]
+    skipped = data.get("not_measured") or []
+    if skipped:
+        parts.append(f"⚠️ {len(skipped)} features not measured within the time budget.")
+    # The summary line is raw HTML, where Markdown escapes do not apply: no names.
+    return _details(f"<b>Feature importance</b> (top {len(top)})", "\n\n".join(parts))
+
+
+def _importance_moves(comparison: dict[str, Any]) -> list[str]:
+    if not comparison.get("baseline"):
+        return ["No baseline ranking to compare with."]
+    entered = [code(n, table=False) for n in comparison.get("entered") or []]
+    left = [code(n, table=False) for n in comparison.get("left") or []]
+    if not entered and not left:
+        return ["The top features are the baseline's."]
+    lines = []
+    if entered:
+        lines.append(f"Entered the top: {', '.join(entered)}.")
+    if left:
+        lines.append(f"Left the top: {', '.join(left)}.")
+    return [" ".join(lines)]
 
 
 def run_local(spec: Spec, model: Model, *, environment: str | None, force: bool) -> None:

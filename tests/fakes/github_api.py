@@ -1,6 +1,7 @@
 """A fake GitHub REST API, laid out like GitHub Enterprise Server (``/api/v3`` and
 ``/api/uploads``), with the endpoints ci-mlops uses, answering as docs.github.com
-describes them: issue comments (``per_page``/``page`` with Link headers), the
+describes them: issue comments (``per_page``/``page`` with Link headers), check runs
+with their output and annotations (validated as the checks API documents them), the
 authenticated user, repository, workflow runs and their artifacts (zip downloads that
 redirect to signed storage on another host name), releases and assets, deployments and
 their statuses, workflow and repository dispatches.
@@ -48,12 +49,15 @@ class FakeGitHub(FakeServer):
     asset_digests: bool = True  # GHES before 3.18 returns no digest
     corrupt_next_asset: bool = False
     run_details: bool = True  # servers that know return_run_details
+    check_runs: list[dict[str, Any]] = field(default_factory=list)
+    checks_writable: bool = True  # False: the token lacks `checks: write`
 
     def __post_init__(self) -> None:
         FakeServer.__init__(self)
         self._ids = itertools.count(100)
         repo = rf"{API}/repos/{self.owner}/{self.repo}"
         self.route("user", "GET", rf"{API}/user", self._user)
+        self.route("create_check_run", "POST", rf"{repo}/check-runs", self._create_check_run)
         self.route("repo", "GET", repo, self._repo)
         self.route(
             "list_comments", "GET", rf"{repo}/issues/(?P<n>\d+)/comments", self._list_comments
@@ -314,6 +318,35 @@ class FakeGitHub(FakeServer):
                     comment["updated_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                     return Reply(200, comment)
         return Reply(404, {"message": "Not Found"})
+
+    # -- check runs ------------------------------------------------------------------
+
+    def _create_check_run(self, request: Request) -> Reply:
+        """POST /repos/{owner}/{repo}/check-runs: name and head_sha required; a
+        completed run needs a conclusion; output needs title and summary; at most 50
+        annotations, each with path, start_line, end_line, annotation_level (notice,
+        warning or failure) and message."""
+        token = self._token(request)
+        if isinstance(token, Reply):
+            return token
+        if not self.checks_writable:
+            return Reply(403, {"message": "Resource not accessible by integration"})
+        body = request.json() or {}
+        problem = _check_run_problem(body)
+        if problem:
+            return Reply(422, {"message": "Validation Failed", "errors": [problem]})
+        run = {
+            "id": next(self._ids),
+            "head_sha": body["head_sha"],
+            "name": body["name"],
+            "status": body.get("status", "queued"),
+            "conclusion": body.get("conclusion"),
+            "output": body.get("output") or {},
+        }
+        run["html_url"] = f"{self.html}/runs/{run['id']}"
+        run["url"] = f"{self.repo_api}/check-runs/{run['id']}"
+        self.check_runs.append(run)
+        return Reply(201, run)
 
     # -- workflows, runs and artifacts -----------------------------------------------
 
@@ -642,3 +675,46 @@ class FakeGitHub(FakeServer):
         }
         deployment["statuses"].append(status)
         return Reply(201, status)
+
+
+CONCLUSIONS = {
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+}
+ANNOTATION_FIELDS = ("path", "start_line", "end_line", "annotation_level", "message")
+
+
+def _check_run_problem(body: dict[str, Any]) -> str | None:
+    """What the checks API would refuse in a create-check-run body, or None."""
+    if not isinstance(body.get("name"), str) or not body["name"]:
+        return "name is missing"
+    sha = body.get("head_sha")
+    if not (isinstance(sha, str) and len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)):
+        return "head_sha is not a commit SHA"
+    if body.get("status") == "completed" and body.get("conclusion") not in CONCLUSIONS:
+        return "a completed check run needs a conclusion"
+    output = body.get("output")
+    if output is None:
+        return None
+    if not (isinstance(output.get("title"), str) and isinstance(output.get("summary"), str)):
+        return "output needs title and summary"
+    if len(output["summary"]) > 65535:
+        return "output.summary is too long (maximum is 65535 characters)"
+    annotations = output.get("annotations") or []
+    if len(annotations) > 50:
+        return "at most 50 annotations per request"
+    for note in annotations:
+        missing = [f for f in ANNOTATION_FIELDS if f not in note]
+        if missing:
+            return f"annotation lacks {', '.join(missing)}"
+        if note["annotation_level"] not in ("notice", "warning", "failure"):
+            return "annotation_level must be notice, warning or failure"
+        if not isinstance(note["start_line"], int) or note["start_line"] < 1:
+            return "start_line must be a positive integer"
+    return None

@@ -119,7 +119,8 @@ def test_github_jobs_have_least_privilege(example: str) -> None:
         perms = job["permissions"]
         writes = {k for k, v in perms.items() if v == "write"}
         if job_id.endswith("-report"):
-            assert writes == {"pull-requests"}
+            # checks: write creates the check run that annotates failed gates
+            assert writes == {"pull-requests", "checks"}
         elif "-deploy-" in job_id:
             # id-token: write signs the model keyless with the job's OIDC identity
             assert writes == {"contents", "deployments", "id-token"}

@@ -23,7 +23,11 @@ from tests.helpers import publishable_files, report_images
 
 PR = 5
 BOT = "github-actions[bot]"
-METRICS = {"model": "breast-cancer", "metrics": {"accuracy": 0.951, "f1": 0.96}}
+METRICS = {
+    "model": "breast-cancer",
+    "metrics": {"accuracy": 0.951, "f1": 0.96},
+    "importance": {"metric": "f1", "ranking": ["worst_radius", "mean_texture"]},
+}
 
 
 def _platform(spec: Spec) -> GitHubPlatform:
@@ -258,6 +262,7 @@ def test_baseline_comes_from_the_newest_successful_default_branch_run(
 
     assert baseline is not None
     assert baseline.metrics == {"accuracy": 0.951, "f1": 0.96}
+    assert baseline.importance == ("worst_radius", "mean_texture")
     assert f"run #{newest['run_number']}" in baseline.source and "main" in baseline.source
     (listing,) = github_api.calls("repo_artifacts")
     assert listing.query == {"name": "breast-cancer-evaluate", "per_page": "100"}
@@ -590,3 +595,128 @@ def test_the_token_never_reaches_output_logs_or_tracebacks(
     assert everything.count("403 Forbidden") >= 4
     assert "(oauth token removed)" in caplog.text  # PyGithub's request log was captured
     assert github_api.workflow_token not in everything
+
+
+# -- the check run -------------------------------------------------------------------
+
+HEAD = "cd34" * 10
+
+
+def _gates(spec: Spec) -> dict[str, object]:
+    """A verdict with one failed and one warned check, as evaluate writes it."""
+    return {
+        "model": spec.models[0].name,
+        "passed": False,
+        "checks": [
+            {"metric": "accuracy", "rule": "min", "passed": True, "message": "accuracy ok"},
+            {
+                "metric": "roc_auc",
+                "rule": "max_drop",
+                "passed": False,
+                "message": "roc_auc got worse by 0.02 from baseline 0.99 to 0.97 (max_drop 0.01)",
+            },
+            {
+                "metric": "f1",
+                "rule": "min",
+                "passed": True,
+                "warned": True,
+                "message": "f1 0.9 is below min 0.93 [warn only]",
+            },
+        ],
+    }
+
+
+def _line_of(spec: Spec, text: str) -> int:
+    lines = spec.path.read_text("utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip().startswith(text))
+
+
+def _on_head(github_env: dict[str, str]) -> None:
+    event = Path(github_env["GITHUB_EVENT_PATH"])
+    data = json.loads(event.read_text())
+    data["pull_request"]["head"] = {"sha": HEAD, "repo": {"full_name": "octo/models"}}
+    event.write_text(json.dumps(data))
+
+
+def test_the_report_creates_a_check_run_annotating_each_failed_gate(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    from ci_mlops.steps import report
+
+    _on_head(github_env)
+    model = spec.models[0]
+    (spec.workdir(model) / "gates.json").write_text(json.dumps(_gates(spec)))
+    report.run(spec, model, post=True)
+
+    (run,) = github_api.check_runs
+    assert (run["name"], run["head_sha"]) == ("ci-mlops breast-cancer", HEAD)
+    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    output = run["output"]
+    assert output["title"] == "1 of 3 quality gate checks failed"
+    assert output["summary"].startswith(marker(model).split(" model=")[0])
+    failure, warning = output["annotations"]
+    assert failure["path"] == warning["path"] == "mlops.yaml"
+    assert failure["annotation_level"] == "failure" and warning["annotation_level"] == "warning"
+    assert failure["start_line"] == failure["end_line"] == _line_of(spec, "roc_auc:")
+    assert warning["start_line"] == _line_of(spec, "f1:")
+    assert failure["title"] == "roc_auc max_drop" and "got worse by 0.02" in failure["message"]
+
+
+def test_a_passing_verdict_is_a_successful_check_without_annotations(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    from ci_mlops.steps.report import check_report
+
+    gates = {"passed": True, "checks": [{"metric": "accuracy", "rule": "min", "passed": True}]}
+    check = check_report(spec, spec.models[0], gates, "all good\n")
+    where = _platform(spec).publish_check(spec.models[0], check)
+    (run,) = github_api.check_runs
+    assert run["conclusion"] == "success" and run["output"]["annotations"] == []
+    assert run["head_sha"] == github_env["GITHUB_SHA"]  # no head in the event: GITHUB_SHA
+    assert where == run["html_url"]
+
+
+def test_a_token_without_checks_write_only_warns(
+    spec: Spec,
+    github_api: FakeGitHub,
+    github_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ci_mlops.steps.report import check_report
+
+    github_api.checks_writable = False
+    check = check_report(spec, spec.models[0], _gates(spec), "report\n")
+    assert _platform(spec).publish_check(spec.models[0], check) is None
+    assert github_api.check_runs == []
+    err = capsys.readouterr().err
+    assert "checks: write" in err and "the verdict is in the comment" in err
+    assert github_env["GITHUB_TOKEN"] not in err
+
+
+def test_annotations_name_the_spec_in_the_repository_not_its_snapshot(
+    spec: Spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ci_mlops.spec.check import load_spec
+    from ci_mlops.steps.records import SPEC_ORIGIN, snapshot_spec
+    from ci_mlops.steps.report import check_report
+
+    model = spec.models[0]
+    repo = spec.root.parent
+    (repo / "ml").mkdir()
+    moved = repo / "ml" / "mlops.yaml"
+    moved.write_bytes(spec.path.read_bytes())
+    monkeypatch.chdir(repo)  # jobs run at the repository root
+    monkeypatch.setenv("MLOPS_WORKDIR", str(repo / ".ci-mlops"))
+    original = load_spec(moved, check_files=False)
+    snapshot = snapshot_spec(original, model)
+    copy = load_spec(snapshot, check_files=False)  # what the report job reads
+    check = check_report(copy, copy.models[0], _gates(spec), "report\n")
+    assert check.spec_file == "ml/mlops.yaml"
+    assert [a.line for a in check.annotations] == [
+        _line_of(spec, "roc_auc:"),
+        _line_of(spec, "f1:"),
+    ]
+    # The record is an artifact a merge request can write: only a plain relative path.
+    (snapshot.parent / SPEC_ORIGIN).write_text(json.dumps({"path": "../../etc/passwd"}))
+    assert check_report(copy, copy.models[0], _gates(spec), "r\n").spec_file == "mlops.yaml"

@@ -233,7 +233,11 @@ def test_retries_are_bounded_by_mlops_api_retries(
 
 
 def _store_baseline(api: FakeGitLab, ref: str = "main") -> None:
-    metrics = {"model": "breast-cancer", "metrics": {"accuracy": 0.951, "roc_auc": 0.99}}
+    metrics = {
+        "model": "breast-cancer",
+        "metrics": {"accuracy": 0.951, "roc_auc": 0.99},
+        "importance": {"metric": "accuracy", "ranking": ["worst_radius", "mean_texture"]},
+    }
     api.artifacts[(ref, JOB)] = {ARTIFACT: json.dumps(metrics).encode()}
 
 
@@ -246,6 +250,7 @@ def test_baseline_comes_from_the_default_branch_evaluate_job(
 
     assert baseline is not None
     assert baseline.metrics == {"accuracy": 0.951, "roc_auc": 0.99}
+    assert baseline.importance == ("worst_radius", "mean_texture")
     assert "main" in baseline.source and JOB in baseline.source
     (call,) = gitlab_api.calls("artifact_raw")
     assert call.query["job"] == JOB

@@ -211,6 +211,32 @@ def test_baseline_is_the_live_version_else_the_latest(
     assert live.source == "local registry breast-cancer 1.0.0+1 (live in staging)"
 
 
+def test_metric_history_lists_the_published_versions_oldest_first(
+    registry: LocalRegistry, model: Model, spec: Spec, tmp_path: Path
+) -> None:
+    assert registry.metric_history(model) == []
+    for i, accuracy in enumerate((0.91, 0.93, 0.95)):
+        registry.publish(model, "1.0.0", artifacts(tmp_path / f"b{i}", accuracy, tag=f"t{i}"))
+    history = registry.metric_history(model, limit=2)
+    assert [v for v, _ in history] == ["1.0.0+2", "1.0.0+3"]
+    assert [m["accuracy"] for _, m in history] == [0.93, 0.95]
+    # A version whose metrics.json cannot be read is left out, not fatal.
+    (registry_dir(spec) / "versions" / "1.0.0+3" / "metrics.json").write_text("{")
+    assert [v for v, _ in registry.metric_history(model)] == ["1.0.0+1", "1.0.0+2"]
+
+
+def test_importance_ranking_travels_with_the_baseline(
+    registry: LocalRegistry, model: Model, tmp_path: Path
+) -> None:
+    files = artifacts(tmp_path / "a")
+    data = json.loads(files["metrics.json"].read_text())
+    data["importance"] = {"metric": "accuracy", "ranking": ["worst_radius", "mean_texture"]}
+    files["metrics.json"].write_text(json.dumps(data))
+    registry.publish(model, "1.0.0", files)
+    baseline = registry.baseline(model)
+    assert baseline is not None and baseline.importance == ("worst_radius", "mean_texture")
+
+
 def test_no_report_to_post_and_no_pipeline_to_trigger(model: Model, spec: Spec) -> None:
     platform = LocalPlatform(spec)
     before = sorted(p.name for p in spec.root.iterdir())

@@ -27,6 +27,8 @@ from tests.helpers import EXAMPLE_NAMES, EXAMPLES, REPO
 MODEL = "#/properties/models/items/properties"
 DRIFT = f"{MODEL}/retrain/properties/drift/properties"
 IMAGE = f"{MODEL}/deploy/properties/image/properties"
+EVALUATE = f"{MODEL}/evaluate/properties"
+IMPORTANCE = f"{EVALUATE}/importance/properties"
 
 
 def walk(node: Any, pointer: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -95,6 +97,8 @@ MINIMAL: dict[str, Any] = {
             "metrics": {"accuracy": {}},
             "deploy": {"environments": [{"name": "staging"}], "image": {}},
             "retrain": {"drift": {"reference": "t.csv", "current": "c.csv"}},
+            # Importance is off unless present: present and empty shows its defaults.
+            "evaluate": {"importance": {}},
         }
     ],
 }
@@ -128,6 +132,16 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     f"{IMAGE}/port": lambda s: _image(s).port,
     f"{IMAGE}/replicas": lambda s: _image(s).replicas,
     f"{MODEL}/serve/properties/max_latency_ms": lambda s: _m(s).serve.max_latency_ms,
+    f"{MODEL}/metrics/additionalProperties/properties/mode": lambda s: _m(s).gates[0].mode,
+    f"{EVALUATE}/bootstrap/properties/samples": lambda s: _m(s).evaluation.bootstrap.samples,
+    f"{EVALUATE}/bootstrap/properties/level": lambda s: _m(s).evaluation.bootstrap.level,
+    f"{EVALUATE}/bootstrap/properties/seed": lambda s: _m(s).evaluation.bootstrap.seed,
+    f"{EVALUATE}/min_slice_rows": lambda s: _m(s).evaluation.min_slice_rows,
+    f"{IMPORTANCE}/repeats": lambda s: _importance(s).repeats,
+    f"{IMPORTANCE}/budget_seconds": lambda s: _importance(s).budget_seconds,
+    f"{IMPORTANCE}/top_k": lambda s: _importance(s).top_k,
+    f"{IMPORTANCE}/stable_top_feature": lambda s: _importance(s).stable_top_feature,
+    f"{IMPORTANCE}/mode": lambda s: _importance(s).mode,
     f"{DRIFT}/psi_threshold": lambda s: _drift(s).psi_threshold,
     f"{DRIFT}/ks_pvalue": lambda s: _drift(s).ks_pvalue,
     f"{DRIFT}/chi2_pvalue": lambda s: _drift(s).chi2_pvalue,
@@ -149,6 +163,11 @@ def _train(spec: Spec) -> Any:
 def _image(spec: Spec) -> Any:
     assert spec.models[0].deploy.image is not None
     return spec.models[0].deploy.image
+
+
+def _importance(spec: Spec) -> Any:
+    assert spec.models[0].evaluation.importance is not None
+    return spec.models[0].evaluation.importance
 
 
 def _drift(spec: Spec) -> Any:

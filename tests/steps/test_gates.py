@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Gate
-from ci_mlops.steps.gates import Check, apply_gates
+from ci_mlops.steps.gates import Check, Evidence, apply_gates, importance_checks
 
 
 def one(gate: Gate, value: float, baseline: float | None = None, policy: str = "pass") -> Check:
@@ -220,6 +220,8 @@ def test_to_dict_has_the_gates_json_fields() -> None:
                 "change": None,
                 "passed": True,
                 "message": "accuracy 0.95 is at or above min 0.9",
+                "p_value": None,
+                "warned": False,
             }
         ],
     }
@@ -272,3 +274,138 @@ def test_verdict_is_the_conjunction_of_one_check_per_rule(
     assert len(verdict.checks) == sum(x is not None for x in (low, high, drop, relative))
     assert verdict.passed == all(c.passed for c in verdict.checks)
     assert verdict.failed == [c for c in verdict.checks if not c.passed]
+
+
+# --- significance, warn mode, slices, importance ---------------------------------------
+
+
+def paired_accuracy_changes(mine: list[int], theirs: list[int], samples: int = 400) -> list[float]:
+    """Paired bootstrap changes of accuracy from per-row correctness (1 right, 0 wrong),
+    through the same resampler evaluate uses."""
+    import numpy as np
+
+    from ci_mlops.steps.resample import bootstrap
+
+    a, b = np.asarray(mine), np.asarray(theirs)
+    resampled = bootstrap(
+        lambda rows: {"accuracy": float(a[rows].mean())},
+        len(a),
+        samples,
+        0.95,
+        seed=1,
+        baseline_score=lambda rows: {"accuracy": float(b[rows].mean())},
+    )
+    assert resampled.paired
+    return resampled.changes["accuracy"]
+
+
+def correctness(n: int, wrong: set[int]) -> list[int]:
+    return [0 if i in wrong else 1 for i in range(n)]
+
+
+def judge(gate: Gate, mine: list[int], theirs: list[int]) -> Check:
+    value, before = sum(mine) / len(mine), sum(theirs) / len(theirs)
+    evidence = Evidence(changes={"accuracy": paired_accuracy_changes(mine, theirs)}, paired=True)
+    verdict = apply_gates(
+        (gate,), {"accuracy": value}, {"accuracy": before}, "pass", None, evidence
+    )
+    return verdict.checks[0]
+
+
+BASE_WRONG = set(range(0, 300, 10))  # 30 of 300 rows wrong: accuracy 0.9
+
+
+def test_a_random_wobble_between_equal_models_is_not_significant() -> None:
+    # Two rows the baseline got right are now wrong, one it got wrong is now right:
+    # accuracy 0.9 -> 0.8967, the kind of difference a retrain with another seed makes.
+    theirs = correctness(300, BASE_WRONG)
+    mine = correctness(300, (BASE_WRONG - {0}) | {1, 2})
+    strict = judge(Gate("accuracy", max_drop=0.0), mine, theirs)
+    assert not strict.passed  # by point estimates the wobble fails
+    noisy = judge(Gate("accuracy", max_drop=0.0, significance=0.05), mine, theirs)
+    assert noisy.passed, noisy.message
+    assert noisy.p_value is not None and noisy.p_value > 0.05
+    assert "not significant (paired bootstrap p=" in noisy.message
+
+
+def test_a_real_drop_is_significant() -> None:
+    # 24 more wrong rows and none fixed: accuracy 0.9 -> 0.82.
+    theirs = correctness(300, BASE_WRONG)
+    mine = correctness(300, BASE_WRONG | set(range(1, 241, 10)))
+    check = judge(Gate("accuracy", max_drop=0.0, significance=0.05), mine, theirs)
+    assert not check.passed
+    assert check.p_value is not None and check.p_value < 0.01
+    assert "significant (paired bootstrap p=" in check.message
+
+
+def test_significance_applies_to_relative_drops_and_lower_is_better_metrics() -> None:
+    gate = Gate("rmse", max_relative_drop=0.1, significance=0.05)
+    # rmse 10 -> 12 (+20%) but the resamples straddle no change: not significant.
+    wobble = Evidence(changes={"rmse": [-1.0, 0.5, 2.0, 3.0, -0.5] * 20})
+    verdict = apply_gates((gate,), {"rmse": 12.0}, {"rmse": 10.0}, "pass", None, wobble)
+    assert verdict.passed, verdict.checks[0].message
+    # Every resample is at least +15%: significant.
+    drop = Evidence(changes={"rmse": [1.5, 2.0, 2.5, 3.0] * 25})
+    verdict = apply_gates((gate,), {"rmse": 12.0}, {"rmse": 10.0}, "pass", None, drop)
+    assert not verdict.passed
+    assert verdict.checks[0].p_value == pytest.approx(1 / 101)
+
+
+def test_without_resamples_the_point_estimate_decides() -> None:
+    gate = Gate("accuracy", max_drop=0.0, significance=0.05)
+    verdict = apply_gates((gate,), {"accuracy": 0.89}, {"accuracy": 0.9}, "pass")
+    assert not verdict.passed and verdict.checks[0].p_value is None
+
+
+def test_warn_mode_reports_without_failing() -> None:
+    gate = Gate("accuracy", min=0.95, max_drop=0.01, mode="warn")
+    verdict = apply_gates((gate,), {"accuracy": 0.9}, {"accuracy": 0.96}, "pass")
+    assert verdict.passed
+    assert [c.rule for c in verdict.warnings] == ["min", "max_drop"]
+    assert all(c.passed and c.warned and c.message.endswith("[warn only]") for c in verdict.checks)
+    assert verdict.failed == []
+
+
+def test_a_model_worse_on_one_slice_fails_the_worst_slice_gate() -> None:
+    gate = Gate("accuracy", min=0.85, worst_slice=0.8, max_slice_gap=0.1)
+    slices = {"accuracy": {"region=eu": 0.6, "region=us": 0.97, "region=apac": 0.95}}
+    verdict = apply_gates((gate,), {"accuracy": 0.9}, None, "pass", None, Evidence(slices=slices))
+    by_rule = {c.rule: c for c in verdict.checks}
+    assert by_rule["min"].passed
+    assert not by_rule["worst_slice"].passed
+    assert by_rule["worst_slice"].value == 0.6
+    assert "worst slice region=eu is 0.6" in by_rule["worst_slice"].message
+    assert not by_rule["max_slice_gap"].passed
+    assert by_rule["max_slice_gap"].value == pytest.approx(0.37)
+
+
+def test_worst_slice_follows_the_metric_direction() -> None:
+    gate = Gate("rmse", worst_slice=50.0)
+    ok = Evidence(slices={"rmse": {"plan=a": 40.0, "plan=b": 50.0}})
+    bad = Evidence(slices={"rmse": {"plan=a": 40.0, "plan=b": 55.0}})
+    assert apply_gates((gate,), {"rmse": 45.0}, None, "pass", None, ok).passed
+    verdict = apply_gates((gate,), {"rmse": 45.0}, None, "pass", None, bad)
+    assert not verdict.passed and "plan=b" in verdict.checks[0].message
+
+
+def test_slice_rules_with_no_judged_slice_pass_and_say_so() -> None:
+    verdict = apply_gates((Gate("f1", worst_slice=0.9),), {"f1": 0.95}, None, "pass")
+    assert verdict.passed
+    assert verdict.checks[0].message == "f1: no slice large enough to judge; slice rules pass"
+
+
+def test_importance_rank_shift_and_top_feature() -> None:
+    baseline = ["a", "b", "c", "d", "e"]
+    moved = ["b", "c", "d", "a", "e"]
+    checks = importance_checks(moved, baseline, 3, 2, True)
+    by_rule = {c.rule: c for c in checks}
+    assert not by_rule["max_rank_shift"].passed
+    assert by_rule["max_rank_shift"].value == 3  # a: rank 1 -> 4
+    assert "feature a moved 3 ranks" in by_rule["max_rank_shift"].message
+    assert not by_rule["stable_top_feature"].passed
+    assert "is now b, not a" in by_rule["stable_top_feature"].message
+    same = importance_checks(["a", "c", "b", "d"], baseline, 3, 1, True)
+    assert all(c.passed for c in same)
+    warned = importance_checks(moved, baseline, 3, 2, True, mode="warn")
+    assert all(c.passed and c.warned for c in warned)
+    assert all(c.passed for c in importance_checks(moved, None, 3, 0, True))

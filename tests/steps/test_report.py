@@ -4,6 +4,7 @@ limit, and never crashing on missing or broken inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,13 +40,14 @@ def reported(evaluated: Path) -> tuple[Path, Result]:
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
-    """The metrics table: metric -> [baseline, this run, change, gate]."""
+    """The metrics table: metric -> [baseline, this run, change, gate] (the interval
+    column is left out; :func:`intervals` reads it)."""
     section = markdown.split("### Metrics", 1)[1].split("###", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 5 and cells[0] != "metric":
-            rows[cells[0]] = cells[1:]
+        if line.startswith("| ") and len(cells) == 6 and cells[0] != "metric":
+            rows[cells[0]] = [*cells[1:3], *cells[4:]]
     return rows
 
 
@@ -405,6 +407,35 @@ def hostile(folder: Path) -> None:
     metrics["baseline"] = {"source": attack, "metrics": {"accuracy": 0.9, attack: 0.5}}
     metrics["metrics"][attack] = 0.5
     metrics["n_samples"] = attack
+    slices = {
+        "slices": [
+            {
+                "column": attack,
+                "slice": attack,
+                "rows": 50,
+                "gated": True,
+                "metrics": {"accuracy": 0.9},
+            },
+            {
+                "column": "c",
+                "slice": attack,
+                "rows": 50,
+                "gated": True,
+                "metrics": {"accuracy": 0.8},
+            },
+        ]
+    }
+    importance = {
+        "metric": attack,
+        "top_k": 2,
+        "features": [{"name": attack, "mean": 0.2, "std": 0.01}, {"name": "x", "mean": 0.1}],
+        "comparison": {"baseline": True, "ranks": {}, "entered": [attack], "left": [attack]},
+        "not_measured": [],
+    }
+    for name, record in (("slices.json", slices), ("importance.json", importance)):
+        write(workdir(folder) / name, record)
+        digest = hashlib.sha256((workdir(folder) / name).read_bytes()).hexdigest()
+        metrics.setdefault("records", {})[name] = digest
     write(workdir(folder) / "metrics.json", metrics)
     gates = read_json(workdir(folder) / "gates.json")
     gates["checks"][0].update(passed=False, message=attack, rule=attack)
@@ -448,7 +479,12 @@ def test_text_from_data_is_inert_in_the_report(evaluated: Path, tmp_path: Path) 
     images = re.findall(r"<img [^>]*>", html)
     assert images and all('src="plots/' in tag for tag in images), images  # ...never fetched
     assert "<a " not in html and "javascript:" not in re.findall(r'href="[^"]*"', html).__str__()
-    assert "<pre>" not in html  # no code block opened by a fence in the data
+    # No code block opened by a fence in the data: the only ones are the Mermaid charts,
+    # whose labels keep a safe alphabet.
+    blocks = re.findall(r"<pre><code[^>]*>(.*?)</code></pre>", html, flags=re.S)
+    assert len(blocks) == html.count("<pre>") >= 3
+    assert html.count('<pre><code class="language-mermaid">') == len(blocks)
+    assert all(re.fullmatch(r'[A-Za-z0-9 _.,:=+\-()/\[\]"\n~&;]*', b) for b in blocks), blocks
     assert "<em>" not in html and "<strong>" not in html
     visible = outside_code(html)
     assert "@all" not in visible  # @ is followed by a zero-width space outside code
@@ -463,3 +499,68 @@ def test_code_spans_hold_backticks_and_pipes() -> None:
     assert html_of(code("`edge`", table=False)) == "<p><code>`edge`</code></p>\n"
     cell = html_of(f"| h |\n|---|\n| {code('x|y')} |")
     assert "<td><code>x|y</code></td>" in cell
+
+
+# --- insight: intervals, warnings, folded sections --------------------------------------
+
+
+def record(folder: Path, name: str, data: Any) -> None:
+    """Write a record and enter its sha256 in metrics.json, as evaluate does."""
+    wd = workdir(folder)
+    write(wd / name, data)
+    metrics = read_json(wd / "metrics.json")
+    metrics.setdefault("records", {})[name] = hashlib.sha256((wd / name).read_bytes()).hexdigest()
+    write(wd / "metrics.json", metrics)
+
+
+def test_intervals_p_values_and_warnings_are_shown(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    metrics = read_json(workdir(folder) / "metrics.json")
+    low, high = metrics["intervals"]["metrics"]["accuracy"]
+    gates = read_json(workdir(folder) / "gates.json")
+    first = gates["checks"][0]
+    first.update(warned=True, message="accuracy 0.95 is below min 0.99 [warn only]", p_value=0.3)
+    write(workdir(folder) / "gates.json", gates)
+    markdown = render(folder)
+    row = next(line for line in markdown.splitlines() if line.startswith("| accuracy |"))
+    assert f"| {low:.4g} to {high:.4g} |" in row
+    assert "| 95% interval |" in markdown
+    assert row.endswith("⚠️ min 0.93 (p=0.3) (warn) |")
+    assert "⚠️ quality gates: all 7 checks passed (1 warning, mode warn)" in markdown
+    assert "- ⚠️ accuracy 0.95 is below min 0.99 \\[warn only\\]" in markdown
+    assert "<sub>Intervals: 200 bootstrap resamples of this run's eval rows.</sub>" in markdown
+
+
+def test_a_record_changed_after_evaluate_is_not_shown(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    slices = {"slices": [{"column": "c", "slice": "a", "rows": 50, "gated": True, "metrics": {}}]}
+    record(folder, "slices.json", slices)
+    assert "<b>Slices</b> (1)" in render(folder)
+    write(workdir(folder) / "slices.json", {"slices": []})  # edited behind evaluate's back
+    markdown = render(folder)
+    assert "<b>Slices</b>" not in markdown
+    assert "slices.json changed after evaluate" in markdown
+
+
+def test_a_huge_folded_section_is_cut_and_still_closed(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    many = [
+        {
+            "column": "zip",
+            "slice": f"{i:05d}",
+            "rows": 20,
+            "gated": True,
+            "metrics": {"accuracy": 0.9},
+        }
+        for i in range(4000)
+    ]
+    record(folder, "slices.json", {"slices": many})
+    markdown = render(folder)
+    assert len(markdown) <= report.LIMIT
+    assert "slices trimmed to fit the comment size limit" in markdown
+    assert markdown.count("```") % 2 == 0
+    assert markdown.count("<details>") == markdown.count("</details>")
+    assert "4000 slices: too many bars to chart; see the table." in markdown
+    # What follows the cut section is still there and outside any fold.
+    html = html_of(markdown)
+    assert "<h3>Data tests</h3>" in html and "<h3>Plots</h3>" in html
