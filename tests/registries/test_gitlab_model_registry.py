@@ -204,3 +204,76 @@ def test_the_mlflow_api_refuses_the_job_token_and_the_error_says_which_token(
     message = str(caught.value)
     assert "401" in message and "CI_JOB_TOKEN is refused" in message
     assert env["CI_JOB_TOKEN"] not in message
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The breast-cancer example trained, evaluated and exported, once per module."""
+    from tests.steps.trained import invoke, trained_example
+
+    folder = trained_example("breast-cancer", tmp_path_factory.mktemp("ready"))
+    for step in ("evaluate", "export"):
+        assert invoke(folder, step).code == 0
+    return folder
+
+
+@pytest.mark.slow
+def test_deploy_promote_and_roll_back_through_the_cli_in_gitlab_jobs(
+    ready: Path,
+    tmp_path: Path,
+    gitlab_api: FakeGitLab,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ci-mlops deploy with deploy.target gitlab-model-registry in default-branch
+    pipelines 17 and 18: staging, production, a second staging deploy and its rollback,
+    signed and verified, each version in GitLab's registry under its semver."""
+    import yaml
+
+    from tests.helpers import make_key_pair
+    from tests.steps.trained import clone, invoke
+
+    folder = clone(ready, tmp_path)
+    data = yaml.safe_load((folder / "mlops.yaml").read_text())
+    data["models"][0]["deploy"] = {"target": "gitlab-model-registry"}
+    (folder / "mlops.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    private, public = make_key_pair(tmp_path / "keys")
+    monkeypatch.setenv("MLOPS_SIGNING_KEY", str(private))
+    monkeypatch.setenv("MLOPS_SIGNING_PUBLIC_KEY", str(public))
+    monkeypatch.setenv("MLOPS_WORKDIR", str(folder / ".ci-mlops"))
+
+    def record(environment: str) -> dict[str, object]:
+        raw = gitlab_api.package_file(
+            "breast-cancer-model-registry-environments", "0.0.0", f"{environment}.json"
+        )
+        return dict(json.loads(raw or b"{}"))
+
+    staged = invoke(folder, "deploy")
+    assert staged.code == 0, staged.output
+    assert "deployed breast-cancer 1.0.0-pipeline.17 to staging" in staged.output
+    promoted = invoke(folder, "deploy", "-e", "production")
+    assert promoted.code == 0, promoted.output
+    assert record("production")["version"] == "1.0.0-pipeline.17"
+
+    monkeypatch.setenv("CI_PIPELINE_IID", "18")
+    again = invoke(folder, "deploy")
+    assert again.code == 0, again.output
+    assert record("staging")["version"] == "1.0.0-pipeline.18"
+    back = invoke(folder, "deploy", "--rollback")
+    assert back.code == 0, back.output
+    assert record("staging")["version"] == "1.0.0-pipeline.17"
+    verified = invoke(folder, "verify")
+    assert verified.code == 0, verified.output
+    assert verified.output.count("verified breast-cancer 1.0.0-pipeline.17") == 2
+
+    version = gitlab_api.ml_version("breast-cancer", "1.0.0-pipeline.17")
+    assert version is not None
+    manifest = json.loads(gitlab_api.ml_files[(version["id"], "manifest.json")])
+    assert {"model.joblib", "model.onnx", "metrics.json", "gates.json", "model.sig"} <= set(
+        manifest["files"]
+    )
+    for name, entry in manifest["files"].items():
+        assert (
+            hashlib.sha256(gitlab_api.ml_files[(version["id"], name)]).hexdigest()
+            == entry["sha256"]
+        )
