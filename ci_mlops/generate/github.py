@@ -356,13 +356,17 @@ def _validate_job(plan: Plan, mode: str) -> Job:
 
 
 REUSABLE_FILE = ".github/workflows/mlops.yml"
-CALLER_PERMISSIONS = {
-    "actions": "write",
-    "contents": "write",
-    "deployments": "write",
-    "id-token": "write",
-    "pull-requests": "write",
-}
+
+
+def caller_permissions(plan: Plan) -> dict[str, str]:
+    """What a caller grants the reusable workflow: the most each permission any of its
+    jobs holds (a reusable workflow's jobs get no more than their caller's job)."""
+    most: dict[str, str] = {}
+    for kind in plan.kinds.values():
+        for scope, level in kind.github_permissions:
+            if most.get(scope) != "write":
+                most[scope] = level
+    return dict(sorted(most.items()))
 
 
 def reusable_values(spec: Spec) -> Values:
@@ -463,7 +467,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
     for mp in plan.models:
         jobs[mp.model.name] = {
             "uses": f"{tpl.github}/{REUSABLE_FILE}@{tpl.github_sha}",
-            "permissions": dict(CALLER_PERMISSIONS),
+            "permissions": caller_permissions(plan),
             "with": {
                 "model": mp.model.name,
                 "spec": plan.spec_file,
