@@ -42,6 +42,7 @@ from ci_mlops.generate.yamlout import dump
 from ci_mlops.spec.model import Spec
 
 GITHUB_PLAN = "plan"
+CALLS = "models"  # the include-mode job that calls the reusable workflow per model
 GITLAB_PLAN = "ci-mlops:plan"
 GITLAB_TRIGGER = "ci-mlops:models"
 PARENT_STAGES = ("validate", "plan", "models")
@@ -161,14 +162,46 @@ def github_inline(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
     return doc
 
 
+def github_caller(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
+    """Include mode of the matrix layout: one call of the reusable workflow per model
+    the plan job lists, as a matrix; the reusable workflow decides the jobs as always."""
+    doc = github.render_caller(spec, plan, workflow_file)
+    for event in ("push", "pull_request"):
+        doc["on"][event]["paths"] = minimal_paths(set(doc["on"][event]["paths"]))
+    names = {mp.model.name for mp in plan.models}
+    call = doc["jobs"][plan.models[0].model.name]
+    jobs = {k: v for k, v in doc["jobs"].items() if k not in names}
+    jobs[GITHUB_PLAN] = github_plan_job(spec, plan, [CALLS])
+    call["with"] |= {
+        "model": MATRIX_MODEL,
+        "schedule": "${{ matrix.schedule }}",
+        **{s.name: f"${{{{ matrix.{s.name} }}}}" for s in plan.switches},
+    }
+    jobs[CALLS] = {
+        "needs": [GITHUB_PLAN],
+        "if": f"needs.{GITHUB_PLAN}.outputs.{CALLS} != '[]'",
+        "strategy": {
+            "fail-fast": False,
+            "matrix": {"include": f"${{{{ fromJSON(needs.{GITHUB_PLAN}.outputs.{CALLS}) }}}}"},
+        },
+        **call,
+    }
+    doc["jobs"] = jobs
+    return doc
+
+
 def github_outputs(plan: Plan, chosen: Mapping[str, list[Job]]) -> dict[str, str]:
     """Each matrix job's models as the JSON its ``matrix.include`` reads: the model's
-    name and its switches (whether it exports to ONNX, checks drift)."""
+    name and its switches (whether it exports to ONNX, checks drift); ``models`` lists
+    every chosen model with its schedule, for the calls of the reusable workflow."""
     by_name = {mp.model.name: mp for mp in plan.models}
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in slots(plan)}
+    out[CALLS] = []
     for name, jobs in chosen.items():
+        mp = by_name[name]
         for job in jobs:
-            out[job_suffix(job.key)].append({"model": name, **by_name[name].switches})
+            out[job_suffix(job.key)].append({"model": name, **mp.switches})
+        out[CALLS].append({"model": name, "schedule": mp.schedule or "", **mp.switches})
     return {s: json.dumps(rows, separators=(",", ":")) for s, rows in out.items()}
 
 

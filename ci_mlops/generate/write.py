@@ -55,6 +55,8 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
                 if wide
                 else github.render_inline(spec, plan)
             )
+        elif wide:
+            doc = matrix.github_caller(spec, plan, GITHUB_FILE)
         else:
             doc = github.render_caller(spec, plan)
         text = github.annotate(dump(doc), spec)

@@ -6,6 +6,8 @@ pipeline file: every model; a schedule: every drift check; docs: none)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from tests.linters import (
     zizmor_findings,
 )
 
+ACT = Path(sys.executable).with_name("act")
 COUNT = 200
 CHANGE_JOBS = ("data-test", "train", "evaluate", "export")
 MR_JOBS = (*CHANGE_JOBS, "report")
@@ -75,9 +78,14 @@ def test_two_hundred_models_pass_schemas_zizmor_and_actionlint(
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text, "utf-8")
     workflow = tmp_path / GITHUB_FILE
-    assert github_workflow_errors(workflow) == []
-    assert zizmor_findings([workflow]) == []
-    assert actionlint_findings([workflow]) == []
+    caller = tmp_path / "include" / GITHUB_FILE
+    caller.parent.mkdir(parents=True)
+    caller.write_text(render_files(many, platform="github", mode="include")[GITHUB_FILE])
+    assert caller.read_text().count("\n") / COUNT <= 40
+    for path in (workflow, caller):
+        assert github_workflow_errors(path) == []
+        assert zizmor_findings([path]) == []
+        assert actionlint_findings([path]) == []
     assert gitlab_schema_errors(tmp_path / GITLAB_FILE) == []
     # The child pipeline of a change to the spec: every job of every model.
     plan = build_plan(many)
@@ -197,6 +205,8 @@ def test_github_pull_request_touching_one_model_fills_only_its_matrices(monorepo
     assert matrices == {
         **{slot: one for slot in MR_JOBS},
         **{slot: [] for slot in (*DEPLOYS, "drift")},
+        # Include mode calls the reusable workflow once per listed model.
+        "models": [{"model": "model-199", "schedule": "0 3 * * 1", **one[0]}],
     }
     # The workflow runs a matrix job only when its list is not empty.
     jobs = load((monorepo / GITHUB_FILE).read_text("utf-8"))["jobs"]
@@ -204,3 +214,18 @@ def test_github_pull_request_touching_one_model_fills_only_its_matrices(monorepo
     assert jobs["train"]["strategy"]["matrix"]["include"] == (
         "${{ fromJSON(needs.plan.outputs.train) }}"
     )
+
+
+def test_act_plans_the_same_ten_jobs_for_two_hundred_models(monorepo: Path) -> None:
+    """act reads the committed workflow as GitHub would: validate, plan and one matrix
+    job per kind, whatever the number of models."""
+    proc = subprocess.run(
+        [str(ACT), "-l", "--workflows", GITHUB_FILE],
+        cwd=monorepo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = [line.split()[1] for line in proc.stdout.splitlines()[1:] if line.strip()]
+    assert sorted(rows) == sorted(["ci-mlops-validate", "plan", *MR_JOBS, *DEPLOYS, "drift"])
