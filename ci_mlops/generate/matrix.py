@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import replace
@@ -85,10 +86,10 @@ def _stand_in(slot: str, members: list[tuple[ModelPlan, Job]]) -> Job:
 def minimal_paths(patterns: set[str]) -> list[str]:
     """``patterns`` without the files another pattern already covers (a model's data
     under its own folder), sorted: one line or two per model in the committed file."""
-    globs = [p for p in patterns if any(c in p for c in "*?[")]
-    return sorted(
-        p for p in patterns if p in globs or not any(glob_regex(g).match(p) for g in globs)
-    )
+    globs = sorted(p for p in patterns if any(c in p for c in "*?["))
+    # One alternation: matched in C, not a Python loop over every glob per path.
+    covered = re.compile("|".join(f"(?:{glob_regex(g).pattern})" for g in globs) or "(?!)")
+    return sorted(p for p in patterns if p in globs or not covered.match(p))
 
 
 # --- GitHub ------------------------------------------------------------------------------
