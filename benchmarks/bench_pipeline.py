@@ -155,8 +155,15 @@ def local_run(folder: Path) -> float:
     """Seconds of ``ci-mlops run`` in ``folder``: data test, train, evaluate, export and
     the staging deploy, the work of the pipeline's jobs."""
     start = time.perf_counter()
+    # The training command's `python` is this environment's, as in a developer's shell.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     proc = subprocess.run(
-        [*cli_command(), "run"], cwd=folder, capture_output=True, text=True, check=False
+        [*cli_command(), "run"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": path},
     )
     if proc.returncode != 0:
         raise SystemExit(f"ci-mlops run failed:\n{proc.stdout}{proc.stderr}")

@@ -99,6 +99,9 @@ def _slot_condition(job: Job, slot: str, spec: Spec) -> str:
     # A failed leg stops the next kind for every model (as a stage does); a kind with no
     # model this run (skipped) does not.
     cond = f"!failure() && !cancelled() && needs.{GITHUB_PLAN}.outputs.{slot} != '[]'"
+    if job.descriptor.trigger == "schedule":
+        # The plan decides this too; a job that may dispatch workflows says it itself.
+        return f"github.event_name == 'schedule' && {cond}"
     if job.descriptor.trigger == "default-branch":
         # The plan decides this too; a deploy also says it itself.
         branch = spec.runtime.default_branch
