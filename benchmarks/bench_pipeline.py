@@ -14,19 +14,14 @@ every dependency (see tests/e2e/harness.py), so "install" here is pip's own over
 and the build of ci-mlops, not downloads: on a fresh runner image the downloads come on
 top, once per cache key.
 
-Run: .venv/bin/python benchmarks/bench_pipeline.py [gitlab] [github] [github-jobs] [overhead]
-(``github-jobs``: where the time of a GitHub push run goes, job by job and step by step;
-``overhead``: the GitLab pipeline of a code change, per-model and matrix layout, cold and
-warm, against ``ci-mlops run`` of the same work in one session)
+Run: .venv/bin/python benchmarks/bench_pipeline.py [gitlab] [github] [github-jobs]
+(``github-jobs``: where the time of a GitHub push run goes, job by job and step by step)
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +48,6 @@ from tests.e2e.harness import (  # noqa: E402
     signing_variables,
 )
 from tests.fakes.env import GITLAB_TOKEN, start_github, start_gitlab  # noqa: E402
-from tests.helpers import cli_command, copy_example  # noqa: E402
 
 EXAMPLES = ("breast-cancer", "diabetes")
 
@@ -142,87 +136,6 @@ def main() -> None:
         github()
     if "github-jobs" in platforms:
         github_jobs()
-    if "overhead" in platforms:
-        overhead()
-
-
-# --- pipeline overhead against ci-mlops run ----------------------------------------------
-
-CHILD = ".ci-mlops/pipeline.yml"
-
-
-def local_run(folder: Path) -> float:
-    """Seconds of ``ci-mlops run`` in ``folder``: data test, train, evaluate, export and
-    the staging deploy, the work of the pipeline's jobs."""
-    start = time.perf_counter()
-    # The training command's `python` is this environment's, as in a developer's shell.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    proc = subprocess.run(
-        [*cli_command(), "run"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PATH": path},
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"ci-mlops run failed:\n{proc.stdout}{proc.stderr}")
-    return time.perf_counter() - start
-
-
-def matrix_pipeline(project: Any, job_bin: Path, ci: dict[str, str]) -> float:
-    """The matrix layout's pipeline: the plan job's work (``ci-mlops plan`` writes the
-    child pipeline), then the child pipeline. gitlab-ci-local runs no trigger jobs, so
-    the plan job runs here, timed with its install of ci-mlops (pip, as in the job)."""
-    start = time.perf_counter()
-    # What gitlab-ci-local sets for a push to the default branch.
-    env = {**os.environ, "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main", **ci}
-    python = str(job_bin / "python")
-    install = [python, "-I", "-m", "pip", "install", "-q", str(ROOT)]
-    subprocess.run(install, cwd=project.path, check=True, capture_output=True, env=env)
-    plan = [str(job_bin / "ci-mlops"), "plan", "--platform", "gitlab", "--output", CHILD]
-    subprocess.run(plan, cwd=project.path, check=True, capture_output=True, env=env)
-    planned = time.perf_counter() - start
-    child = checked(run_pipeline(project, job_bin, ci, extra_args=["--file", CHILD]))
-    return planned + child.wall_seconds
-
-
-def _matrix(spec: dict[str, Any]) -> None:
-    spec.setdefault("runtime", {})["layout"] = "matrix"
-
-
-def overhead() -> None:
-    example = "breast-cancer"
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        job_bin = make_job_python(tmp / "job-python")
-        cold_run = local_run(copy_example(example, tmp / "local"))
-        warm_run = local_run(tmp / "local" / example)
-        api = start_gitlab()
-        try:
-            ci = variables(api.origin, api.project_id, api.job_token)
-            times: dict[str, list[float]] = {}
-            project = make_project(example, tmp / "per-model")
-            project.commit("train.py", "# tuned\n", "tune the model")
-            times["per-model"] = [
-                checked(run_pipeline(project, job_bin, ci)).wall_seconds for _ in range(2)
-            ]
-            project = make_project(example, tmp / "matrix", change=_matrix)
-            project.commit("train.py", "# tuned\n", "tune the model")
-            times["matrix"] = [matrix_pipeline(project, job_bin, ci) for _ in range(2)]
-        finally:
-            api.stop()
-    print(
-        f"`ci-mlops run` ({example}): first {cold_run:.1f} s, again on unchanged inputs "
-        f"{warm_run:.1f} s; load average {os.getloadavg()[0]:.1f}"
-    )
-    print("| layout | pipeline cold | / first run | pipeline warm | / first run |")
-    print("|---|---:|---:|---:|---:|")
-    for layout, (cold, warm) in times.items():
-        print(
-            f"| {layout} | {cold:.1f} s | {cold / cold_run:.2f}x | {warm:.1f} s "
-            f"| {warm / cold_run:.2f}x |"
-        )
 
 
 def gitlab() -> None:
