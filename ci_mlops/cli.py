@@ -245,6 +245,47 @@ def generate(
     return generate_files(spec, platform=platform, mode=mode, check=check, output=output)
 
 
+@main.command("plan", context_settings=CONTEXT)
+@click.option(
+    "--platform",
+    type=click.Choice(["gitlab", "github"]),
+    required=True,
+    help="The platform whose pipeline asks.",
+)
+@click.option(
+    "--changed-file",
+    "changed",
+    multiple=True,
+    metavar="PATH",
+    help="A file the change touched (repeatable). Default: git diff from the merge base.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="GitLab: the child pipeline to write (default .ci-mlops/pipeline.yml). "
+    "GitHub: where to write the outputs (default $GITHUB_OUTPUT).",
+)
+@common
+def plan(
+    spec_path: Path, debug: bool, platform: str, changed: tuple[str, ...], output: Path | None
+) -> int:
+    """Pick the models a pipeline run concerns (the matrix layout's first job).
+
+    Reads what started the run from the CI environment (push, merge/pull request,
+    schedule, retrain request) and the files changed since the merge base, then writes
+    the GitLab child pipeline of those models' jobs, or the GitHub matrix of each job.
+
+    \b
+    Example:
+      ci-mlops plan --platform gitlab --changed-file models/churn/train.py
+    """
+    from ci_mlops.generate.matrix import run_plan
+
+    spec = _load(spec_path, check_files=False)
+    return run_plan(spec, platform=platform, output=output, changed=changed or None)
+
+
 @main.command("data-test", context_settings=CONTEXT)
 @model_option
 @common

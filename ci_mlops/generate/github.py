@@ -110,6 +110,9 @@ class Values:
     runs_on: str
     default_branch: str
     reusable: bool = False
+    # Where a job finds whether the model has a switchable kind (``inputs`` of the
+    # reusable workflow, ``matrix`` of a matrix job), or None where that is known.
+    switches: str | None = None
 
 
 def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
@@ -253,9 +256,9 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
             },
         }
         switch = needed.descriptor.template_input
-        if v.reusable and switch:
-            # With the input off the job is skipped and uploads nothing.
-            download = {"if": f"inputs.{switch.name}", **download}
+        if v.switches and switch:
+            # With the switch off the job is skipped and uploads nothing.
+            download = {"if": f"{v.switches}.{switch.name}", **download}
         steps.append(download)
     if not isolated:
         steps.append(_install_step(job, v))
@@ -394,6 +397,7 @@ def reusable_values(spec: Spec) -> Values:
         runs_on="${{ inputs.runs-on }}",
         default_branch="",
         reusable=True,
+        switches="inputs",
     )
 
 

@@ -39,6 +39,8 @@ class Values:
     tags: Any
     python: str
     component: bool = False
+    # The plan job already chose the jobs (a child pipeline): no rules but manual ones.
+    decided: bool = False
 
 
 def workflow_rules() -> dict[str, Any]:
@@ -64,6 +66,8 @@ def _rules(job: Job, v: Values) -> list[dict[str, Any]]:
     """When a job runs. Model jobs: on a retrain request for the model, on a push or
     merge request that changes its code or data, or on a run started by hand or API.
     Scheduled pipelines run only drift checks unless they ask for a retrain."""
+    if v.decided:
+        return [{"when": "manual"}] if job.when == "manual" else [{"when": "on_success"}]
     rules: list[dict[str, Any]] = []
     switch = job.descriptor.template_input
     if v.component and switch:

@@ -73,9 +73,9 @@ class Job:
 
     def extras(self, platform: str) -> tuple[str, ...]:
         kind = self.descriptor.extras_on(platform)
-        return tuple(
-            dict.fromkeys([*kind, *filter(None, [self.framework_extra]), *self.spec_extras])
-        )
+        # A matrix job that loads models of several frameworks names them all: "ml,onnx".
+        frameworks = (self.framework_extra or "").split(",")
+        return tuple(dict.fromkeys([*kind, *filter(None, frameworks), *self.spec_extras]))
 
     @property
     def runs_user_code(self) -> bool:

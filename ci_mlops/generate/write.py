@@ -8,7 +8,8 @@ from typing import Any
 
 from ci_mlops import atomic
 from ci_mlops.errors import UsageError
-from ci_mlops.generate import github, gitlab
+from ci_mlops.generate import github, gitlab, matrix
+from ci_mlops.generate.affected import uses_matrix
 from ci_mlops.generate.plan import build_plan, template_misfit
 from ci_mlops.generate.yamlout import dump, header
 from ci_mlops.spec.model import Spec
@@ -37,22 +38,27 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
             if reason:
                 raise UsageError(reason)
     out: dict[str, str] = {}
+    wide = uses_matrix(spec)
     if platform in ("gitlab", "all"):
-        doc = (
-            gitlab.render_inline(spec, plan)
-            if mode == "inline"
-            else gitlab.render_caller(spec, plan)
-        )
+        if mode == "inline":
+            doc = matrix.gitlab_parent(spec, plan) if wide else gitlab.render_inline(spec, plan)
+        else:
+            doc = gitlab.render_caller(spec, plan)
         out[GITLAB_FILE] = header(spec_file, regenerate_command(spec_file, "gitlab", mode)) + dump(
             doc
         )
         check_limits(GITLAB_FILE, doc, out[GITLAB_FILE], mode)
     if platform in ("github", "all"):
-        doc = (
-            github.render_inline(spec, plan)
-            if mode == "inline"
-            else github.render_caller(spec, plan)
-        )
+        if mode == "inline":
+            doc = (
+                matrix.github_inline(spec, plan, GITHUB_FILE)
+                if wide
+                else github.render_inline(spec, plan)
+            )
+        elif wide:
+            doc = matrix.github_caller(spec, plan, GITHUB_FILE)
+        else:
+            doc = github.render_caller(spec, plan)
         text = github.annotate(dump(doc), spec)
         out[GITHUB_FILE] = header(spec_file, regenerate_command(spec_file, "github", mode)) + text
         check_limits(GITHUB_FILE, doc, out[GITHUB_FILE], mode)

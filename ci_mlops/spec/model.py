@@ -310,6 +310,7 @@ class Runtime:
     timeout_minutes: int
     templates: Templates
     default_branch: str = "main"
+    layout: str = "auto"  # auto | per-model | matrix
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,7 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
             github_sha=tpl.get("github_sha"),
         ),
         default_branch=raw.get("default_branch", "main"),
+        layout=raw.get("layout", "auto"),
     )
 
 

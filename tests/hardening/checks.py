@@ -115,10 +115,13 @@ def _extras(spec: Spec, platform: str) -> set[str]:
         extras = extras.format(platform=platform)
         out.add(extras)
         if kind in LOADS_MODEL:
+            names = [e for e in extras.split(",") if e]
             for model in spec.models:
-                names = [e for e in extras.split(",") if e]
                 framework = FRAMEWORK_EXTRAS[model.framework]
                 out.add(",".join(names if framework in names else [*names, framework]))
+            # The matrix layout: one job for every model, with every model's framework.
+            every = sorted({FRAMEWORK_EXTRAS[m.framework] for m in spec.models})
+            out.add(",".join(dict.fromkeys([*names, *every])))
     return out
 
 
@@ -148,7 +151,12 @@ def allowed_line(line: str, spec: Spec, platform: str, mode: str, pips: set[str]
     if line in pips or (platform == "gitlab" and line in SYSTEM_LINES):
         return True
     validate = f'ci-mlops generate --spec "$MLOPS_SPEC" --check --platform {platform} --mode {mode}'
-    return bool(line == validate or MODEL_LINE.fullmatch(line) or DEPLOY_LINE.fullmatch(line))
+    plan = f'ci-mlops plan --spec "$MLOPS_SPEC" --platform {platform}'
+    if platform == "gitlab":
+        plan += " --output .ci-mlops/pipeline.yml"
+    return bool(
+        line in (validate, plan) or MODEL_LINE.fullmatch(line) or DEPLOY_LINE.fullmatch(line)
+    )
 
 
 def walk(node: Any, here: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -254,6 +262,13 @@ GITHUB_EXPRESSIONS = re.compile(
     r"|ci-mlops-\$\{\{ github\.ref \}\}"
     r"|\$\{\{ github\.event_name == 'pull_request' \}\}"
     r"|ci-mlops-[a-z0-9-]+-model-\$\{\{ github\.run_id \}\}"
+    # The matrix layout: the plan job's outputs and schedule, the matrix they fill, and
+    # names, paths and keys made of the matrix's model name.
+    r"|\$\{\{ steps\.plan\.outputs\.[a-z0-9-]+ \}\}"
+    r"|\$\{\{ fromJSON\(needs\.plan\.outputs\.[a-z0-9-]+\) \}\}"
+    r"|\$\{\{ github\.event\.schedule \}\}"
+    r"|\$\{\{ matrix\.(schedule|onnx|drift) \}\}"
+    r"|(?:[A-Za-z0-9 ._/:()-]*\$\{\{ (?:matrix\.model|github\.run_id) \}\})+[A-Za-z0-9 ._/:()-]*"
 )
 
 
@@ -263,7 +278,7 @@ def github_problems(text: str, spec: Spec, mode: str) -> list[str]:
     doc = load(text)
     out = schema_errors("github-workflows", doc) + yaml12_differences(text)
     pips = pip_lines(spec, "github")
-    literals = {"", "schedule", "pull_request", "{0}{1}", spec.runtime.default_branch}
+    literals = {"", "schedule", "pull_request", "{0}{1}", spec.runtime.default_branch, "[]"}
     for model in spec.models:
         literals.add(f'["", "all", "{model.name}"]')
         if model.retrain.schedule:

@@ -18,8 +18,11 @@ from hypothesis import strategies as st
 
 from ci_mlops.cli import main
 from ci_mlops.errors import UsageError
-from ci_mlops.generate.plan import template_misfit
+from ci_mlops.generate.affected import Event
+from ci_mlops.generate.matrix import choose, gitlab_child
+from ci_mlops.generate.plan import build_plan, template_misfit
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE, render_files
+from ci_mlops.generate.yamlout import dump
 from tests.hardening.checks import github_problems, gitlab_problems, walk
 from tests.hardening.strategies import load_doc, spec_docs, to_yaml
 from tests.linters import (
@@ -89,6 +92,33 @@ def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -
         for text in files.values():
             leaked = [s for s in secret if s in text]
             assert leaked == [], f"{mode}: user text in a generated file: {leaked[:2]}"
+
+
+@settings(
+    max_examples=scaled(40),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(spec_docs())
+def test_matrix_layout_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -> None:
+    """The same for the matrix layout, and for the child pipeline the GitLab plan job
+    writes when every model's jobs run (a change to the spec on the default branch)."""
+    doc = {**doc, "runtime": {**(doc.get("runtime") or {}), "layout": "matrix"}}
+    spec = load_doc(doc, SPEC_PATH)
+    watched = {p for m in spec.models for p in m.watched_paths} | {spec.runtime.requirements}
+    secret = free_text(doc) - watched
+    plan = build_plan(spec, spec.path.name)
+    event = Event(source="push", default_branch=True, changed=(spec.path.name,))
+    child = dump(gitlab_child(spec, plan, choose(plan, event, GITLAB_FILE), {}))
+    assert gitlab_problems(child, spec, "inline") == []
+    texts = [child]
+    for mode in modes(doc):
+        files = render_files(spec, platform="all", mode=mode)
+        assert gitlab_problems(files[GITLAB_FILE], spec, mode) == []
+        assert github_problems(files[GITHUB_FILE], spec, mode) == []
+        texts += files.values()
+    for text in texts:
+        leaked = [s for s in secret if s in text]
+        assert leaked == [], f"user text in a generated file: {leaked[:2]}"
 
 
 @settings(

@@ -48,10 +48,12 @@ def model(name: str) -> dict[str, Any]:
     }
 
 
-def spec_of(count: int, folder: Path = Path("/project")) -> Spec:
+def spec_of(count: int, folder: Path = Path("/project"), layout: str = "per-model") -> Spec:
+    """``count`` models; the per-model layout unless ``layout`` says otherwise (the
+    limits below are those of the per-model layout)."""
     doc = {
         "version": 1,
-        "runtime": {"templates": {"github_sha": SHA}},
+        "runtime": {"templates": {"github_sha": SHA}, "layout": layout},
         "models": [model(f"model-{i:03d}") for i in range(count)],
     }
     return load_doc(doc, folder / "mlops.yaml")
@@ -111,7 +113,14 @@ def test_a_gitlab_file_over_the_size_limit_is_refused() -> None:
 
 def test_the_command_refuses_with_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "mlops.yaml").write_text(
-        to_yaml({"version": 1, "models": [model(f"m{i}") for i in range(40)]}), "utf-8"
+        to_yaml(
+            {
+                "version": 1,
+                "runtime": {"layout": "per-model"},
+                "models": [model(f"m{i}") for i in range(40)],
+            }
+        ),
+        "utf-8",
     )
     result = run_cli("generate", "--platform", "github", cwd=tmp_path)
     assert result.code == 2 and "Traceback" not in result.output

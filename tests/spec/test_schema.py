@@ -110,6 +110,7 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     "#/properties/runtime/properties/runs_on": lambda s: s.runtime.runs_on,
     "#/properties/runtime/properties/timeout_minutes": lambda s: s.runtime.timeout_minutes,
     "#/properties/runtime/properties/default_branch": lambda s: s.runtime.default_branch,
+    "#/properties/runtime/properties/layout": lambda s: s.runtime.layout,
     f"{MODEL}/version": lambda s: _m(s).version,
     f"{MODEL}/data/properties/train/properties/header": lambda s: _train(s).header,
     f"{MODEL}/data/properties/train/properties/delimiter": lambda s: _train(s).delimiter,
