@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
-from ci_mlops.generate.kinds import KINDS, Trigger, github_job_id, job_names, job_suffix
+from ci_mlops.generate.kinds import Trigger, github_job_id, job_names, job_suffix
 from ci_mlops.generate.plan import (
     PYTHON,
     Job,
@@ -360,17 +360,15 @@ def _validate_job(plan: Plan, mode: str) -> Job:
 REUSABLE_FILE = ".github/workflows/mlops.yml"
 
 
-def caller_permissions() -> dict[str, str]:
-    """What a caller grants the reusable workflow: every permission some kind of job
-    asks for, at the highest level asked. GitHub refuses to start a reusable workflow
-    one of whose jobs asks for more than its caller granted, even a job switched off,
-    so the grant covers every kind; each job inside still holds only its own."""
-    out: dict[str, str] = {}
-    for kind in KINDS.values():
+def caller_permissions(plan: Plan) -> dict[str, str]:
+    """What a caller grants the reusable workflow: the most each permission any of its
+    jobs holds (a reusable workflow's jobs get no more than their caller's job)."""
+    most: dict[str, str] = {}
+    for kind in plan.kinds.values():
         for scope, level in kind.github_permissions:
-            if out.get(scope) != "write":
-                out[scope] = level
-    return dict(sorted(out.items()))
+            if most.get(scope) != "write":
+                most[scope] = level
+    return dict(sorted(most.items()))
 
 
 def reusable_values(spec: Spec) -> Values:
@@ -470,7 +468,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
     for mp in plan.models:
         jobs[mp.model.name] = {
             "uses": f"{tpl.github}/{REUSABLE_FILE}@{tpl.github_sha}",
-            "permissions": caller_permissions(),
+            "permissions": caller_permissions(plan),
             "with": {
                 "model": mp.model.name,
                 "spec": plan.spec_file,

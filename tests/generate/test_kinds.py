@@ -300,3 +300,21 @@ def test_callers_pass_whether_the_model_has_the_new_kind(spec: Spec) -> None:
         assert gitlab.caller_inputs(spec, plan.models[0])["lint"] is expected
         has_job = any(j.kind == "lint-model" for j in plan.models[0].jobs)
         assert has_job is expected
+
+
+def test_a_caller_grants_what_the_new_kinds_hold(spec: Spec) -> None:
+    publish = replace(
+        NOTIFY, name="publish-image", github_permissions=(("packages", "write"),), needs=()
+    )
+    plan = build_plan(spec, kinds={**with_new_kinds(), publish.name: publish})
+    granted = github.caller_permissions(plan)
+    assert granted["packages"] == "write"
+    # The most any job holds: deploys write contents, which other jobs only read.
+    assert granted["contents"] == "write"
+    assert github.caller_permissions(build_plan(spec)) == {
+        "actions": "write",
+        "contents": "write",
+        "deployments": "write",
+        "id-token": "write",
+        "pull-requests": "write",
+    }
