@@ -19,7 +19,6 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -99,23 +98,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def digest_problems(
-    folder: Path, expected: Mapping[str, str | None], listing: str, recorded_as: str
-) -> list[str]:
-    """One message per file of ``folder`` that is missing or whose sha256 differs from
-    ``expected`` (file name -> sha256, as ``listing`` records it)."""
-    problems = []
-    for name, digest in sorted(expected.items()):
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{path}: missing ({recorded_as} sha256 {digest})")
-            continue
-        actual = sha256_file(path)
-        if actual != digest:
-            problems.append(f"{path}: sha256 {actual} does not match {digest} in {listing}")
-    return problems
 
 
 def read_artifact(folder: Path, name: str) -> bytes:

@@ -7,6 +7,7 @@ prints a traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -59,3 +60,44 @@ class GateFailed(CheckFailed):
 
 class PlatformError(MlopsError):
     """The CI platform's API refused or failed a request."""
+
+
+@dataclass(frozen=True)
+class Changed:
+    """One file that no longer matches the sha256 recorded for it; ``actual`` is None
+    when the file is gone."""
+
+    path: str
+    expected: str | None
+    actual: str | None
+    recorded_in: str  # where the sha256 was recorded: manifest.json, model.sig, SHA256SUMS ...
+
+    def __str__(self) -> str:
+        if self.actual is None:
+            return f"{self.path}: missing ({self.recorded_in} records sha256 {self.expected})"
+        return f"{self.path}: sha256 {self.actual} does not match {self.expected} in {self.recorded_in}"
+
+
+class IntegrityError(CheckFailed):
+    """Files no longer match the sha256 a step or a registry recorded for them: each is
+    one :class:`Changed`, and ``path``, ``expected`` and ``actual`` are the first's."""
+
+    def __init__(self, changes: list[Changed], *, where: str = "", hint: str = "") -> None:
+        if not changes:
+            raise ValueError("an IntegrityError needs at least one changed file")
+        self.changes = tuple(changes)
+        text = "; ".join(str(c) for c in changes)
+        text = f"{where}: {text}" if where else text
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.changes[0].path)
+
+    @property
+    def expected(self) -> str | None:
+        return self.changes[0].expected
+
+    @property
+    def actual(self) -> str | None:
+        return self.changes[0].actual

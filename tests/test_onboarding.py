@@ -213,8 +213,8 @@ def test_named_columns_reach_every_step_that_reads_data(tmp_path: Path) -> None:
     assert run.code == 0, run.output
     work = root / ".ci-mlops" / "named"
     checked = json.loads((work / "data-test.json").read_text())["datasets"]["train"]
-    assert checked["success"] is True and checked["columns"] == 6
-    assert [(e["kwargs"], e["success"]) for e in checked["expectations"]] == [
+    assert checked["passed"] is True and checked["columns"] == 6
+    assert [(e["kwargs"], e["passed"]) for e in checked["expectations"]] == [
         ({"column": "a"}, True),
         ({"column": "sick", "value_set": [0, 1]}, True),
     ]

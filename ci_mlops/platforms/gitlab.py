@@ -1,6 +1,7 @@
 """GitLab through python-gitlab: merge-request notes, baselines from job artifacts and
 pipeline triggers, and the authenticated clients the GitLab registries share
-(:class:`GitLabApi`; the generic package registry is :mod:`ci_mlops.registries.gitlab_packages`).
+(:class:`GitLabApi`; the generic package registry is
+:mod:`ci_mlops.registries.gitlab_packages`).
 
 Tokens. A job's ``CI_JOB_TOKEN`` may read job artifacts, read and write the generic
 package registry and trigger pipelines, so those calls use it. It may not post notes or
@@ -210,7 +211,7 @@ class GitLabApi:
 
 
 class GitLabPlatform(Platform):
-    """The GitLab CI platform (see the module docstring for tokens and storage)."""
+    """The GitLab CI platform (see the module docstring for tokens, retries and forks)."""
 
     name = "gitlab"
 

@@ -92,9 +92,9 @@ class Registry(ABC):
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number);
         by default the CI platform's."""
-        from ci_mlops.platforms.detect import detect, platform_name
+        from ci_mlops.platforms.detect import current_platform, detect
 
-        return detect(self.spec, platform_name(self.env)).version_suffix()
+        return detect(self.spec, current_platform(self.env)).version_suffix()
 
     @contextmanager
     def exclusive(self, model: Model) -> Iterator[None]:

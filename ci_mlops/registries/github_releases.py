@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_bytes
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.errors import PlatformError, UsageError
 from ci_mlops.platforms.remote import (
     ApiError,
     checksums_file,
@@ -36,6 +36,7 @@ from ci_mlops.platforms.remote import (
     safe_file_name,
     sha256_bytes,
 )
+from ci_mlops.records import IntegrityError, changed
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.history import history_entries, notes, require_live
 from ci_mlops.spec.model import Model, Spec
@@ -155,19 +156,16 @@ class GitHubReleases(Registry):
         sums = self._checksums(model, version, assets)
         problems = []
         for name, expected in sorted(sums.items()):
-            if name not in assets:
-                problems.append(f"{name}: missing from the release")
-                continue
-            data = self._asset_bytes(assets[name])
-            actual = sha256_bytes(data)
-            if actual != expected:
-                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
-            if into is not None:
+            data = self._asset_bytes(assets[name]) if name in assets else None
+            problem = changed(name, data, expected, "SHA256SUMS")
+            if problem is not None:
+                problems.append(problem)
+            if into is not None and data is not None:
                 write_bytes(
                     into / safe_file_name(name, f"release {self._tag(model, version)}"), data
                 )
         if problems:
-            raise CheckFailed(f"release {self._tag(model, version)}: " + "; ".join(problems))
+            raise IntegrityError(problems, where=f"release {self._tag(model, version)}")
         return Published(version=version, location=str(release.html_url), files=sums, folder=into)
 
     def live(self, model: Model, environment: str) -> Published | None:

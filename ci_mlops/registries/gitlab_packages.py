@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_bytes
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.errors import PlatformError, UsageError
 from ci_mlops.platforms.remote import (
     ApiError,
     checksums_file,
@@ -35,6 +35,7 @@ from ci_mlops.platforms.remote import (
     safe_file_name,
     sha256_bytes,
 )
+from ci_mlops.records import IntegrityError, changed
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.history import history_entries, notes, require_live
 from ci_mlops.spec.model import Model, Spec
@@ -124,18 +125,15 @@ class GitLabPackages(Registry):
         """Download every file of ``version`` (into ``into`` when given) and compare it
         with its SHA256SUMS line."""
         sums = self._checksums(model, version)
-        problems = []
+        found = []
         for name, expected in sorted(sums.items()):
             data = self._get_file(model.name, version, name)
-            actual = sha256_bytes(data)
-            if actual != expected:
-                problems.append(f"{name}: sha256 {actual} does not match {expected} in SHA256SUMS")
+            found.append(changed(name, data, expected, "SHA256SUMS"))
             if into is not None:
                 write_bytes(into / safe_file_name(name, f"{model.name} {version}"), data)
+        problems = [c for c in found if c is not None]
         if problems:
-            raise CheckFailed(
-                f"{model.name} {version} in the package registry: " + "; ".join(problems)
-            )
+            raise IntegrityError(problems, where=f"{model.name} {version} in the package registry")
         return replace(self._published(model, version, sums), folder=into)
 
     def live(self, model: Model, environment: str) -> Published | None:

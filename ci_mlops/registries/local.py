@@ -46,10 +46,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ci_mlops import log
-from ci_mlops.atomic import copy_file, digest_problems, sha256_file, write_json
-from ci_mlops.errors import CheckFailed, PlatformError, StepError, UsageError
+from ci_mlops.atomic import copy_file, sha256_file, write_json
+from ci_mlops.errors import PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline
 from ci_mlops.platforms.remote import history_list, metric_values
+from ci_mlops.records import require_unchanged
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.history import history_entries, notes, require_live
 from ci_mlops.spec.model import Model, Spec
@@ -281,16 +282,14 @@ class RegistryFolder:
         return history_entries(current, stack, current.get("updated_at"))
 
     def verify(self, name: str, version: str) -> dict[str, Any]:
-        """Re-hash every file of ``version``; CheckFailed names each file that differs."""
+        """Re-hash every file of ``version``; IntegrityError names each file that differs."""
         manifest = self.manifest(name, version)
         folder = self.version_dir(name, version)
         expected = {
             _safe(file_name, "file name"): entry.get("sha256")
             for file_name, entry in manifest["files"].items()
         }
-        problems = digest_problems(folder, expected, MANIFEST, "manifest")
-        if problems:
-            raise CheckFailed("; ".join(problems))
+        require_unchanged(folder, expected, MANIFEST)
         return manifest
 
     def metrics(self, name: str, version: str) -> dict[str, float] | None:

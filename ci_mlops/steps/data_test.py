@@ -23,6 +23,7 @@ from xml.etree import ElementTree as ET
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, SpecError, StepError
+from ci_mlops.records import DataTestRecord
 from ci_mlops.spec.model import Dataset, Expectation, Model, Spec
 from ci_mlops.steps.datasets import load_dataset
 from ci_mlops.steps.records import snapshot_spec
@@ -30,7 +31,7 @@ from ci_mlops.steps.records import snapshot_spec
 if TYPE_CHECKING:
     import pandas as pd
 
-RESULT_JSON = "data-test.json"
+RESULT_JSON = DataTestRecord.FILE
 RESULT_JUNIT = "data-test.junit.xml"
 # SUMMARY keeps GX from collecting every unexpected value of a large table; a handful
 # of examples is enough to see what is wrong.
@@ -59,19 +60,19 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
         role: _test_dataset(gx, spec, model, role, ds, checks[role])
         for role, ds in model.datasets.items()
     }
-    summary = _summary(model, reports, gx.__version__)
+    record = _summary(model, reports, gx.__version__)
     workdir = spec.workdir(model)
     snapshot_spec(spec, model)
-    atomic.write_json(workdir / RESULT_JSON, summary)
+    record.write(workdir)
     atomic.write_text(workdir / RESULT_JUNIT, junit_xml(model, reports))
-    if not summary["success"]:
-        stats = summary["statistics"]
+    if not record.passed:
+        stats = record.statistics
         raise CheckFailed(
             f"data-test {model.name}: {stats['unsuccessful_expectations']} of "
             f"{stats['evaluated_expectations']} expectations failed "
             f"(details: {workdir / RESULT_JSON})"
         )
-    return summary
+    return record.to_json()
 
 
 def _import_gx() -> ModuleType:
@@ -171,7 +172,7 @@ def _test_dataset(
     }
     entries = _validate(gx, role, frame, checks) if checks else []
     report["expectations"] = entries
-    report["success"] = all(e["success"] for e in entries)
+    report["passed"] = all(e["passed"] for e in entries)
     report["statistics"] = _statistics(entries)
     report["duration_seconds"] = round(time.perf_counter() - start, 3)
     _print_dataset(model, role, report)
@@ -237,7 +238,7 @@ def _entry(check: Check, raw: dict[str, Any], columns: set[str]) -> dict[str, An
     entry: dict[str, Any] = {
         "name": check.spec.name,
         "kwargs": check.spec.kwargs,
-        "success": bool(raw.get("success")),
+        "passed": bool(raw.get("success")),
         "observed_value": result.get("observed_value"),
         "element_count": result.get("element_count"),
         "unexpected_count": result.get("unexpected_count"),
@@ -250,7 +251,7 @@ def _entry(check: Check, raw: dict[str, Any], columns: set[str]) -> dict[str, An
     error = _error(raw, check.spec.kwargs, columns)
     if error:
         entry["error"] = error
-    entry["message"] = "passed" if entry["success"] else failure_message(entry)
+    entry["message"] = "passed" if entry["passed"] else failure_message(entry)
     return entry
 
 
@@ -275,7 +276,7 @@ def _error(raw: dict[str, Any], kwargs: dict[str, Any], columns: set[str]) -> st
 
 
 def _statistics(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = sum(1 for e in entries if e["success"])
+    ok = sum(1 for e in entries if e["passed"])
     return {
         "evaluated_expectations": len(entries),
         "successful_expectations": ok,
@@ -348,7 +349,7 @@ def _print_dataset(model: Model, role: str, report: dict[str, Any]) -> None:
     if not entries:
         log.info(f"{where}, no expectations")
         return
-    failed = [e for e in entries if not e["success"]]
+    failed = [e for e in entries if not e["passed"]]
     verdict = f"{len(failed)} of {len(entries)} failed" if failed else "all passed"
     log.info(f"{where}, {_count(len(entries), 'expectation')}: {verdict}")
     for entry in failed:
@@ -358,15 +359,15 @@ def _print_dataset(model: Model, role: str, report: dict[str, Any]) -> None:
 # --- results ---------------------------------------------------------------------------
 
 
-def _summary(model: Model, reports: dict[str, dict[str, Any]], version: str) -> dict[str, Any]:
+def _summary(model: Model, reports: dict[str, dict[str, Any]], version: str) -> DataTestRecord:
     entries = [e for r in reports.values() for e in r["expectations"]]
-    return {
-        "model": model.name,
-        "success": all(e["success"] for e in entries),
-        "statistics": {"datasets": len(reports), **_statistics(entries)},
-        "datasets": reports,
-        "great_expectations_version": version,
-    }
+    return DataTestRecord(
+        model=model.name,
+        passed=all(e["passed"] for e in entries),
+        statistics={"datasets": len(reports), **_statistics(entries)},
+        datasets=reports,
+        great_expectations_version=version,
+    )
 
 
 def junit_xml(model: Model, reports: dict[str, dict[str, Any]]) -> str:
@@ -387,7 +388,7 @@ def junit_xml(model: Model, reports: dict[str, dict[str, Any]]) -> str:
 
 def _junit_suite(model: Model, role: str, report: dict[str, Any]) -> ET.Element:
     entries = report["expectations"]
-    failures = sum(1 for e in entries if not e["success"])
+    failures = sum(1 for e in entries if not e["passed"])
     suite = ET.Element(
         "testsuite",
         name=f"{model.name}.{role}",
@@ -404,7 +405,7 @@ def _junit_suite(model: Model, role: str, report: dict[str, Any]) -> ET.Element:
             classname=f"{model.name}.{role}",
             name=label(entry["name"], entry["kwargs"]),
         )
-        if not entry["success"]:
+        if not entry["passed"]:
             failure = ET.SubElement(case, "failure", message=entry["message"], type="expectation")
             failure.text = json.dumps(entry, indent=2, sort_keys=True, default=str)
     out = ET.SubElement(suite, "system-out")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ci_mlops import log
 from ci_mlops.atomic import artifact_sha256, sha256_file
-from ci_mlops.errors import CheckFailed, StepError, UsageError
+from ci_mlops.errors import Changed, CheckFailed, IntegrityError, StepError, UsageError
 from ci_mlops.platforms.detect import current_platform
 from ci_mlops.registries import Published, Registry, registry_for
 from ci_mlops.spec.model import Model, Spec
@@ -361,10 +361,8 @@ def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: st
         raise CheckFailed(f"{onnx_path}: not found, but {record_path.name} says it was exported")
     actual = artifact_sha256(workdir, "model.onnx")
     if actual != record.get("onnx_sha256"):
-        raise CheckFailed(
-            f"{onnx_path}: sha256 {actual} does not match {record.get('onnx_sha256')} "
-            f"recorded in {record_path.name}; the file changed after export"
-        )
+        change = Changed(str(onnx_path), record.get("onnx_sha256"), actual, record_path.name)
+        raise IntegrityError([change], hint="the file changed after export")
     return True
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
+from ci_mlops.records import passed
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps.markdown import code, text
 
@@ -410,7 +411,7 @@ def _entries(report: Any) -> list[dict[str, Any]]:
 
 
 def _ok(entry: dict[str, Any]) -> bool:
-    return bool(entry.get("success", entry.get("passed", False)))
+    return passed(entry)
 
 
 def _failed_expectations(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -34,8 +34,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ci_mlops import log
-from ci_mlops.atomic import digest_problems
 from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.records import changed_files
 from ci_mlops.spec.model import Model, Spec
 
 SIGNATURE = "model.sig"
@@ -288,7 +288,7 @@ def _verify_failure(
 def _changed_files(folder: Path, bundle: Path) -> str:
     """``file: sha256 A, signed B`` for each file that differs from the signed list."""
     signed = signed_digests(bundle)
-    problems = digest_problems(folder, signed, SIGNATURE, "signed")
+    problems = [str(c) for c in changed_files(folder, signed, SIGNATURE)]
     extra = sorted(
         p.name for p in folder.iterdir() if p.name not in signed and p.name not in UNSIGNED
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, UsageError
 from ci_mlops.platforms import MissingBaseline, detect
 from ci_mlops.platforms.github import BODY_LIMIT, GitHubPlatform
 from ci_mlops.platforms.remote import marker
@@ -492,8 +492,10 @@ def test_live_and_verify_read_the_release_behind_the_newest_deployment(
     with pytest.raises(
         CheckFailed,
         match=r"model\.onnx: sha256 [0-9a-f]{64} does not match [0-9a-f]{64} in SHA256SUMS",
-    ):
+    ) as raised:
         registry.verify(model, published.version)
+    assert isinstance(raised.value, IntegrityError)
+    assert [c.path for c in raised.value.changes] == ["model.onnx"]
 
 
 # -- retraining ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ import traceback
 
 import pytest
 
-from ci_mlops.errors import CheckFailed, PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, UsageError
 from ci_mlops.platforms import detect
 from ci_mlops.platforms.gitlab import GitLabPlatform
 from ci_mlops.platforms.remote import marker
@@ -446,6 +446,10 @@ def test_verify_downloads_every_file_and_names_one_that_changed(
     ) as raised:
         registry.verify(model, published.version)
     assert "model.joblib" not in str(raised.value)
+    assert isinstance(raised.value, IntegrityError)
+    assert [(c.path, c.actual) for c in raised.value.changes] == [
+        ("model.onnx", hashlib.sha256(b"tampered").hexdigest())
+    ]
 
 
 # -- retraining ----------------------------------------------------------------------

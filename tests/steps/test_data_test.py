@@ -48,7 +48,7 @@ def edit_spec(folder: Path, change: Any) -> None:
 
 
 def failed_entries(folder: Path, role: str) -> list[dict[str, Any]]:
-    return [e for e in results(folder)["datasets"][role]["expectations"] if not e["success"]]
+    return [e for e in results(folder)["datasets"][role]["expectations"] if not e["passed"]]
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
@@ -60,14 +60,14 @@ def test_examples_pass_and_write_json_and_junit(tmp_path: Path, name: str) -> No
     expected = {role: len(ds.expectations) for role, ds in model.datasets.items()}
 
     summary = results(folder)
-    assert summary["success"] is True
+    assert summary["passed"] is True
     assert summary["statistics"]["evaluated_expectations"] == sum(expected.values())
     assert summary["statistics"]["unsuccessful_expectations"] == 0
     for role, count in expected.items():
         report = summary["datasets"][role]
         assert len(report["expectations"]) == count
         assert report["rows"] == len(pd.read_csv(folder / model.datasets[role].files[0]))
-        assert all(e["success"] for e in report["expectations"])
+        assert all(e["passed"] for e in report["expectations"])
 
     root = junit(folder)
     assert root.tag == "testsuites"

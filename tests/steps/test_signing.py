@@ -85,7 +85,9 @@ def test_an_added_or_missing_file_fails(tmp_path: Path) -> None:
         signing.verify(folder, key_policy(public), "m", tmp_path / "v")
     (folder / "backdoor.py").unlink()
     (folder / "model.onnx").unlink()
-    with pytest.raises(CheckFailed, match=r"model.onnx: missing \(signed sha256 [0-9a-f]{64}\)"):
+    with pytest.raises(
+        CheckFailed, match=r"model.onnx: missing \(model.sig records sha256 [0-9a-f]{64}\)"
+    ):
         signing.verify(folder, key_policy(public), "m", tmp_path / "v")
 
 
