@@ -82,6 +82,7 @@ class Job:
     junit: str | None = None
     always_keep_artifacts: bool = False  # keep results of a failing check
     framework_extra: str | None = None  # what loads the model, for jobs that load it
+    engine_extra: str | None = None  # "spark" for jobs that read the data with Spark
 
     @property
     def stage(self) -> str:
@@ -99,7 +100,8 @@ class Job:
 
     def extras(self, platform: str) -> tuple[str, ...]:
         kind = (platform if e == "platform" else e for e in EXTRAS[self.kind])
-        return tuple(dict.fromkeys([*kind, *filter(None, [self.framework_extra])]))
+        more = filter(None, [self.framework_extra, self.engine_extra])
+        return tuple(dict.fromkeys([*kind, *more]))
 
     @property
     def runs_user_code(self) -> bool:
@@ -146,6 +148,9 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
 
     data_dir = f".ci-mlops/{name}"
     loads = FRAMEWORKS[model.framework].extra
+    # Spark reads the data where a dataset says engine: spark (pyspark is large, so
+    # only those jobs install it).
+    spark = "spark" if any(ds.engine == "spark" for ds in model.datasets.values()) else None
     jobs = [
         Job(
             key("data-test"),
@@ -153,6 +158,7 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
             name,
             ("data-test", *base),
             timeout_minutes=timeout,
+            engine_extra=spark,
             junit=f"{data_dir}/data-test.junit.xml",
             always_keep_artifacts=True,
         ),
@@ -219,7 +225,19 @@ def model_jobs(model: Model, spec_file: str, *, timeout: int) -> tuple[Job, ...]
         jobs.append(job)
         previous = (job.key,)
     if model.retrain.drift:
-        jobs.append(Job(key("drift"), "drift", name, ("drift", *base), timeout_minutes=timeout))
+        drift_on_spark = (
+            "spark" if (model.train_data or model.eval_data).engine == "spark" else None
+        )
+        jobs.append(
+            Job(
+                key("drift"),
+                "drift",
+                name,
+                ("drift", *base),
+                timeout_minutes=timeout,
+                engine_extra=drift_on_spark,
+            )
+        )
     return tuple(jobs)
 
 
