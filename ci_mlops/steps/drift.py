@@ -106,7 +106,8 @@ def _load(path: Path, dataset: Dataset, *, on_spark: bool) -> Sample:
     if on_spark:
         from ci_mlops.steps import spark
 
-        frame = spark.read_named(spark.session(), path, _like(path, dataset), ())
+        # Each statistic is one Spark job over the data: keep it after the first read.
+        frame = spark.read_named(spark.session(), path, _like(path, dataset), ()).cache()
         rows = frame.count()
         if not rows:
             raise StepError(f"{path}: no rows")
