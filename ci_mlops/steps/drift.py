@@ -120,8 +120,10 @@ def _load(path: Path, dataset: Dataset, *, on_spark: bool) -> Sample:
 
 def _like(path: Path, dataset: Dataset) -> Dataset:
     """The dataset's reading options for another file: its format by its extension."""
-    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else dataset.format
-    return replace(dataset, format=fmt if not path.is_dir() else "csv")
+    # A folder's parts decide its format (spark.read_named looks); a file's extension
+    # decides a file's, as read_like does.
+    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    return replace(dataset, format=fmt)
 
 
 def _columns(drift: Drift, model: Model, reference: Sample, current: Sample) -> list[str]:
