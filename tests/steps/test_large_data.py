@@ -276,3 +276,19 @@ def test_drift_reads_a_folder_of_parts_with_spark(tmp_path: Path, spark_session:
 
     assert summary["current"]["rows"] == ROWS
     assert summary["drifted_columns"] == []  # the same rows on both sides
+
+
+def test_validate_accepts_a_folder_of_parts_and_locates_a_bad_size(tmp_path: Path) -> None:
+    parts = tmp_path / "events"
+    parts.mkdir()
+    table().iloc[:10].to_csv(parts / "part-0.csv", index=False)
+    write_spec(tmp_path, "events/", "      engine: spark\n      max_memory: 2GiB\n")
+    ok = CliRunner().invoke(main, ["validate", "--spec", str(tmp_path / "mlops.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "warning" not in ok.output  # a folder is not sniffed as a CSV file
+
+    write_spec(tmp_path, "events/", "      max_memory: 2 gigs\n")
+    bad = CliRunner().invoke(main, ["validate", "--spec", str(tmp_path / "mlops.yaml")])
+    assert bad.exit_code == 2
+    assert "mlops.yaml:7:" in bad.output and "$.models[0].data.max_memory" in bad.output
+    assert "Traceback" not in bad.output
