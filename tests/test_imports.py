@@ -15,6 +15,7 @@ from tests.helpers import EXAMPLE_NAMES, FRAMEWORK_EXAMPLES, copy_example
 HEAVY = (
     "great_expectations",
     "pandas",
+    "pyspark",
     "numpy",
     "onnx",
     "onnxruntime",

@@ -68,6 +68,17 @@ def _deploy_extras(model: Model) -> tuple[str, ...]:
     return TARGET_EXTRAS.get(model.deploy.target, ())
 
 
+def _data_test_extras(model: Model) -> tuple[str, ...]:
+    # Spark reads the data where a dataset says engine: spark (pyspark is large, so only
+    # the jobs that read data with it install it).
+    return ("spark",) if any(ds.engine == "spark" for ds in model.datasets.values()) else ()
+
+
+def _drift_extras(model: Model) -> tuple[str, ...]:
+    reference = model.train_data or model.eval_data
+    return ("spark",) if reference is not None and reference.engine == "spark" else ()
+
+
 @dataclass(frozen=True)
 class TemplateInput:
     """A boolean input of the templates (GitLab components, the reusable workflow) that
@@ -204,6 +215,7 @@ KINDS: dict[str, JobKind] = _table(
             stage="data",
             title="Data tests",
             extras=("data",),
+            model_extras=_data_test_extras,
             keep_failed_artifacts=True,
             junit="data-test.junit.xml",
             produces=("data-test.json",),
@@ -335,6 +347,7 @@ KINDS: dict[str, JobKind] = _table(
             stage="monitor",
             title="Check data drift",
             extras=("ml", "platform"),
+            model_extras=_drift_extras,
             present=_checks_drift,
             trigger="schedule",
             template_input=TemplateInput(

@@ -371,7 +371,7 @@ def _columns_problems(doc: Located, here: JsonPath, model: dict[str, Any]) -> li
     """Named columns must hold the target of a single file, and must not hold the
     target of split files (the labels file brings it)."""
     out = []
-    for role, ds in (model.get("data") or {}).items():
+    for role, ds in _datasets(model):
         columns, target = ds.get("columns"), ds.get("target")
         if not columns or not target:
             continue
@@ -391,13 +391,15 @@ def data_warnings(path: Path) -> list[Problem]:
     doc = read_spec(path)
     out = []
     for i, model in enumerate(doc.data.get("models") or []):
-        for role, ds in (model.get("data") or {}).items():
-            if not isinstance(ds, dict) or ds.get("format") == "parquet":
+        for role, ds in _datasets(model):
+            if ds.get("format") == "parquet":
                 continue
             for key in ("path", "features", "labels"):
                 file = ds.get(key)
                 if not isinstance(file, str) or file.lower().endswith((".parquet", ".pq")):
                     continue
+                if (path.parent / file).is_dir():
+                    continue  # a folder of parts: Spark reads it, nothing to sniff
                 message = _data_warning(path.parent, file, ds, labels=key == "labels")
                 if message:
                     out.append(doc.problem(("models", i, "data", role, key), message))
@@ -472,9 +474,9 @@ def _file_problems(
     doc: Located, here: JsonPath, model: dict[str, Any], root: Path
 ) -> list[Problem]:
     out = []
-    for role, ds in (model.get("data") or {}).items():
+    for role, ds in _datasets(model):
         for key in ("path", "features", "labels"):
-            if key in ds and not (root / ds[key]).is_file():
+            if key in ds and not _readable(root / ds[key], folder=key == "path"):
                 out.append(doc.problem((*here, "data", role, key), f"file not found: {ds[key]}"))
     for j, pattern in enumerate(model.get("paths", ())):
         if not glob.glob(str(root / pattern), recursive=True):
@@ -484,10 +486,21 @@ def _file_problems(
         where = (*here, "deploy", "signing", "public_key")
         out.append(doc.problem(where, f"file not found: {public_key}"))
     drift = (model.get("retrain") or {}).get("drift") or {}
-    if "reference" in drift and not (root / drift["reference"]).is_file():
+    if "reference" in drift and not _readable(root / drift["reference"], folder=True):
         where = (*here, "retrain", "drift", "reference")
         out.append(doc.problem(where, f"file not found: {drift['reference']}"))
     return out
+
+
+def _datasets(model: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The data section's datasets by role, without its settings (engine, max_memory)."""
+    data = model.get("data") or {}
+    return [(role, ds) for role, ds in data.items() if isinstance(ds, dict)]
+
+
+def _readable(path: Path, *, folder: bool) -> bool:
+    """A data file, or (where ``folder``) a folder of parts, which Spark reads."""
+    return path.is_file() or (folder and path.is_dir())
 
 
 _CRON_FIELDS = (

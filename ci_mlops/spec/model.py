@@ -60,6 +60,10 @@ class Dataset:
     # Names for the columns of the file (single file) or of the features file (split
     # files); empty: the header row's names, or the positions 0, 1, ... without one.
     columns: tuple[str, ...] = ()
+    # "pandas", "spark", or None: pandas, unless the path is a folder of parts.
+    engine: str | None = None
+    # The most bytes a pandas step may hold for one table; None: what the machine has.
+    max_memory: int | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -370,7 +374,18 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
     )
 
 
-def _dataset(raw: dict[str, Any]) -> Dataset:
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a schema-valid size such as ``4GiB`` or ``500 MB``."""
+    number = text.rstrip("BKMGTi ")
+    return int(float(number) * _UNITS[text[len(number) :].strip()])
+
+
+def _dataset(raw: dict[str, Any], data: dict[str, Any] | None = None) -> Dataset:
+    data = data or {}
     first = raw.get("path") or raw.get("features") or ""
     fmt = raw.get("format") or ("parquet" if first.lower().endswith((".parquet", ".pq")) else "csv")
     return Dataset(
@@ -387,6 +402,8 @@ def _dataset(raw: dict[str, Any]) -> Dataset:
             for name, kwargs in item.items()
         ),
         columns=tuple(str(c) for c in raw.get("columns", ())),
+        engine=raw.get("engine") or data.get("engine"),
+        max_memory=parse_size(data["max_memory"]) if data.get("max_memory") else None,
     )
 
 
@@ -407,8 +424,8 @@ def _model(raw: dict[str, Any]) -> Model:
         task=raw["task"],
         paths=tuple(raw.get("paths", ())),
         model_class=raw.get("model_class"),
-        train_data=_dataset(data["train"]) if data.get("train") else None,
-        eval_data=_dataset(data["eval"]),
+        train_data=_dataset(data["train"], data) if data.get("train") else None,
+        eval_data=_dataset(data["eval"], data),
         train=Train(
             command=train["command"],
             output=train.get("output"),

@@ -3,7 +3,9 @@
 Each spec expectation becomes one GX expectation object, built one by one so that an
 unknown name or bad arguments stop the step with a located error (exit 2) instead of
 being dropped silently. Each dataset is loaded once and validated in memory through an
-ephemeral GX context. Results go to ``data-test.json`` and ``data-test.junit.xml`` in
+ephemeral GX context: whole in pandas; in chunks when it would not fit in memory and its
+expectations add up row by row (else the step refuses it, exit 2); or as a Spark
+DataFrame through GX's Spark datasource (``engine: spark``, folders of parts). Results go to ``data-test.json`` and ``data-test.junit.xml`` in
 the model's working folder; any failed expectation then fails the step (exit 1).
 """
 
@@ -14,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -25,7 +27,8 @@ from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, SpecError, StepError
 from ci_mlops.records import DataTestRecord
 from ci_mlops.spec.model import Dataset, Expectation, Model, Spec
-from ci_mlops.steps.datasets import load_dataset
+from ci_mlops.steps import spark
+from ci_mlops.steps.datasets import MemoryFit, iter_chunks, load_dataset, memory_fit
 from ci_mlops.steps.records import snapshot_spec
 
 if TYPE_CHECKING:
@@ -164,14 +167,11 @@ def _test_dataset(
     gx: ModuleType, spec: Spec, model: Model, role: str, ds: Dataset, checks: list[Check]
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    frame = load_dataset(spec.root, ds, need_target=False).frame
-    report: dict[str, Any] = {
-        "files": list(ds.files),
-        "rows": len(frame),
-        "columns": len(frame.columns),
-    }
-    entries = _validate(gx, role, frame, checks) if checks else []
-    report["expectations"] = entries
+    if spark.uses_spark(spec.root, ds):
+        report = _test_on_spark(gx, spec, role, ds, checks)
+    else:
+        report = _test_on_pandas(gx, spec, role, ds, checks)
+    entries = report["expectations"]
     report["passed"] = all(e["passed"] for e in entries)
     report["statistics"] = _statistics(entries)
     report["duration_seconds"] = round(time.perf_counter() - start, 3)
@@ -179,23 +179,183 @@ def _test_dataset(
     return report
 
 
+def _test_on_pandas(
+    gx: ModuleType, spec: Spec, role: str, ds: Dataset, checks: list[Check]
+) -> dict[str, Any]:
+    too_large = _too_large(spec, ds)
+    if too_large is not None:
+        return _test_in_chunks(gx, spec, role, ds, checks, too_large)
+    frame = load_dataset(spec.root, ds, need_target=False).frame
+    columns = {str(c) for c in frame.columns}
+    raw = _validate(gx, "pandas", role, [frame], checks) if checks else []
+    return {
+        "files": list(ds.files),
+        "engine": "pandas",
+        "rows": len(frame),
+        "columns": len(frame.columns),
+        "expectations": [_entry(c, r, columns) for c, r in zip(checks, raw, strict=True)],
+    }
+
+
+def _test_on_spark(
+    gx: ModuleType, spec: Spec, role: str, ds: Dataset, checks: list[Check]
+) -> dict[str, Any]:
+    # GX computes its metrics in several Spark jobs: parse the files once (what does
+    # not fit in the executors' memory spills to their disks), then free it.
+    frame = spark.read_dataset(spec.root, ds).cache()
+    try:
+        rows = frame.count()
+        raw = _validate(gx, "spark", role, [frame], checks) if checks else []
+    finally:
+        frame.unpersist()
+    columns = set(frame.columns)
+    return {
+        "files": list(ds.files),
+        "engine": "spark",
+        "rows": rows,
+        "columns": len(frame.columns),
+        "expectations": [_entry(c, r, columns) for c, r in zip(checks, raw, strict=True)],
+    }
+
+
+def _too_large(spec: Spec, ds: Dataset) -> MemoryFit | None:
+    """The first of the dataset's files too large to check in one piece, if any."""
+    for file in ds.files:
+        path = spec.root / file
+        if path.is_file():
+            fit = memory_fit(path, ds)
+            if not fit.fits:
+                return fit
+    return None
+
+
+# Expectations about the columns alone: any chunk answers them for the whole table.
+SCHEMA_EXPECTATIONS = frozenset(
+    {
+        "expect_column_to_exist",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_table_columns_to_match_set",
+        "expect_table_column_count_to_equal",
+        "expect_table_column_count_to_be_between",
+    }
+)
+
+
+def _chunkable(check: Check) -> bool:
+    """Row-by-row (map) expectations add up over chunks; schema ones hold per chunk.
+    Aggregates (means, uniqueness, row counts) need the whole table."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    maps = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
+    return isinstance(check.gx, maps) or check.spec.name in SCHEMA_EXPECTATIONS
+
+
+def _test_in_chunks(
+    gx: ModuleType, spec: Spec, role: str, ds: Dataset, checks: list[Check], fit: MemoryFit
+) -> dict[str, Any]:
+    whole = sorted({c.spec.name for c in checks if not _chunkable(c)})
+    if whole:
+        raise StepError(fit.refusal(f"; {', '.join(whole)} need the whole table at once"))
+    rows = fit.chunk_rows()
+    log.info(
+        f"data-test {role}: {fit.path} takes about {fit.estimate:,} bytes in memory, "
+        f"more than fits at once: checking it in chunks of {rows:,} rows"
+    )
+    counted = {"rows": 0, "chunks": 0, "columns": 0}
+    names: set[str] = set()
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for frame in iter_chunks(spec.root, ds, rows):
+            counted["rows"] += len(frame)
+            counted["chunks"] += 1
+            counted["columns"] = len(frame.columns)
+            names.update(str(c) for c in frame.columns)
+            yield frame
+
+    raw: list[dict[str, Any]] = []
+    if checks:
+        raw = _validate(gx, "pandas", role, chunks(), checks)
+    else:
+        for _ in chunks():
+            pass  # no checks: the rows are still counted for the report
+    return {
+        "files": list(ds.files),
+        "engine": "pandas",
+        "chunks": counted["chunks"],
+        "rows": counted["rows"],
+        "columns": counted["columns"],
+        "expectations": [_entry(c, r, names) for c, r in zip(checks, raw, strict=True)],
+    }
+
+
 def _validate(
-    gx: ModuleType, role: str, frame: pd.DataFrame, checks: list[Check]
+    gx: ModuleType, engine: str, role: str, frames: Iterable[Any], checks: list[Check]
 ) -> list[dict[str, Any]]:
+    """GX's raw result per check; over several frames (chunks), the results merged."""
     # A fresh context per dataset: nothing keeps the previous frame alive.
     context = _quiet_context(gx)
-    asset = context.data_sources.add_pandas("ci-mlops").add_dataframe_asset(role)
-    batch = asset.add_batch_definition_whole_dataframe(role)
+    source = context.data_sources
+    datasource = (
+        source.add_spark("ci-mlops") if engine == "spark" else source.add_pandas("ci-mlops")
+    )
+    batch = datasource.add_dataframe_asset(role).add_batch_definition_whole_dataframe(role)
     suite = context.suites.add(gx.ExpectationSuite(name=role))
     ids = _add_to_suite(suite, checks)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=role, data=batch, suite=suite)
     )
-    with _quiet():
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT)
-    by_id = {r.expectation_config.id: r.to_json_dict() for r in result.results}
-    columns = {str(c) for c in frame.columns}
-    return [_entry(c, by_id[i], columns) for c, i in zip(checks, ids, strict=True)]
+    merged: list[dict[str, Any]] | None = None
+    for frame in frames:
+        with _quiet():
+            result = definition.run(
+                batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT
+            )
+        by_id = {r.expectation_config.id: r.to_json_dict() for r in result.results}
+        raw = [by_id[i] for i in ids]
+        merged = (
+            raw
+            if merged is None
+            else [_merge(a, b, c) for a, b, c in zip(merged, raw, checks, strict=True)]
+        )
+    return merged if merged is not None else [{"success": True, "result": {}} for _ in checks]
+
+
+def _merge(total: dict[str, Any], part: dict[str, Any], check: Check) -> dict[str, Any]:
+    """Two chunks' results of one row-by-row expectation as one: counts add up, and
+    success is decided again from the totals with the expectation's ``mostly``. The
+    first chunk answers a schema expectation; an error in any chunk stands."""
+    if check.spec.name in SCHEMA_EXPECTATIONS or _raised(total):
+        return total
+    if _raised(part):
+        return part
+    a, b = total.get("result") or {}, part.get("result") or {}
+    result = dict(a)
+    for key in ("element_count", "missing_count", "unexpected_count"):
+        # None stays None: GX leaves out counts an expectation does not use.
+        if a.get(key) is not None or b.get(key) is not None:
+            result[key] = int(a.get(key) or 0) + int(b.get(key) or 0)
+    considered = result["element_count"] - (result.get("missing_count") or 0)
+    unexpected = result["unexpected_count"]
+    result["unexpected_percent"] = 100.0 * unexpected / considered if considered else None
+    examples = [
+        *(a.get("partial_unexpected_list") or []),
+        *(b.get("partial_unexpected_list") or []),
+    ]
+    result["partial_unexpected_list"] = examples[:EXAMPLES]
+    mostly = float(check.spec.kwargs.get("mostly", 1.0))
+    success = considered == 0 or (considered - unexpected) / considered >= mostly
+    return {**total, "result": result, "success": success}
+
+
+def _raised(raw: dict[str, Any]) -> bool:
+    info = raw.get("exception_info") or {}
+    if "raised_exception" in info:
+        return bool(info["raised_exception"])
+    return any(isinstance(v, dict) and v.get("raised_exception") for v in info.values())
 
 
 def _quiet_context(gx: ModuleType) -> Any:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import io
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +19,11 @@ if TYPE_CHECKING:
 
 # The name a headerless labels file's one column takes when the spec names no target.
 DEFAULT_TARGET = "target"
+# Reading a CSV holds the parsed columns and the parser's buffers at once, and checks
+# make masks and copies: a table needs about twice its own size while a step works on it.
+PEAK_FACTOR = 2.0
+# How much of a CSV is parsed to learn how large its rows become in memory.
+SAMPLE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -38,11 +46,17 @@ class Loaded:
 
 
 def read_table(path: Path, dataset: Dataset) -> pd.DataFrame:
-    """Read one CSV or Parquet file with the dataset's format options."""
+    """Read one CSV or Parquet file with the dataset's format options; refuse one whose
+    estimated size in memory exceeds what the job may use, before reading it."""
     import pandas as pd
 
+    if path.is_dir():
+        raise StepError(f"{path}: a folder of parts; read it with engine: spark")
     if not path.is_file():
         raise StepError(f"{path}: data file not found")
+    fit = memory_fit(path, dataset)
+    if not fit.fits:
+        raise StepError(fit.refusal())
     try:
         if dataset.format == "parquet":
             return pd.read_parquet(path)
@@ -69,6 +83,141 @@ def too_large(path: Path) -> StepError:
         f"{path}: {size:,} bytes ({size / 1024**2:,.0f} MiB) do not fit in the memory "
         "available to this job; give the job more memory or point the spec at a sample"
     )
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """A file's estimated size in memory against the memory a step may use."""
+
+    path: Path
+    file_bytes: int
+    estimate: int  # bytes the parsed table takes in pandas
+    budget: int  # bytes a step may use: data.max_memory, else what the machine has free
+    row_bytes: float  # bytes one parsed row takes
+    from_setting: bool  # the budget is the spec's data.max_memory
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate * PEAK_FACTOR <= self.budget
+
+    def chunk_rows(self) -> int:
+        """Rows per chunk so that a handful of chunks fit in the budget at once."""
+        return max(1_000, int(self.budget / (PEAK_FACTOR * 8) / max(self.row_bytes, 1.0)))
+
+    def refusal(self, why: str = "") -> str:
+        limit = "data.max_memory" if self.from_setting else "the memory available to this job"
+        return (
+            f"{self.path}: {_size(self.file_bytes)} on disk, about {_size(self.estimate)} in "
+            f"memory (x{PEAK_FACTOR:g} while checked), more than {_size(self.budget)} "
+            f"({limit}){why}; set engine: spark on the dataset (or data.engine: spark) "
+            "to read it with Apache Spark"
+        )
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} TiB"  # pragma: no cover - the loop returns at GiB
+
+
+def memory_fit(path: Path, dataset: Dataset) -> MemoryFit:
+    """Estimate ``path``'s size in pandas from its size on disk and a parsed sample."""
+    size = path.stat().st_size
+    if dataset.format == "parquet":
+        rows, estimate = _parquet_estimate(path)
+    else:
+        rows, estimate = _csv_estimate(path, dataset, size)
+    budget = dataset.max_memory or available_memory()
+    row_bytes = estimate / rows if rows else 0.0
+    return MemoryFit(path, size, estimate, budget, row_bytes, dataset.max_memory is not None)
+
+
+def _csv_estimate(path: Path, dataset: Dataset, size: int) -> tuple[int, int]:
+    """(rows, bytes in memory), scaled from the first SAMPLE_BYTES of the file."""
+    import pandas as pd
+
+    with path.open("rb") as handle:
+        head = handle.read(SAMPLE_BYTES)
+    if len(head) < size:
+        head = head[: head.rfind(b"\n") + 1] or head
+    try:
+        sample = pd.read_csv(
+            io.BytesIO(head), sep=dataset.delimiter, header=0 if dataset.header else None
+        )
+    except (ValueError, pd.errors.ParserError):
+        return 0, size  # unreadable sample: read_table reports the real error
+    memory = int(sample.memory_usage(deep=True).sum())
+    scale = size / max(len(head), 1)
+    return int(len(sample) * scale), int(memory * scale)
+
+
+def _parquet_estimate(path: Path) -> tuple[int, int]:
+    """(rows, bytes) from the file's metadata: its row groups' uncompressed sizes."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError):
+        return 0, path.stat().st_size  # read_table reports the real error
+    total = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return meta.num_rows, total
+
+
+def available_memory() -> int:
+    """Bytes this process can still take: the machine's available memory, or less when
+    a cgroup (a container's limit) allows less."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(free, 0)
+
+
+def iter_chunks(root: Path, dataset: Dataset, rows: int) -> Iterator[pd.DataFrame]:
+    """The dataset in frames of ``rows`` rows, named as :func:`load_dataset` names them;
+    only one chunk (of each file) is in memory at a time."""
+    if dataset.path:
+        yield from _chunks_named(root / dataset.path, dataset, dataset.columns, rows)
+        return
+    assert dataset.features and dataset.labels
+    target = target_name(root, dataset) or DEFAULT_TARGET
+    names = () if dataset.header or dataset.format != "csv" else (target,)
+    features = _chunks_named(root / dataset.features, dataset, dataset.columns, rows)
+    labels = _chunks_named(root / dataset.labels, dataset, names, rows)
+    for left, right in zip(features, labels, strict=False):
+        if len(left) != len(right):
+            raise StepError(f"{root / dataset.features}: row count differs from {dataset.labels}")
+        yield left.assign(**{target: right[target].to_numpy()})
+
+
+def _chunks_named(
+    path: Path, dataset: Dataset, names: tuple[str, ...], rows: int
+) -> Iterator[pd.DataFrame]:
+    import pandas as pd
+
+    if dataset.format == "parquet":
+        import pyarrow.parquet as pq
+
+        parts: Iterator[pd.DataFrame] = (
+            b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=rows)
+        )
+    else:
+        header = 0 if dataset.header else None
+        parts = pd.read_csv(path, sep=dataset.delimiter, header=header, chunksize=rows)
+    for frame in parts:
+        yield _name(path, dataset, frame, names)
 
 
 def load_dataset(root: Path, dataset: Dataset, *, need_target: bool = True) -> Loaded:
@@ -102,7 +251,12 @@ def load_dataset(root: Path, dataset: Dataset, *, need_target: bool = True) -> L
 def read_named(path: Path, dataset: Dataset, names: tuple[str, ...]) -> pd.DataFrame:
     """Read one file and name its columns: ``names`` when given (they replace a header
     row), else the header row, else the column positions ``0, 1, ...``."""
-    frame = read_table(path, dataset)
+    return _name(path, dataset, read_table(path, dataset), names)
+
+
+def _name(
+    path: Path, dataset: Dataset, frame: pd.DataFrame, names: tuple[str, ...]
+) -> pd.DataFrame:
     if names:
         if len(names) != len(frame.columns):
             raise StepError(

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError, UsageError
-from ci_mlops.spec.model import Drift, Model, Spec
+from ci_mlops.spec.model import Dataset, Drift, Model, Spec
 from ci_mlops.steps.datasets import read_like
 from ci_mlops.steps.markdown import text
 
@@ -49,10 +49,13 @@ NOISE_MARGIN = 0.5  # judge a distance only when its noise floor is at most half
 
 @dataclass(frozen=True)
 class Sample:
-    """One side of the comparison: the file it came from and its rows."""
+    """One side of the comparison: the file (or folder) it came from and its rows, a
+    pandas DataFrame, or a Spark DataFrame when ``spark`` is set."""
 
     path: Path
-    frame: pd.DataFrame
+    frame: Any
+    rows: int
+    spark: bool = False
 
 
 def run(
@@ -64,8 +67,11 @@ def run(
     Raises CheckFailed after writing the files when drift was found and
     ``fail_on_drift`` is set."""
     drift = _settings(spec, model)
-    reference = _load(spec.root / drift.reference, model)
-    current = _load(spec.root / drift.current, model)
+    dataset = model.train_data or model.eval_data
+    paths = (spec.root / drift.reference, spec.root / drift.current)
+    # Both sides on one engine, so that each statistic is computed the same way.
+    on_spark = dataset.engine == "spark" or any(p.is_dir() for p in paths)
+    reference, current = (_load(p, dataset, on_spark=on_spark) for p in paths)
     columns = _columns(drift, model, reference, current)
     results = [_compare(reference, current, column, drift) for column in columns]
     summary = _summarise(spec, model, drift, reference, current, results)
@@ -92,14 +98,32 @@ def _settings(spec: Spec, model: Model) -> Drift:
     return drift
 
 
-def _load(path: Path, model: Model) -> Sample:
+def _load(path: Path, dataset: Dataset, *, on_spark: bool) -> Sample:
     """Read a CSV or Parquet file (by its extension) through the same reader as the
     other steps, with the options of the model's training data, so that its columns
-    carry the names the model was trained with."""
-    frame = read_like(path, model.train_data or model.eval_data)
+    carry the names the model was trained with. Spark reads it when the model's data
+    says engine: spark, or when either side is a folder of parts."""
+    if on_spark:
+        from ci_mlops.steps import spark
+
+        # Each statistic is one Spark job over the data: keep it after the first read.
+        frame = spark.read_named(spark.session(), path, _like(path, dataset), ()).cache()
+        rows = frame.count()
+        if not rows:
+            raise StepError(f"{path}: no rows")
+        return Sample(path, frame, rows, spark=True)
+    frame = read_like(path, dataset)
     if frame.empty:
         raise StepError(f"{path}: no rows")
-    return Sample(path, frame)
+    return Sample(path, frame, len(frame))
+
+
+def _like(path: Path, dataset: Dataset) -> Dataset:
+    """The dataset's reading options for another file: its format by its extension."""
+    # A folder's parts decide its format (spark.read_named looks); a file's extension
+    # decides a file's, as read_like does.
+    fmt = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    return replace(dataset, format=fmt)
 
 
 def _columns(drift: Drift, model: Model, reference: Sample, current: Sample) -> list[str]:
@@ -123,21 +147,27 @@ def _columns(drift: Drift, model: Model, reference: Sample, current: Sample) -> 
 
 
 def _compare(reference: Sample, current: Sample, column: str, drift: Drift) -> dict[str, Any]:
-    ref = reference.frame[column].dropna()
-    cur = current.frame[column].dropna()
-    base: dict[str, Any] = {"column": column, "n_reference": len(ref), "n_current": len(cur)}
-    missing = _missing(reference, current, column, drift)
-    if ref.empty or cur.empty:
-        empty = [p.name for p, s in ((reference.path, ref), (current.path, cur)) if s.empty]
+    if reference.spark or current.spark:
+        from ci_mlops.steps.drift_spark import column_stats
+    else:
+        column_stats = _pandas_stats
+    stats = column_stats(reference, current, column)
+    base: dict[str, Any] = {"column": column, "n_reference": stats.n_ref, "n_current": stats.n_cur}
+    missing = _missing(stats.missing, drift)
+    if not stats.n_ref or not stats.n_cur:
+        empty = [
+            p.name for p, n in ((reference.path, stats.n_ref), (current.path, stats.n_cur)) if not n
+        ]
         result: dict[str, Any] = {
             "kind": "empty",
             "drifted": False,
             "reasons": [f"no values in {' or '.join(empty)}"],
         }
-    elif _is_categorical(ref, cur):
-        result = _categorical(ref, cur, drift)
+    elif stats.categories is not None:
+        result = _categorical(*stats.categories, drift)
     else:
-        result = _numeric(ref.to_numpy(float), cur.to_numpy(float), drift)
+        assert stats.numeric is not None
+        result = _numeric(stats.numeric, drift)
     reasons = [*missing.pop("reasons"), *result.pop("reasons")]
     drifted = bool(result.pop("drifted")) or bool(missing["missing_drifted"])
     if result["kind"] == "empty" and not missing["missing_drifted"]:
@@ -145,15 +175,65 @@ def _compare(reference: Sample, current: Sample, column: str, drift: Drift) -> d
     return {**base, **result, **missing, "drifted": drifted, "reasons": reasons}
 
 
-def _missing(reference: Sample, current: Sample, column: str, drift: Drift) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Numeric:
+    """What the numeric tests need of one column, however it was computed."""
+
+    psi: float
+    bins: int
+    ks_pvalue: float
+    mean_reference: float
+    mean_current: float
+    n_ref: int
+    n_cur: int
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """One column's counts on both sides: (missing, present) per side, and either the
+    value counts of a categorical column or the numeric statistics."""
+
+    n_ref: int
+    n_cur: int
+    missing: list[tuple[int, int]]
+    categories: tuple[dict[str, int], dict[str, int]] | None = None
+    numeric: Numeric | None = None
+
+
+def _pandas_stats(reference: Sample, current: Sample, column: str) -> ColumnStats:
+    from scipy.stats import ks_2samp
+
+    ref = reference.frame[column].dropna()
+    cur = current.frame[column].dropna()
+    counts = []
+    for sample in (reference, current):
+        missing = int(sample.frame[column].isna().sum())
+        counts.append((missing, len(sample.frame) - missing))
+    stats = ColumnStats(len(ref), len(cur), counts)
+    if ref.empty or cur.empty:
+        return stats
+    if _is_categorical(ref, cur):
+        ref_counts = ref.astype(str).value_counts().to_dict()
+        cur_counts = cur.astype(str).value_counts().to_dict()
+        return replace(stats, categories=(ref_counts, cur_counts))
+    ref_values, cur_values = ref.to_numpy(float), cur.to_numpy(float)
+    psi, bins = population_stability_index(ref_values, cur_values)
+    numeric = Numeric(
+        psi,
+        bins,
+        float(ks_2samp(ref_values, cur_values).pvalue),
+        float(ref_values.mean()),
+        float(cur_values.mean()),
+        len(ref),
+        len(cur),
+    )
+    return replace(stats, numeric=numeric)
+
+
+def _missing(counts: list[tuple[int, int]], drift: Drift) -> dict[str, Any]:
     """The change in the column's share of missing values (see the module docstring)."""
     from scipy.stats import chi2_contingency
 
-    counts = []
-    for sample in (reference, current):
-        values = sample.frame[column]
-        missing = int(values.isna().sum())
-        counts.append((missing, len(values) - missing))
     (ref_missing, ref_present), (cur_missing, cur_present) = counts
     share_ref = ref_missing / (ref_missing + ref_present)
     share_cur = cur_missing / (cur_missing + cur_present)
@@ -190,13 +270,10 @@ def _is_categorical(ref: pd.Series, cur: pd.Series) -> bool:
     return distinct <= CATEGORICAL_MAX_UNIQUE
 
 
-def _numeric(ref: np.ndarray, cur: np.ndarray, drift: Drift) -> dict[str, Any]:
-    from scipy.stats import ks_2samp
-
-    psi, bins = population_stability_index(ref, cur)
-    noise = (bins - 1) * (1 / len(ref) + 1 / len(cur))
+def _numeric(stats: Numeric, drift: Drift) -> dict[str, Any]:
+    psi, bins, ks_p = stats.psi, stats.bins, stats.ks_pvalue
+    noise = (bins - 1) * (1 / stats.n_ref + 1 / stats.n_cur)
     judged = noise <= NOISE_MARGIN * drift.psi_threshold
-    ks_p = float(ks_2samp(ref, cur).pvalue)
     reasons = []
     if judged and psi >= drift.psi_threshold:
         reasons.append(f"PSI {psi:.3f} >= {drift.psi_threshold:g}")
@@ -211,8 +288,8 @@ def _numeric(ref: np.ndarray, cur: np.ndarray, drift: Drift) -> dict[str, Any]:
         "psi_noise": round(noise, 6),
         "psi_judged": judged,
         "ks_pvalue": ks_p,
-        "mean_reference": float(ref.mean()),
-        "mean_current": float(cur.mean()),
+        "mean_reference": stats.mean_reference,
+        "mean_current": stats.mean_current,
     }
 
 
@@ -223,27 +300,37 @@ def population_stability_index(ref: np.ndarray, cur: np.ndarray) -> tuple[float,
 
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, PSI_BINS + 1)))[1:-1]
     bins = len(edges) + 1
-    expected = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=bins) / len(ref)
-    actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=bins) / len(cur)
+    expected = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=bins)
+    actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=bins)
+    return psi_of_counts(expected, actual), bins
+
+
+def psi_of_counts(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI of two histograms over the same bins (counts, not shares)."""
+    import numpy as np
+
+    expected = expected / expected.sum()
+    actual = actual / actual.sum()
     expected = np.where(expected == 0, EPSILON, expected)
     actual = np.where(actual == 0, EPSILON, actual)
-    return float(np.sum((actual - expected) * np.log(actual / expected))), bins
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def _categorical(ref: pd.Series, cur: pd.Series, drift: Drift) -> dict[str, Any]:
+def _categorical(
+    ref_counts: dict[str, int], cur_counts: dict[str, int], drift: Drift
+) -> dict[str, Any]:
     import numpy as np
     from scipy.spatial.distance import jensenshannon
     from scipy.stats import chi2_contingency
 
-    ref_counts = ref.astype(str).value_counts()
-    cur_counts = cur.astype(str).value_counts()
-    categories = sorted(set(ref_counts.index) | set(cur_counts.index))
+    n_ref, n_cur = sum(ref_counts.values()), sum(cur_counts.values())
+    categories = sorted(set(ref_counts) | set(cur_counts))
     table = np.array(
         [[ref_counts.get(c, 0) for c in categories], [cur_counts.get(c, 0) for c in categories]]
     )
     chi2_p = float(chi2_contingency(table).pvalue) if len(categories) > 1 else 1.0
     distance = float(jensenshannon(table[0] / table[0].sum(), table[1] / table[1].sum(), base=2))
-    noise = math.sqrt((len(categories) - 1) * (1 / len(ref) + 1 / len(cur)) / (8 * math.log(2)))
+    noise = math.sqrt((len(categories) - 1) * (1 / n_ref + 1 / n_cur) / (8 * math.log(2)))
     judged = noise <= NOISE_MARGIN * drift.js_threshold
     reasons = []
     if chi2_p <= drift.chi2_pvalue:
@@ -279,8 +366,8 @@ def _summarise(
     share = len(drifted) / len(judged) if judged else 0.0
     return {
         "model": model.name,
-        "reference": {"path": drift.reference, "rows": len(reference.frame)},
-        "current": {"path": drift.current, "rows": len(current.frame)},
+        "reference": {"path": drift.reference, "rows": reference.rows},
+        "current": {"path": drift.current, "rows": current.rows},
         "thresholds": {
             "psi": drift.psi_threshold,
             "ks_pvalue": drift.ks_pvalue,

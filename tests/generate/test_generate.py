@@ -288,3 +288,19 @@ def test_include_mode_refuses_a_model_that_needs_the_mlflow_client(tmp_path: Pat
 
     assert result.code == 2
     assert "does not install the mlflow extra" in result.output
+
+
+def test_only_jobs_that_read_data_with_spark_install_the_spark_extra(tmp_path: Path) -> None:
+    folder = copy_example("breast-cancer", tmp_path)
+    path = folder / "mlops.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["models"][0]["data"]["engine"] = "spark"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    files = render_files(load_spec(path), mode="inline")
+
+    doc = yaml.safe_load(files[GITLAB_FILE])
+    installs = {k: " ".join(v["before_script"]) for k, v in doc.items() if ":" in k}
+    spark = {k for k, line in installs.items() if re.search(r"ci-mlops\[[a-z,]*spark", line)}
+    assert spark == {"breast-cancer:data-test", "breast-cancer:drift"}
+    workflow = files[GITHUB_FILE]
+    assert re.search(r"ci-mlops\[data,spark\]", workflow)
