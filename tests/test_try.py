@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,13 +44,20 @@ def refs(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def tried(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, bytes, str]:
+def tried() -> Iterator[tuple[Path, str, bytes, str]]:
     assert GITLAB_CI_LOCAL.is_file(), "gitlab-ci-local is not installed: run `make tools`"
-    root = committed_repo(tmp_path_factory.mktemp("try") / "repo")
-    spec, before = (root / "mlops.yaml").read_bytes(), refs(root)
-    result = run_cli("try", cwd=root, env=TRY_ENV, timeout=1200)
-    assert result.code == 0, result.output
-    return root, result.stdout, spec, before
+    # A folder of its own rather than pytest's base folder, which every pytest session on
+    # the machine shares: with other sessions running, jobs in a repository there were
+    # seen to run the base interpreter instead of the jobs' virtualenv (cause not found).
+    base = Path(tempfile.mkdtemp(prefix="ci-mlops-try-"))
+    try:
+        root = committed_repo(base / "repo")
+        spec, before = (root / "mlops.yaml").read_bytes(), refs(root)
+        result = run_cli("try", cwd=root, env=TRY_ENV, timeout=1200)
+        assert result.code == 0, result.output
+        yield root, result.stdout, spec, before
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow
