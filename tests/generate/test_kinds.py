@@ -40,6 +40,7 @@ PACKAGE = Path(ci_mlops.__file__).parent
 NOT_JOBS = {
     "retrain": "the drift job starts retraining when it finds drift",
     "package": "the image job packages the version before it builds",
+    "gates": "suggests gates on a laptop (--suggest); evaluate applies them in pipelines",
 }
 
 
