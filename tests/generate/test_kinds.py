@@ -313,9 +313,11 @@ def test_a_caller_grants_what_the_new_kinds_hold(spec: Spec) -> None:
     # The most any job holds: deploys write contents, which other jobs only read.
     assert granted["contents"] == "write"
     # The image job pushes to GHCR: callers grant packages: write even for a model
-    # without one (GitHub checks the grant before it skips the job).
+    # without one (GitHub checks the grant before it skips the job); the report job's
+    # check run needs checks: write.
     assert github.caller_permissions(build_plan(spec)) == {
         "actions": "write",
+        "checks": "write",
         "contents": "write",
         "deployments": "write",
         "id-token": "write",
