@@ -176,7 +176,7 @@ def test_a_pull_request_comments_once_and_the_next_run_edits_that_comment(
     body = comment["body"]
     assert body.startswith(f"<!-- ci-mlops:report model={MODEL} -->")
     assert comment["user"]["login"] == "github-actions[bot]"
-    assert "| metric | baseline | this run | change | gate |" in body
+    assert "| metric | baseline | this run | 95% interval | change | gate |" in body
     # The baseline is the default branch's run, found through the API.
     assert "of mlops.yml on main" in body
     accuracy = first.artifact_json(f"{MODEL}-evaluate", "metrics.json")["metrics"]["accuracy"]

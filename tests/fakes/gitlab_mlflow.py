@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+import uuid
 from typing import Any
 
 from tests.fakes.server import Reply, Request
@@ -122,8 +123,8 @@ class GitLabMlflow:
 
     def _run_json(self, run: dict[str, Any]) -> dict[str, Any]:
         info = {
-            "run_id": run["iid"],
-            "run_uuid": run["iid"],
+            "run_id": run["eid"],
+            "run_uuid": run["eid"],
             "experiment_id": run["experiment_id"],
             "run_name": run["name"],
             "start_time": run["start_time"],
@@ -154,6 +155,9 @@ class GitLabMlflow:
         iid = str(len(self.runs) + 1)
         self.runs[iid] = {
             "iid": iid,
+            # GitLab answers a candidate's eid, a UUID, as its MLflow run id; unique
+            # across servers, as the MLflow client's per-run caches assume.
+            "eid": str(uuid.uuid4()),
             "experiment_id": experiment_id,
             "name": body.get("run_name") or f"candidate-{iid}",
             "start_time": body.get("start_time") or int(time.time() * 1000),
@@ -168,8 +172,8 @@ class GitLabMlflow:
     def _run_of(
         self, request: Request, body: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
-        run_id = (body or {}).get("run_id") or request.query.get("run_id")
-        return self.runs.get(str(run_id))
+        run_id = str((body or {}).get("run_id") or request.query.get("run_id"))
+        return next((r for r in self.runs.values() if r["eid"] == run_id), None)
 
     def _get_run(self, request: Request) -> Reply:
         run = self._run_of(request)

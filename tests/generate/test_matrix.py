@@ -201,7 +201,7 @@ def test_github_pull_request_touching_one_model_fills_only_its_matrices(monorepo
     assert result.code == 0, result.output
     rows = dict(line.split("=", 1) for line in outputs.read_text("utf-8").splitlines())
     matrices = {slot: json.loads(value) for slot, value in rows.items()}
-    one = [{"model": "model-199", "onnx": True, "drift": True}]
+    one = [{"model": "model-199", "onnx": True, "build_image": False, "drift": True}]
     assert matrices == {
         **{slot: one for slot in MR_JOBS},
         **{slot: [] for slot in (*DEPLOYS, "drift")},

@@ -83,7 +83,7 @@ def assert_planted_counts(summary: dict[str, Any]) -> None:
         "expect_column_values_to_not_be_null": NULLS,
         "expect_column_to_exist": None,
     }
-    verdicts = [e["success"] for e in report["expectations"]]
+    verdicts = [e["passed"] for e in report["expectations"]]
     assert verdicts == [False, False, False, True]
 
 
