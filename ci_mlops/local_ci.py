@@ -216,6 +216,43 @@ def _commit(folder: Path, branch: str) -> None:
 # --- running ------------------------------------------------------------------------
 
 
+def gitlab_ci_local_command(
+    tool: str | Path,
+    home: Path,
+    variables: Mapping[str, str],
+    *,
+    manual: Iterable[str] = (),
+    jobs: Iterable[str] = (),
+    extra_args: Iterable[str] = (),
+) -> list[str]:
+    """The gitlab-ci-local command line that runs a pipeline as GitLab would: the shell
+    executor with each job in its own copy (artifacts flow only through ``needs``), one
+    job at a time, ``variables`` in place of the predefined ones, ``manual`` jobs played,
+    and ``home`` as its home folder (no user-level variables file leaks in)."""
+    cmd = [
+        str(tool),
+        "--force-shell-executor",  # jobs name an image; no Docker is needed
+        "--shell-isolation",
+        "--no-artifacts-to-source",  # keep the project clean, as a runner would
+        "--concurrency",
+        "1",  # the jobs share one python: two pip installs at once could race
+        "--timestamps",
+        "--no-color",
+        "--max-job-name-padding",
+        "0",
+        "--home",
+        str(home),
+        *extra_args,
+    ]
+    for key, value in variables.items():
+        cmd += ["--variable", f"{key}={value}"]
+    if variables:
+        cmd += ["--ignore-predefined-vars", ",".join(variables)]
+    for job in manual:
+        cmd += ["--manual", job]
+    return cmd + list(jobs)
+
+
 def run_gitlab(
     folder: Path,
     job_bin: Path,
@@ -234,28 +271,9 @@ def run_gitlab(
     folder, job_bin = folder.resolve(), job_bin.resolve()
     home = folder.parent / f"{folder.name}-gcl-home"  # no user-level variables leak in
     home.mkdir(exist_ok=True)
-    cmd = [
-        str(find_tool("gitlab")),
-        "--force-shell-executor",  # jobs name an image; no Docker is needed
-        "--shell-isolation",
-        "--no-artifacts-to-source",
-        "--concurrency",
-        "1",  # the jobs share one python: two pip installs at once could race
-        "--timestamps",
-        "--no-color",
-        "--max-job-name-padding",
-        "0",
-        "--home",
-        str(home),
-        *extra_args,
-    ]
-    for key, value in variables.items():
-        cmd += ["--variable", f"{key}={value}"]
-    if variables:
-        cmd += ["--ignore-predefined-vars", ",".join(variables)]
-    for job in manual:
-        cmd += ["--manual", job]
-    cmd += list(jobs)
+    cmd = gitlab_ci_local_command(
+        find_tool("gitlab"), home, variables, manual=manual, jobs=jobs, extra_args=extra_args
+    )
     path = f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     full_env = {**os.environ, **pip_settings(), **(env or {})}
     full_env |= {"PATH": path, "VIRTUAL_ENV": str(job_bin.parent)}

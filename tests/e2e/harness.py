@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 # The jobs' python and gitlab-ci-local's naming are what `ci-mlops try` uses too.
-from ci_mlops.local_ci import make_job_python, safe_job_name, seconds
+from ci_mlops.local_ci import gitlab_ci_local_command, make_job_python, safe_job_name, seconds
 from tests.helpers import REPO, copy_example, git, make_git_repo, make_key_pair, run_cli
 from tests.linters import GITLAB_CI_LOCAL
 
@@ -247,28 +247,9 @@ def run_pipeline(
     variables = dict(variables or {})
     home = project.path.parent / f"{project.path.name}-gcl-home"
     home.mkdir(exist_ok=True)
-    cmd = [
-        str(GITLAB_CI_LOCAL),
-        "--force-shell-executor",  # the jobs name an image; there is no Docker here
-        "--shell-isolation",  # each job in its own copy: artifacts must flow through needs
-        "--no-artifacts-to-source",  # keep the project clean, as a runner would
-        "--concurrency",
-        "1",  # the jobs share one python: two pip installs at once could race
-        "--timestamps",
-        "--no-color",
-        "--max-job-name-padding",
-        "0",
-        "--home",
-        str(home),  # no user-level variables file leaks in
-        *extra_args,
-    ]
-    for key, value in variables.items():
-        cmd += ["--variable", f"{key}={value}"]
-    if variables:
-        cmd += ["--ignore-predefined-vars", ",".join(variables)]
-    for job in manual:
-        cmd += ["--manual", job]
-    cmd += list(jobs)
+    cmd = gitlab_ci_local_command(
+        GITLAB_CI_LOCAL, home, variables, manual=manual, jobs=jobs, extra_args=extra_args
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         cmd,
