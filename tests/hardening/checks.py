@@ -267,7 +267,7 @@ GITHUB_EXPRESSIONS = re.compile(
     r"|\$\{\{ steps\.plan\.outputs\.[a-z0-9-]+ \}\}"
     r"|\$\{\{ fromJSON\(needs\.plan\.outputs\.[a-z0-9-]+\) \}\}"
     r"|\$\{\{ github\.event\.schedule \}\}"
-    r"|\$\{\{ matrix\.(schedule|onnx|drift) \}\}"
+    r"|\$\{\{ matrix\.(schedule|onnx|drift|build_image) \}\}"
     r"|(?:[A-Za-z0-9 ._/:()-]*\$\{\{ (?:matrix\.model|github\.run_id) \}\})+[A-Za-z0-9 ._/:()-]*"
 )
 
