@@ -86,6 +86,11 @@ class Platform(ABC):
         returns where, or None (GitLab shows the JUnit and metrics reports instead)."""
         return None
 
+    def request_labels(self) -> frozenset[str]:
+        """The labels of the merge/pull request this pipeline runs for, which may
+        override a failed gate (``override_label``); none where there is no request."""
+        return frozenset()
+
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number)."""
         return ""

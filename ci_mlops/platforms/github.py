@@ -316,6 +316,14 @@ class GitHubPlatform(Platform):
             return int(issue["number"])
         return None
 
+    def request_labels(self) -> frozenset[str]:
+        """The pull request's labels as the event payload lists them (those it had when
+        the event fired: a label added later needs a new run)."""
+        pull = self._event().get("pull_request")
+        labels = pull.get("labels") if isinstance(pull, dict) else None
+        names = (item.get("name") for item in labels or () if isinstance(item, dict))
+        return frozenset(n for n in names if isinstance(n, str) and n)
+
     def _default_branch(self, repo: Any) -> str:
         known = (self._event().get("repository") or {}).get("default_branch")
         if isinstance(known, str) and known:

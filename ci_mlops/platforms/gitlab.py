@@ -87,6 +87,7 @@ class GitLabEnv:
     job_token: str
     api_token: str
     trigger_token: str
+    mr_labels: str = ""  # CI_MERGE_REQUEST_LABELS: comma-separated, merge request pipelines only
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> GitLabEnv:
@@ -105,6 +106,7 @@ class GitLabEnv:
             job_token=env.get("CI_JOB_TOKEN", ""),
             api_token=env.get("GITLAB_TOKEN", ""),
             trigger_token=env.get("MLOPS_TRIGGER_TOKEN", ""),
+            mr_labels=env.get("CI_MERGE_REQUEST_LABELS", ""),
         )
 
     @property
@@ -344,6 +346,11 @@ class GitLabPlatform(Platform):
         )
 
     # -- job context ---------------------------------------------------------------
+
+    def request_labels(self) -> frozenset[str]:
+        """The merge request's labels, as GitLab listed them when it created the
+        pipeline (CI_MERGE_REQUEST_LABELS; GitLab label names cannot contain commas)."""
+        return frozenset(n.strip() for n in self.env.mr_labels.split(",") if n.strip())
 
     def version_suffix(self) -> str:
         return version_suffix(self.env)

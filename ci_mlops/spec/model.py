@@ -86,6 +86,9 @@ class Gate:
     mode: str = "fail"  # "warn": failures are reported but do not fail the gate
     worst_slice: float | None = None
     max_slice_gap: float | None = None
+    # A merge/pull request carrying this label passes the gate's failed checks, marked
+    # as overridden; None: no label can.
+    override_label: str | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -112,6 +115,7 @@ class Importance:
     max_rank_shift: int | None = None
     stable_top_feature: bool = False
     mode: str = "fail"
+    override_label: str | None = None  # as Gate.override_label, for the importance gates
 
 
 @dataclass(frozen=True)

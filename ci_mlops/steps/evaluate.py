@@ -97,6 +97,7 @@ def run(
         base = found if isinstance(found, Baseline) else None
         missing = found.reason if isinstance(found, MissingBaseline) else None
         insight = measure(spec, model, trained, loaded, y_true, predictions, scores, base, theirs)
+        labels = request_labels(spec, model)
         verdict = apply_gates(
             model.gates,
             scores.values,
@@ -104,7 +105,8 @@ def run(
             model.if_no_baseline,
             missing=missing,
             evidence=insight.evidence(),
-            extra=_importance_checks(model, insight, base),
+            extra=_importance_checks(model, insight, base, labels),
+            labels=labels,
         )
         plots, notes = _plots(model, y_true, predictions, scores)
         for note in notes:
@@ -114,7 +116,7 @@ def run(
         # records failed evaluations too.
         tracking.log_evaluation(spec, model, scores.values, verdict.passed)
     print(format_table(model, scores.values, base, verdict))
-    for check in verdict.warnings:
+    for check in [*verdict.warnings, *verdict.overrides]:
         log.warn(check.message)
     if not verdict.passed:
         raise GateFailed(_failure_message(model, verdict))
@@ -427,7 +429,9 @@ def _importance(
     return ranking
 
 
-def _importance_checks(model: Model, insight: Insight, base: Baseline | None) -> tuple[Check, ...]:
+def _importance_checks(
+    model: Model, insight: Insight, base: Baseline | None, labels: frozenset[str]
+) -> tuple[Check, ...]:
     from ci_mlops.steps.gates import importance_checks
 
     settings = model.evaluation.importance
@@ -442,6 +446,8 @@ def _importance_checks(model: Model, insight: Insight, base: Baseline | None) ->
             settings.max_rank_shift,
             settings.stable_top_feature,
             settings.mode,
+            settings.override_label,
+            labels,
         )
     )
 
@@ -504,6 +510,24 @@ def _baseline_model(
     digest = hashlib.sha256(data).hexdigest()[:12]
     label = f"model file {path.name} (sha256 {digest}) scored on this eval data"
     return Baseline(finite, label, importance), predictions
+
+
+def request_labels(spec: Spec, model: Model) -> frozenset[str]:
+    """The merge/pull request's labels, asked of the platform only when one of the
+    model's gates names an override label."""
+    importance = model.evaluation.importance
+    wanted = {g.override_label for g in model.gates if g.override_label}
+    if importance is not None and importance.override_label:
+        wanted.add(importance.override_label)
+    if not wanted:
+        return frozenset()
+    from ci_mlops.platforms import detect
+
+    labels = detect(spec).request_labels()
+    present = sorted(wanted & labels)
+    if present:
+        log.info(f"{model.name}: the request carries override label {', '.join(present)}")
+    return labels
 
 
 # --- baseline -----------------------------------------------------------------------
@@ -754,6 +778,12 @@ def junit_xml(model_name: str, verdict: GateVerdict) -> bytes:
             # JUnit knows no warnings: the case passes and says it is a warning.
             properties = ET.SubElement(case, "properties")
             ET.SubElement(properties, "property", name="mode", value="warn")
+        if check.overridden:
+            # It passes because of a label: the case says which, as its message does.
+            properties = ET.SubElement(case, "properties")
+            ET.SubElement(
+                properties, "property", name="overridden_by_label", value=check.overridden
+            )
         if not check.passed:
             ET.SubElement(
                 case, "failure", message=check.message, type="GateFailed"
@@ -796,6 +826,8 @@ def format_table(
     outcome = "passed" if verdict.passed else f"FAILED ({failed} of {total} checks)"
     if verdict.warnings:
         outcome += f", {len(verdict.warnings)} warning{'s' if len(verdict.warnings) != 1 else ''}"
+    if verdict.overrides:
+        outcome += f", {len(verdict.overrides)} overridden by label"
     return "\n".join([f"{model.name}: quality gates {outcome}", *lines])
 
 
@@ -806,6 +838,9 @@ def _gate_cell(verdict: GateVerdict, metric: str) -> str:
     failed = [c.rule for c in checks if not c.passed]
     if failed:
         return "FAIL " + ", ".join(failed)
+    overridden = [c.rule for c in checks if c.overridden]
+    if overridden:
+        return "OVERRIDDEN " + ", ".join(overridden)
     warned = [c.rule for c in checks if c.warned]
     if warned:
         return "WARN " + ", ".join(warned)

@@ -15,6 +15,8 @@ Rules per metric, each optional:
   (:class:`Evidence`); without resamples the point estimate decides, as before.
 - ``worst_slice`` / ``max_slice_gap``: the metric's worst slice and its gap to the best.
 - ``mode: warn``: a rule that does not hold is reported (``warned``) but passes.
+- ``override_label``: when the merge/pull request carries this label, a rule that does
+  not hold is reported as overridden by it (``overridden``) and passes.
 
 A value exactly on a threshold passes (within float rounding, so that 0.95 - 0.93 is
 not judged larger than 0.02). Every rule is checked and every failure is reported.
@@ -66,6 +68,9 @@ class Check:
     p_value: float | None = None
     # The rule did not hold but its gate is in warn mode, so ``passed`` is True.
     warned: bool = False
+    # The rule did not hold but the request carries this override label of its gate,
+    # so ``passed`` is True.
+    overridden: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {key: _json_number(val) for key, val in asdict(self).items()}
@@ -88,6 +93,10 @@ class GateVerdict:
     def warnings(self) -> list[Check]:
         return [c for c in self.checks if c.warned]
 
+    @property
+    def overrides(self) -> list[Check]:
+        return [c for c in self.checks if c.overridden]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
@@ -104,6 +113,7 @@ def apply_gates(
     missing: str | None = None,
     evidence: Evidence | None = None,
     extra: tuple[Check, ...] = (),
+    labels: frozenset[str] = frozenset(),
 ) -> GateVerdict:
     """Judge ``metrics`` by ``gates``; ``baseline`` holds the metrics to compare with.
 
@@ -112,6 +122,7 @@ def apply_gates(
     then change rules fail whatever ``if_no_baseline`` says, with that reason. A metric
     missing from ``metrics`` or NaN fails every rule on it. ``evidence`` feeds the
     significance and slice rules; ``extra`` are checks judged elsewhere (importance).
+    ``labels`` are the merge/pull request's labels, for gates with an override label.
     """
     if if_no_baseline not in ("pass", "fail"):
         raise ValueError(f"if_no_baseline must be 'pass' or 'fail', not {if_no_baseline!r}")
@@ -125,8 +136,12 @@ def apply_gates(
             if threshold is not None:
                 check = _check(gate, rule, float(threshold), value, before, if_no_baseline)
                 check = _unavailable(check, missing) if missing else check
-                checks.append(_warn(gate.mode, _significant(gate, check, evidence)))
-        checks += [_warn(gate.mode, c) for c in slice_checks(gate, evidence.slices)]
+                check = _warn(gate.mode, _significant(gate, check, evidence))
+                checks.append(override(gate.override_label, labels, check))
+        checks += [
+            override(gate.override_label, labels, _warn(gate.mode, c))
+            for c in slice_checks(gate, evidence.slices)
+        ]
     checks += extra
     no_baseline = any(c.rule in CHANGE_RULES and c.baseline is None for c in checks)
     return GateVerdict(all(c.passed for c in checks), checks, no_baseline)
@@ -137,6 +152,16 @@ def _warn(mode: str, check: Check) -> Check:
     if mode != "warn" or check.passed:
         return check
     return replace(check, passed=True, warned=True, message=f"{check.message} [warn only]")
+
+
+def override(label: str | None, labels: frozenset[str], check: Check) -> Check:
+    """A rule that does not hold passes when the request carries the gate's override
+    label: someone allowed to label the request accepted the change, and the check
+    still says so."""
+    if label is None or check.passed or label not in labels:
+        return check
+    message = f"{check.message} [overridden by label {label}]"
+    return replace(check, passed=True, overridden=label, message=message)
 
 
 def _significant(gate: Gate, check: Check, evidence: Evidence) -> Check:
@@ -209,16 +234,19 @@ def importance_checks(
     max_rank_shift: int | None,
     stable_top_feature: bool,
     mode: str = "fail",
+    override_label: str | None = None,
+    labels: frozenset[str] = frozenset(),
 ) -> list[Check]:
     """Gates on how the features' importance ranks moved against the baseline's: the
     largest rank move among the baseline's top ``top_k`` features, and whether the most
-    important feature is still the same. No baseline ranking: nothing to judge (passes)."""
+    important feature is still the same. No baseline ranking: nothing to judge (passes).
+    A failed one passes, marked overridden, when ``labels`` hold ``override_label``."""
     out = []
     if max_rank_shift is not None:
         out.append(_rank_shift_check(ranking, baseline, top_k, max_rank_shift))
     if stable_top_feature:
         out.append(_top_feature_check(ranking, baseline))
-    return [_warn(mode, c) for c in out]
+    return [override(override_label, labels, _warn(mode, c)) for c in out]
 
 
 def _rank_shift_check(

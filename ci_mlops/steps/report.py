@@ -131,7 +131,11 @@ def check_report(spec: Spec, model: Model, gates: dict[str, Any], markdown: str)
     located = read_spec(spec.path)
     index = spec.models.index(model)
     notes = []
-    for level, checks in (("failure", _failed_checks(gates)), ("warning", _warned_checks(gates))):
+    levels = (
+        ("failure", _failed_checks(gates)),
+        ("warning", _warned_checks(gates) + _overridden_checks(gates)),
+    )
+    for level, checks in levels:
         for c in checks:
             metric, rule = str(c.get("metric", "?")), str(c.get("rule", "?"))
             where: tuple[str | int, ...] = ("models", index, "metrics", metric)
@@ -327,6 +331,9 @@ def _gates_line(gates: Any) -> str:
     checks, failed = gates.get("checks") or [], _failed_checks(gates)
     warned = len(_warned_checks(gates))
     also = f" ({warned} warning{'s' if warned != 1 else ''}, mode warn)" if warned else ""
+    overridden = len(_overridden_checks(gates))
+    also += f" ({overridden} overridden by label)" if overridden else ""
+    warned += overridden
     if failed:
         return f"❌ quality gates: {len(failed)} of {len(checks)} checks failed{also}"
     return f"{'⚠️' if warned else '✅'} quality gates: all {len(checks)} checks passed{also}"
@@ -351,6 +358,8 @@ def _failures_section(inputs: Inputs) -> str:
     warned = _warned_checks(inputs.gates) if isinstance(inputs.gates, dict) else []
     items = [f"- ❌ {text(c.get('message', ''))}" for c in gates]
     items += [f"- ⚠️ {text(c.get('message', ''))}" for c in warned]
+    if isinstance(inputs.gates, dict):
+        items += [f"- 🏷️ {text(c.get('message', ''))}" for c in _overridden_checks(inputs.gates)]
     items += [f"- ⚠️ {line}" for line in _integrity_warnings(inputs)]
     return "\n".join(items)
 
@@ -362,6 +371,12 @@ def _failed_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
 def _warned_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
     """Checks that did not hold in a gate of mode warn: reported, not failed."""
     return [c for c in gates.get("checks") or [] if isinstance(c, dict) and c.get("warned")]
+
+
+def _overridden_checks(gates: dict[str, Any]) -> list[dict[str, Any]]:
+    """Checks that did not hold but passed because the request carries their gate's
+    override label."""
+    return [c for c in gates.get("checks") or [] if isinstance(c, dict) and c.get("overridden")]
 
 
 def _integrity_warnings(inputs: Inputs) -> list[str]:
@@ -458,10 +473,14 @@ def _gate(checks: list[dict[str, Any]]) -> str:
         return "—"
     failed = [c for c in checks if not c.get("passed")]
     warned = [c for c in checks if c.get("warned")]
-    shown = failed or warned or checks
+    overridden = [c for c in checks if c.get("overridden")]
+    shown = failed or overridden or warned or checks
     rules = ", ".join(_rule(c) for c in shown)
     if failed:
         return f"❌ {rules}"
+    if overridden:
+        labels = ", ".join(sorted({code(c["overridden"]) for c in overridden}))
+        return f"🏷️ {rules} (overridden by label {labels})"
     return f"⚠️ {rules} (warn)" if warned else f"✅ {rules}"
 
 

@@ -222,6 +222,7 @@ def test_to_dict_has_the_gates_json_fields() -> None:
                 "message": "accuracy 0.95 is at or above min 0.9",
                 "p_value": None,
                 "warned": False,
+                "overridden": None,
             }
         ],
     }
@@ -409,3 +410,71 @@ def test_importance_rank_shift_and_top_feature() -> None:
     warned = importance_checks(moved, baseline, 3, 2, True, mode="warn")
     assert all(c.passed and c.warned for c in warned)
     assert all(c.passed for c in importance_checks(moved, None, 3, 0, True))
+
+
+# --- override labels ---------------------------------------------------------------
+
+
+def test_a_failed_gate_passes_as_overridden_when_the_request_carries_its_label() -> None:
+    gate = Gate("accuracy", max_drop=0.01, override_label="metric-drop-approved")
+    metrics, base = {"accuracy": 0.90}, {"accuracy": 0.95}
+
+    without = apply_gates((gate,), metrics, base, "pass", labels=frozenset({"other"}))
+    labelled = apply_gates(
+        (gate,), metrics, base, "pass", labels=frozenset({"metric-drop-approved"})
+    )
+
+    assert not without.passed and without.checks[0].overridden is None
+    assert labelled.passed
+    check = labelled.checks[0]
+    assert check.passed and check.overridden == "metric-drop-approved"
+    assert check.message.endswith("[overridden by label metric-drop-approved]")
+    assert labelled.overrides == [check] and labelled.failed == []
+    assert check.to_dict()["overridden"] == "metric-drop-approved"
+
+
+def test_a_label_overrides_only_the_gate_that_names_it() -> None:
+    gates = (
+        Gate("accuracy", min=0.99, override_label="ok-accuracy"),
+        Gate("f1", min=0.99),
+    )
+    verdict = apply_gates(
+        gates, {"accuracy": 0.9, "f1": 0.9}, None, "pass", labels=frozenset({"ok-accuracy"})
+    )
+    assert not verdict.passed
+    assert [c.metric for c in verdict.failed] == ["f1"]
+    assert [c.metric for c in verdict.overrides] == ["accuracy"]
+
+
+def test_a_passing_or_warned_check_is_not_marked_overridden() -> None:
+    labels = frozenset({"go"})
+    passing = apply_gates(
+        (Gate("accuracy", min=0.5, override_label="go"),),
+        {"accuracy": 0.9},
+        None,
+        "pass",
+        labels=labels,
+    )
+    warned = apply_gates(
+        (Gate("accuracy", min=0.99, mode="warn", override_label="go"),),
+        {"accuracy": 0.9},
+        None,
+        "pass",
+        labels=labels,
+    )
+    assert passing.overrides == [] and passing.checks[0].message.endswith("min 0.5")
+    assert warned.overrides == [] and warned.warnings == warned.checks
+
+
+def test_importance_gates_take_an_override_label() -> None:
+    ranking, baseline = ["b", "a", "c"], ["a", "b", "c"]
+    plain = importance_checks(ranking, baseline, 3, 0, True, override_label="imp-ok")
+    labelled = importance_checks(
+        ranking, baseline, 3, 0, True, override_label="imp-ok", labels=frozenset({"imp-ok"})
+    )
+    assert [c.passed for c in plain] == [False, False]
+    assert [c.passed for c in labelled] == [True, True]
+    assert [c.overridden for c in labelled] == ["imp-ok", "imp-ok"]
+    assert (
+        "is now b, not a (stable_top_feature) [overridden by label imp-ok]" in labelled[1].message
+    )
