@@ -89,6 +89,9 @@ class DataTestRecord:
     statistics: dict[str, int]
     datasets: dict[str, dict[str, Any]]  # role -> {files, rows, passed, expectations ...}
     great_expectations_version: str
+    # GX Data Docs of these results: {"path": relative to the model folder, "url": the
+    # page of the job's artifacts where people open it, or None}; None when not built.
+    data_docs: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DataTestRecord:
@@ -102,6 +105,7 @@ class DataTestRecord:
             statistics=dict(data.get("statistics") or {}),
             datasets=datasets,
             great_expectations_version=str(data.get("great_expectations_version", "")),
+            data_docs=docs if isinstance(docs := data.get("data_docs"), dict) else None,
         )
 
     @classmethod

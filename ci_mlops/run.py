@@ -200,7 +200,12 @@ def summary(spec: Spec, model: Model) -> str:
     shown = [f"{n} {metrics[n]:.4g}" for n in names if isinstance(metrics.get(n), int | float)]
     if shown:
         lines.append(f"  {'metrics:':<16}{', '.join(shown)}")
-    for label, path in (("report", workdir / "report.md"), ("ONNX model", workdir / "model.onnx")):
+    shown_files = (
+        ("report", workdir / "report.md"),
+        ("data docs", workdir / "data-docs" / "index.html"),
+        ("ONNX model", workdir / "model.onnx"),
+    )
+    for label, path in shown_files:
         if path.is_file():
             lines.append(f"  {label + ':':<16}{_rel(path)}")
     live = _live_entry(spec, model)

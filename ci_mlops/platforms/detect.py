@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
 
 from ci_mlops.errors import UsageError
 from ci_mlops.platforms.base import Platform
@@ -26,12 +29,27 @@ class Entry:
 
     target: str  # "module:Class", imported on first use
     ci_variable: str | None = None  # set to "true" in that CI's jobs; None for the laptop
+    # The web page where people open a file a job keeps in its artifacts: a format of
+    # the job's variables and {path} (relative to the variable project_dir names).
+    artifact_page: str | None = None
+    project_dir: str | None = None
 
 
 PLATFORMS: dict[str, Entry] = {
     "local": Entry("ci_mlops.platforms.local:LocalPlatform"),
-    "gitlab": Entry("ci_mlops.platforms.gitlab:GitLabPlatform", "GITLAB_CI"),
-    "github": Entry("ci_mlops.platforms.github:GitHubPlatform", "GITHUB_ACTIONS"),
+    "gitlab": Entry(
+        "ci_mlops.platforms.gitlab:GitLabPlatform",
+        "GITLAB_CI",
+        artifact_page="{CI_JOB_URL}/artifacts/file/{path}",
+        project_dir="CI_PROJECT_DIR",
+    ),
+    # A run's artifacts are zip files listed on its page: the page is the closest link.
+    "github": Entry(
+        "ci_mlops.platforms.github:GitHubPlatform",
+        "GITHUB_ACTIONS",
+        artifact_page="{GITHUB_SERVER_URL}/{GITHUB_REPOSITORY}/actions/runs/{GITHUB_RUN_ID}#artifacts",
+        project_dir="GITHUB_WORKSPACE",
+    ),
 }
 NAMES = tuple(PLATFORMS)
 # The CI hosts: the ones generate writes pipeline files for.
@@ -53,6 +71,26 @@ def current_platform(env: Mapping[str, str] | None = None) -> str:
     variables say."""
     env = os.environ if env is None else env
     return env.get("MLOPS_PLATFORM") or platform_name(env)
+
+
+def artifact_page(path: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """Where people open ``path``, a file this job keeps in its artifacts; None on a
+    laptop, outside the project folder, or when a variable the page needs is not set.
+    Read from the CI variables alone: a job that installs no platform SDK asks too."""
+    env = os.environ if env is None else env
+    entry = PLATFORMS.get(current_platform(env))
+    if entry is None or entry.artifact_page is None or entry.project_dir is None:
+        return None
+    root = env.get(entry.project_dir, "")
+    try:
+        relative = path.resolve().relative_to(Path(root).resolve()) if root else None
+    except ValueError:
+        return None
+    fields = [f for _, f, _, _ in string.Formatter().parse(entry.artifact_page) if f]
+    values = {f: env.get(f, "") for f in fields if f != "path"}
+    if relative is None or not all(values.values()):
+        return None
+    return entry.artifact_page.format(**values, path=quote(relative.as_posix()))
 
 
 def detect(spec: Spec, name: str | None = None) -> Platform:

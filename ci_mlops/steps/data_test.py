@@ -6,7 +6,8 @@ being dropped silently. Each dataset is loaded once and validated in memory thro
 ephemeral GX context: whole in pandas; in chunks when it would not fit in memory and its
 expectations add up row by row (else the step refuses it, exit 2); or as a Spark
 DataFrame through GX's Spark datasource (``engine: spark``, folders of parts). Results go to ``data-test.json`` and ``data-test.junit.xml`` in
-the model's working folder; any failed expectation then fails the step (exit 1).
+the model's working folder, and GX renders them as Data Docs in ``data-docs/``
+(:mod:`ci_mlops.steps.data_docs`); any failed expectation then fails the step (exit 1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
@@ -63,8 +65,10 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
         role: _test_dataset(gx, spec, model, role, ds, checks[role])
         for role, ds in model.datasets.items()
     }
-    record = _summary(model, reports, gx.__version__)
     workdir = spec.workdir(model)
+    record = replace(
+        _summary(model, reports, gx.__version__), data_docs=_data_docs(gx, workdir, model, reports)
+    )
     snapshot_spec(spec, model)
     record.write(workdir)
     atomic.write_text(workdir / RESULT_JUNIT, junit_xml(model, reports))
@@ -76,6 +80,23 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
             f"(details: {workdir / RESULT_JSON})"
         )
     return record.to_json()
+
+
+def _data_docs(
+    gx: ModuleType, workdir: Path, model: Model, reports: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Build the Data Docs; where they are, for data-test.json and the report."""
+    from ci_mlops.platforms.detect import artifact_page
+    from ci_mlops.steps import data_docs
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with log.timed(f"data-test {model.name}: building Data Docs"):
+        index = data_docs.try_build(gx, workdir, model.name, reports)
+    if index is None:
+        return None
+    url = artifact_page(index)
+    log.info(f"data-test {model.name}: Data Docs: {url or index}")
+    return {"path": data_docs.INDEX, "url": url}
 
 
 def _import_gx() -> ModuleType:

@@ -567,7 +567,20 @@ def _data_test_section(data: Any) -> str:
     ]
     if failing:
         parts.append("\n".join(failing))
+    parts += _data_docs_line(data.get("data_docs"))
     return "\n\n".join(parts)
+
+
+def _data_docs_line(docs: Any) -> list[str]:
+    """Where Great Expectations' Data Docs of these results are: a link to the
+    data-test job's artifacts when it recorded one, else the file's place in them."""
+    if not isinstance(docs, dict) or not isinstance(docs.get("path"), str):
+        return []
+    where = f"{code(docs['path'], table=False)} in the data-test job's artifacts"
+    url = docs.get("url")
+    if isinstance(url, str) and SAFE_URL.fullmatch(url):
+        return [f"📄 [Data Docs]({url}): Great Expectations' pages of these results ({where})."]
+    return [f"📄 Data Docs: Great Expectations' pages of these results, {where}."]
 
 
 def _entries(report: Any) -> list[dict[str, Any]]:
