@@ -273,6 +273,11 @@ def _artifacts(job: Job, model: str) -> dict[str, Any]:
         "paths": [f".ci-mlops/{model}/"],
         "expire_in": "30 days",
     }
+    if job.descriptor.expose_as:
+        # GitLab refuses variables and globs in the paths of an exposed artifact; the
+        # model folder is a plain directory path ending in "/", which it links to the
+        # job's artifact browser.
+        out["expose_as"] = f"{model} {job.descriptor.expose_as}"
     if job.always_keep_artifacts:
         out["when"] = "always"
     reports = {"junit": job.descriptor.junit, "metrics": job.descriptor.metrics_report}

@@ -129,6 +129,9 @@ class JobKind:
     # Keep the artifact when the job fails: the results of a failing check are the point.
     keep_failed_artifacts: bool = False
     junit: str | None = None  # the JUnit file it writes into the model folder
+    # What GitLab's merge request links its artifacts as, after the model's name
+    # (artifacts:expose_as: letters, digits, "-", "_" and spaces).
+    expose_as: str | None = None
     # An OpenMetrics file it writes into the model folder, which GitLab shows in the
     # merge request's metrics widget.
     metrics_report: str | None = None
@@ -218,6 +221,8 @@ KINDS: dict[str, JobKind] = _table(
             model_extras=_data_test_extras,
             keep_failed_artifacts=True,
             junit="data-test.junit.xml",
+            # Its Great Expectations Data Docs (data-docs/index.html in the folder).
+            expose_as="data docs",
             produces=("data-test.json",),
             local_step="ci_mlops.steps.data_test",
         ),

@@ -304,3 +304,26 @@ def test_only_jobs_that_read_data_with_spark_install_the_spark_extra(tmp_path: P
     assert spark == {"breast-cancer:data-test", "breast-cancer:drift"}
     workflow = files[GITHUB_FILE]
     assert re.search(r"ci-mlops\[data,spark\]", workflow)
+
+
+# GitLab's own check of artifacts:expose_as (lib/gitlab/ci/config/entry/artifacts.rb).
+EXPOSE_AS = re.compile(r"\w[-\w ]*\Z")
+
+
+@pytest.mark.parametrize("example", [*EXAMPLE_NAMES, *FRAMEWORK_EXAMPLES.values()])
+def test_gitlab_exposes_each_models_data_docs_as_gitlab_accepts(example: str) -> None:
+    pipeline = yaml.safe_load((EXAMPLES / example / GITLAB_FILE).read_text("utf-8"))
+    spec = load_spec(EXAMPLES / example / "mlops.yaml")
+    exposed = {
+        name: job["artifacts"]
+        for name, job in pipeline.items()
+        if isinstance(job, dict) and "expose_as" in (job.get("artifacts") or {})
+    }
+    assert sorted(exposed) == sorted(f"{m.name}:data-test" for m in spec.models)
+    for name, artifacts in exposed.items():
+        model = name.split(":")[0]
+        assert artifacts["expose_as"] == f"{model} data docs"
+        assert EXPOSE_AS.match(artifacts["expose_as"]) and len(artifacts["expose_as"]) <= 100
+        # Exposed paths take no variables and no globs; a directory ends in "/".
+        assert artifacts["paths"] == [f".ci-mlops/{model}/"]
+        assert not any(c in p for p in artifacts["paths"] for c in "$*?[")

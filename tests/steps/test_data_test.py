@@ -236,11 +236,18 @@ def test_bad_arguments_are_a_located_error(tmp_path: Path) -> None:
     assert not (folder / ".ci-mlops").exists()
 
 
+def files_below(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (the Data Docs site too) and its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 def test_missing_data_file_keeps_earlier_results(tmp_path: Path) -> None:
     folder = copy_example("breast-cancer", tmp_path)
     assert invoke(folder).code == 0
     out = folder / ".ci-mlops" / "breast-cancer"
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = files_below(out)
     spec = load_spec(folder / "mlops.yaml")
     (folder / "data" / "eval.csv").unlink()
 
@@ -250,7 +257,7 @@ def test_missing_data_file_keeps_earlier_results(tmp_path: Path) -> None:
     # The step itself, given a spec loaded before the file vanished, names the file too.
     with pytest.raises(StepError, match=r"data/eval\.csv: data file not found"):
         data_test.run(spec, spec.models[0])
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files_below(out) == before
 
 
 def test_dataset_without_expectations_is_still_loaded(tmp_path: Path) -> None:
