@@ -194,6 +194,13 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class Report:
+    """The merge/pull request report: how many deployed versions its history chart shows."""
+
+    history: int = 10
+
+
+@dataclass(frozen=True)
 class Tracking:
     """Where evaluations are logged as MLflow runs: ``none``, an MLflow server
     (``mlflow``) or the project's GitLab experiment tracking (``gitlab``)."""
@@ -255,6 +262,7 @@ class Model:
     baseline_from: str = "artifact"
     tracking: Tracking = Tracking()
     evaluation: Evaluation = Evaluation()
+    report: Report = Report()
 
     @property
     def experiment(self) -> str:
@@ -454,6 +462,7 @@ def _model(raw: dict[str, Any]) -> Model:
         baseline_from=(raw.get("baseline") or {}).get("from", "artifact"),
         tracking=Tracking(**(raw.get("tracking") or {})),
         evaluation=_evaluation(raw.get("evaluate") or {}),
+        report=Report(**(raw.get("report") or {})),
     )
 
 

@@ -106,16 +106,19 @@ def check_artifacts(workdir: Path, model: Model) -> None:
 
 
 def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, float]], ...]:
-    """The metrics of the versions the model's registry holds, for the history chart;
-    none (with a warning) when it cannot say, since a chart is never worth a failed
-    report."""
-    from ci_mlops.errors import PlatformError
+    """The metrics of the last ``report.history`` versions deployed through the model's
+    registry, for the history chart; none (with a warning) when it cannot say, since a
+    chart is never worth a failed report."""
+    from ci_mlops.errors import MlopsError
     from ci_mlops.platforms.detect import current_platform
     from ci_mlops.registries import registry_for
 
+    if model.report.history <= 0:
+        return ()
     try:
-        return tuple(registry_for(spec, model, current_platform()).metric_history(model))
-    except (PlatformError, StepError) as exc:
+        registry = registry_for(spec, model, current_platform())
+        return tuple(registry.metric_history(model, model.report.history))
+    except (MlopsError, ImportError) as exc:  # ImportError: the target's extra is missing
         log.warn(f"{model.name}: no metric history for the report: {exc}")
         return ()
 
