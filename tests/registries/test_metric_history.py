@@ -238,3 +238,28 @@ def test_mlflow_reads_the_evaluation_runs_metrics_else_the_published_metrics_jso
     # either its evaluation run or a download of its metrics.json.
     assert operations[0] == f"get_registered_model({model.name})"
     assert len(operations) == 1 + 5 * 2
+
+
+def test_the_merge_request_report_charts_the_gitlab_package_history(
+    spec: Spec, gitlab_api: FakeGitLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ci_mlops.steps import report
+
+    model = _target(spec, "gitlab-packages")
+    deploy_all(registry_for(spec, model, "gitlab"), spec, model)
+    # This merge request's evaluation, in the job's model folder.
+    monkeypatch.setenv("CI_PIPELINE_SOURCE", "merge_request_event")
+    monkeypatch.setenv("CI_MERGE_REQUEST_IID", "7")
+    for name in ("model.joblib", "model.onnx", "report.md", "tracking.json"):
+        (spec.workdir(model) / name).unlink(missing_ok=True)
+    metrics = {"model": model.name, "metrics": {"accuracy": 0.95}}
+    (spec.workdir(model) / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+    report.run(spec, model, post=True, echo=False)
+
+    (note,) = gitlab_api.notes[7]
+    body = str(note["body"])
+    assert 'title "accuracy over the deployed versions"' in body
+    assert 'x-axis ["1.0.0-pipeline.1", "1.0.0-pipeline.2", "1.0.0-pipeline.5", "this run"]' in body
+    assert "line [0.9, 0.91, 0.94, 0.95]" in body
+    assert "| `1.0.0-pipeline.2` | 0.91 |" in body
