@@ -122,6 +122,7 @@ class Evaluation:
     slices: tuple[str, ...] = ()
     min_slice_rows: int = 10
     importance: Importance | None = None
+    shap: bool = False  # mean |SHAP| per feature, for tree models
 
 
 @dataclass(frozen=True)
@@ -473,6 +474,7 @@ def _evaluation(raw: dict[str, Any]) -> Evaluation:
         slices=tuple(raw.get("slices", ())),
         min_slice_rows=raw.get("min_slice_rows", 10),
         importance=Importance(**importance) if importance is not None else None,
+        shap=bool(raw.get("shap", False)),
     )
 
 
