@@ -63,6 +63,7 @@ PERMISSION_REASONS = {
     ("pull-requests", "write"): "post and update the report comment",
     ("checks", "write"): "a check run naming each failed gate on the spec's line",
     ("deployments", "write"): "record the version each environment runs",
+    ("deployments", "read"): "read the versions deployed before, for the history chart",
     ("packages", "write"): "push the model's container image to GHCR",
     ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
 }

@@ -56,9 +56,12 @@ TARGET_EXTRAS: dict[str, tuple[str, ...]] = {
 
 
 def _evaluate_extras(model: Model) -> tuple[str, ...]:
-    """What evaluate needs for the spec: the MLflow client to log runs, and the deploy
-    target's extras to read a baseline from its registry."""
+    """What evaluate needs for the spec: the MLflow client to log runs, the deploy
+    target's extras to read a baseline from its registry, and the shap library for the
+    SHAP values of scikit-learn trees (XGBoost and LightGBM compute their own)."""
     extras: tuple[str, ...] = ("mlflow",) if model.tracking.enabled else ()
+    if model.evaluation.shap and model.framework == "sklearn":
+        extras += ("shap",)
     if model.baseline_from == "registry":
         extras += TARGET_EXTRAS.get(model.deploy.target, ())
     return tuple(dict.fromkeys(extras))
@@ -275,6 +278,8 @@ KINDS: dict[str, JobKind] = _table(
             stage="report",
             title="Report on the merge request",
             extras=("platform",),
+            # It reads the metric history of the deployed versions from the registry.
+            model_extras=_deploy_extras,
             needs=("data-test", "evaluate", "export"),
             trigger="merge-request",
             keep_failed_artifacts=True,
@@ -282,9 +287,11 @@ KINDS: dict[str, JobKind] = _table(
             # the pull-request comment.
             no_checkout=("gitlab", "github"),
             gitlab_token_environment="ci-mlops-report",
-            # The check run per model (with one annotation per failed gate) needs checks.
+            # The check run per model (with one annotation per failed gate) needs checks;
+            # the history chart reads the deployments that record what each environment ran.
             github_permissions=(
                 ("contents", "read"),
+                ("deployments", "read"),
                 ("pull-requests", "write"),
                 ("checks", "write"),
             ),

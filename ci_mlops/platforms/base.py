@@ -17,6 +17,8 @@ class Baseline:
     source: str  # for people: "pipeline #123 on main (abc1234)", "registry v1.0.0+3", a path
     # Its features from most to least important, when its evaluation measured them.
     importance: tuple[str, ...] | None = None
+    # Its features by mean |SHAP|, when its evaluation computed SHAP values.
+    shap: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

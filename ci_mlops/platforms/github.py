@@ -593,7 +593,10 @@ class GitHubPlatform(Platform):
             return self._expired(name, run, branch)
         raw = _metrics_from_zip(archive, model, source)
         return Baseline(
-            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
+            metrics=parse_metrics(raw, source),
+            source=source,
+            importance=parse_ranking(raw),
+            shap=parse_ranking(raw, "shap_ranking"),
         )
 
     def _expired(self, name: str, run: Any, branch: str) -> MissingBaseline:

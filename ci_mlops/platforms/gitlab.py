@@ -342,7 +342,10 @@ class GitLabPlatform(Platform):
             return None
         source = f"latest successful {job} job on {branch}"
         return Baseline(
-            metrics=parse_metrics(raw, source), source=source, importance=parse_ranking(raw)
+            metrics=parse_metrics(raw, source),
+            source=source,
+            importance=parse_ranking(raw),
+            shap=parse_ranking(raw, "shap_ranking"),
         )
 
     # -- job context ---------------------------------------------------------------

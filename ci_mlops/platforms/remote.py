@@ -257,15 +257,16 @@ def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
     return metric_values(metrics, source)
 
 
-def parse_ranking(raw: bytes | Mapping[str, Any]) -> tuple[str, ...] | None:
-    """The importance ranking a metrics.json recorded (``importance.ranking``), or None
-    when its evaluation measured none. Anything but a list of strings counts as none:
-    the ranking only informs a comparison, it is never trusted for more."""
+def parse_ranking(raw: bytes | Mapping[str, Any], key: str = "ranking") -> tuple[str, ...] | None:
+    """The importance ranking a metrics.json recorded (``importance.ranking``, or
+    ``importance.shap_ranking`` by mean |SHAP|), or None when its evaluation measured
+    none. Anything but a list of strings counts as none: the ranking only informs a
+    comparison, it is never trusted for more."""
     import json
 
     try:
         data = json.loads(raw) if isinstance(raw, bytes) else raw
-        ranking = data["importance"]["ranking"]
+        ranking = data["importance"][key]
     except (ValueError, TypeError, KeyError):
         return None
     if not isinstance(ranking, list) or not all(isinstance(n, str) for n in ranking):

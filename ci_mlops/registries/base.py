@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ci_mlops.errors import UsageError
+from ci_mlops import log
+from ci_mlops.errors import MlopsError, UsageError
 from ci_mlops.platforms.base import Baseline
 from ci_mlops.spec.model import Model, Spec
 
@@ -90,9 +91,44 @@ class Registry(ABC):
         return None
 
     def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:
-        """The metrics of the last ``limit`` versions this registry holds, oldest first,
-        for the report's history chart; empty where the registry cannot say."""
-        return []
+        """The metrics of the last ``limit`` versions deployed to the first environment,
+        oldest first, for the report's history chart. A version whose metrics cannot be
+        read is left out with a warning: the chart is for people, never a gate."""
+        out = []
+        for version in self.deployed_versions(model, limit):
+            try:
+                metrics = self.version_metrics(model, version)
+            except MlopsError as exc:
+                log.warn(f"{model.name} {version}: {exc}; left out of the metric history")
+                continue
+            if metrics is None:
+                log.warn(
+                    f"{model.name} {version}: no metrics in {self.name}; left out of the "
+                    "metric history"
+                )
+                continue
+            out.append((version, metrics))
+        return out
+
+    def deployed_versions(self, model: Model, limit: int) -> list[str]:
+        """The last ``limit`` distinct versions the first environment ran, oldest first,
+        from its :meth:`history` (one read of the environment record). The first
+        environment, because every deploy lands there before any later one."""
+        if limit <= 0:
+            return []
+        newest_first: list[str] = []
+        for entry in self.history(model, model.deploy.environments[0].name):
+            version = str(entry.get("version") or "")
+            if version and version not in newest_first:
+                newest_first.append(version)
+            if len(newest_first) == limit:
+                break
+        return newest_first[::-1]
+
+    def version_metrics(self, model: Model, version: str) -> dict[str, float] | None:
+        """The metrics ``version`` was evaluated with, as the registry stores them; None
+        where it keeps none (or this registry cannot say)."""
+        return None
 
     def version_suffix(self) -> str:
         """What a pipeline adds to the spec's model version (e.g. the pipeline number);

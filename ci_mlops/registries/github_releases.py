@@ -33,6 +33,7 @@ from ci_mlops.platforms.remote import (
     forced_versions,
     history_list,
     parse_checksums,
+    parse_metrics,
     safe_file_name,
     sha256_bytes,
 )
@@ -177,6 +178,19 @@ class GitHubReleases(Registry):
         release = self._release(model, str(version), create=False)
         sums = self._checksums(model, str(version), self._assets(release))
         return Published(version=str(version), location=str(release.html_url), files=sums)
+
+    def version_metrics(self, model: Model, version: str) -> dict[str, float] | None:
+        """The metrics.json asset of release ``<model>-v<version>``: the release (whose
+        answer lists its assets) and the asset's download, two requests; not checked
+        against SHA256SUMS (a chart, not a gate; deploy and baselines verify)."""
+        release = self._release(model, version, create=False)
+        assets = {asset.name: asset for asset in release.assets}
+        if "metrics.json" not in assets:
+            return None
+        tag = self._tag(model, version)
+        return parse_metrics(
+            self._asset_bytes(assets["metrics.json"]), f"release {tag}/metrics.json"
+        )
 
     def _assets(self, release: Any) -> dict[str, Any]:
         return self.api.call(

@@ -36,7 +36,7 @@ from urllib.parse import quote
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_bytes
 from ci_mlops.errors import PlatformError, UsageError
-from ci_mlops.platforms.remote import ApiError, safe_file_name, sha256_bytes
+from ci_mlops.platforms.remote import ApiError, parse_metrics, safe_file_name, sha256_bytes
 from ci_mlops.registries.base import Published
 from ci_mlops.registries.mlflow import (
     _MISSING,
@@ -182,6 +182,17 @@ class GitLabModelRegistry(MlflowRegistry):
 
     def _source(self, model: Model, version: str) -> str:
         return self._version_id(model, version)
+
+    def version_metrics(self, model: Model, version: str) -> dict[str, float] | None:
+        """The metrics.json stored with ``version``: its id by semver, then the file (two
+        requests); not checked against the manifest (a chart, not a gate)."""
+        try:
+            raw = self._get_file(self._version_id(model, version), "metrics.json")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return parse_metrics(raw, f"{model.name} {version}/metrics.json in the model registry")
 
     def _fetch(self, model: Model, version: str, into: Path) -> Path:
         """Download the manifest and every file it lists into ``into``."""

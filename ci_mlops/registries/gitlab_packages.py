@@ -32,6 +32,7 @@ from ci_mlops.platforms.remote import (
     forced_versions,
     history_list,
     parse_checksums,
+    parse_metrics,
     safe_file_name,
     sha256_bytes,
 )
@@ -142,6 +143,17 @@ class GitLabPackages(Registry):
         if not version:
             return None
         return self._published(model, str(version), self._checksums(model, str(version)))
+
+    def version_metrics(self, model: Model, version: str) -> dict[str, float] | None:
+        """The metrics.json published with ``version``: one download, not checked
+        against SHA256SUMS (a chart, not a gate; deploy and baselines verify)."""
+        try:
+            raw = self._get_file(model.name, version, "metrics.json")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return parse_metrics(raw, f"{model.name} {version}/metrics.json in the package registry")
 
     def _checksums(self, model: Model, version: str) -> dict[str, str]:
         try:

@@ -305,10 +305,11 @@ class RegistryFolder:
             raise PlatformError(f"{path}: no 'metrics' mapping")
         return metric_values(metrics, str(path))
 
-    def ranking(self, name: str, version: str) -> tuple[str, ...] | None:
-        """The importance ranking ``version``'s evaluation measured, or None."""
+    def ranking(self, name: str, version: str, key: str = "ranking") -> tuple[str, ...] | None:
+        """The importance ranking ``version``'s evaluation measured (``key``: ranking,
+        or shap_ranking), or None."""
         path = self.version_dir(name, version) / "metrics.json"
-        return parse_ranking(_read_json(path)) if path.is_file() else None
+        return parse_ranking(_read_json(path), key) if path.is_file() else None
 
 
 class LocalRegistry(Registry):
@@ -377,6 +378,7 @@ class LocalRegistry(Registry):
             metrics=metrics,
             source=f"local registry {model.name} {version} ({where})",
             importance=folder.ranking(model.name, str(version)),
+            shap=folder.ranking(model.name, str(version), "shap_ranking"),
         )
 
     def metric_history(self, model: Model, limit: int = 10) -> list[tuple[str, dict[str, float]]]:

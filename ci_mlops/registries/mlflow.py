@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_json
 from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, UsageError
-from ci_mlops.platforms.remote import history_list
+from ci_mlops.platforms.remote import history_list, metric_values, parse_metrics
 from ci_mlops.records import changed_files
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.mlflow_client import (
@@ -216,6 +216,43 @@ class MlflowRegistry(Registry):
             files=files,
             folder=folder if into is not None else None,
         )
+
+    def version_metrics(self, model: Model, version: str) -> dict[str, float] | None:
+        """The metrics of the evaluation run the version's ``ci_mlops.evaluation_run``
+        tag names (two calls: the version, the run); a version published without
+        tracking has no such run, and then its metrics.json is read instead."""
+        client = self.connection.client
+        try:
+            found = self.call(
+                f"get_model_version({model.name}, {version})",
+                lambda: client.get_model_version(model.name, version),
+            )
+        except PlatformError as exc:
+            if error_code(exc) in _MISSING:
+                raise UsageError(self._not_there(model, version)) from None
+            raise
+        run_id = (found.tags or {}).get("ci_mlops.evaluation_run")
+        if not run_id:
+            return self._published_metrics(model, version, str(found.source))
+        try:
+            run = self.call(f"get_run({run_id})", lambda: client.get_run(run_id))
+        except PlatformError as exc:
+            # Evaluations may be tracked on another server than this registry.
+            if error_code(exc) not in _MISSING:
+                raise
+            return self._published_metrics(model, version, str(found.source))
+        where = f"{model.name} {version}: evaluation run {run_id}"
+        return metric_values(dict(run.data.metrics), where)
+
+    def _published_metrics(
+        self, model: Model, version: str, source: str
+    ) -> dict[str, float] | None:
+        with tempfile.TemporaryDirectory(prefix="ci-mlops-mlflow-") as scratch:
+            try:
+                path = self._download(f"{source}/metrics.json", Path(scratch))
+            except PlatformError:
+                return None  # published without one
+            return parse_metrics(path.read_bytes(), f"{model.name} {version}/metrics.json")
 
     def _fetch(self, model: Model, version: str, into: Path) -> Path:
         """Download the files of ``version`` into ``into``; the folder holding them."""

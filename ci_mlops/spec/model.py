@@ -126,6 +126,7 @@ class Evaluation:
     slices: tuple[str, ...] = ()
     min_slice_rows: int = 10
     importance: Importance | None = None
+    shap: bool = False  # mean |SHAP| per feature, for tree models
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,13 @@ class Serve:
 
 
 @dataclass(frozen=True)
+class Report:
+    """The merge/pull request report: how many deployed versions its history chart shows."""
+
+    history: int = 10
+
+
+@dataclass(frozen=True)
 class Tracking:
     """Where evaluations are logged as MLflow runs: ``none``, an MLflow server
     (``mlflow``) or the project's GitLab experiment tracking (``gitlab``)."""
@@ -259,6 +267,7 @@ class Model:
     baseline_from: str = "artifact"
     tracking: Tracking = Tracking()
     evaluation: Evaluation = Evaluation()
+    report: Report = Report()
 
     @property
     def experiment(self) -> str:
@@ -458,6 +467,7 @@ def _model(raw: dict[str, Any]) -> Model:
         baseline_from=(raw.get("baseline") or {}).get("from", "artifact"),
         tracking=Tracking(**(raw.get("tracking") or {})),
         evaluation=_evaluation(raw.get("evaluate") or {}),
+        report=Report(**(raw.get("report") or {})),
     )
 
 
@@ -468,6 +478,7 @@ def _evaluation(raw: dict[str, Any]) -> Evaluation:
         slices=tuple(raw.get("slices", ())),
         min_slice_rows=raw.get("min_slice_rows", 10),
         importance=Importance(**importance) if importance is not None else None,
+        shap=bool(raw.get("shap", False)),
     )
 
 

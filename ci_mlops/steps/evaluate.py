@@ -60,6 +60,9 @@ class Insight:
     slices: list[Slice] = field(default_factory=list)
     ranking: Ranking | None = None
     comparison: dict[str, Any] = field(default_factory=dict)
+    # Mean |SHAP| per feature and its comparison with the baseline's, or a note why none.
+    shap: dict[str, Any] | None = None
+    shap_order: list[str] = field(default_factory=list)
     curves: dict[str, Any] = field(default_factory=dict)
 
     def evidence(self) -> Evidence:
@@ -391,7 +394,35 @@ def measure(
 
         previous = list(base.importance) if base and base.importance else None
         insight.comparison = compare(insight.ranking.order, previous, settings.importance.top_k)
+    if settings.shap:
+        insight.shap, insight.shap_order = _shap(model, trained, loaded, base)
     return insight
+
+
+def _shap(
+    model: Model, trained: Trained, loaded: Loaded, base: Baseline | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The shap record of importance.json and the features by mean |SHAP|; for a model
+    SHAP cannot explain, a note (and no ranking)."""
+    from ci_mlops.steps.importance import compare
+    from ci_mlops.steps.shap_values import Unsupported, mean_abs_ranking
+
+    # The framework's own model object: an estimator, or a LightGBM booster.
+    native = getattr(trained, "estimator", None) or getattr(trained, "booster", None)
+    try:
+        if native is None:
+            raise Unsupported(
+                f"SHAP values are computed for tree models, not {model.framework} ones"
+            )
+        with log.timed("SHAP values"):
+            ranking = mean_abs_ranking(native, loaded.features, model.evaluation.bootstrap.seed)
+    except Unsupported as exc:
+        log.info(f"no SHAP values: {exc}")
+        return {"note": str(exc)}, []
+    top_k = model.evaluation.importance.top_k if model.evaluation.importance else 5
+    previous = list(base.shap) if base and base.shap else None
+    record = {**ranking.to_dict(), "comparison": compare(ranking.order, previous, top_k)}
+    return record, ranking.order
 
 
 def _importance(
@@ -507,9 +538,10 @@ def _baseline_model(
     metrics = compute_metrics(model, y_true, predictions).values
     finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
     importance = found.importance if isinstance(found, Baseline) else None
+    shap = found.shap if isinstance(found, Baseline) else None
     digest = hashlib.sha256(data).hexdigest()[:12]
     label = f"model file {path.name} (sha256 {digest}) scored on this eval data"
-    return Baseline(finite, label, importance), predictions
+    return Baseline(finite, label, importance, shap), predictions
 
 
 def request_labels(spec: Spec, model: Model) -> frozenset[str]:
@@ -613,7 +645,9 @@ def read_baseline_file(path: Path, model: Model) -> Baseline:
         metrics[name] = float(value)
     from ci_mlops.platforms.remote import parse_ranking
 
-    return Baseline(metrics, f"file {path}", parse_ranking(data))
+    return Baseline(
+        metrics, f"file {path}", parse_ranking(data), parse_ranking(data, "shap_ranking")
+    )
 
 
 # --- outputs ------------------------------------------------------------------------
@@ -662,11 +696,7 @@ def _write(
         "plots": {f"plots/{name}": hashlib.sha256(png).hexdigest() for name, png in plots.items()},
         "intervals": insight.resampled.to_dict() if insight.resampled else None,
         # The order alone, so that the next run can compare with it as its baseline.
-        "importance": (
-            {"metric": insight.ranking.metric, "ranking": insight.ranking.order[:RANKED]}
-            if insight.ranking
-            else None
-        ),
+        "importance": _rankings(insight),
         "curves": insight.curves,
         # The report reads these records only while their bytes still match.
         "records": records,
@@ -692,6 +722,16 @@ def _write(
 RANKED = 100
 
 
+def _rankings(insight: Insight) -> dict[str, Any] | None:
+    """metrics.json's ``importance``: the permutation ranking and the mean |SHAP| one."""
+    out: dict[str, Any] = {}
+    if insight.ranking:
+        out.update(metric=insight.ranking.metric, ranking=insight.ranking.order[:RANKED])
+    if insight.shap_order:
+        out["shap_ranking"] = insight.shap_order[:RANKED]
+    return out or None
+
+
 def _write_records(workdir: Path, model: Model, insight: Insight) -> dict[str, str]:
     """slices.json and importance.json, when measured; returns their sha256 by name.
     A record the spec no longer asks for is removed, so no stale one is reported."""
@@ -703,12 +743,14 @@ def _write_records(workdir: Path, model: Model, insight: Insight) -> dict[str, s
             "min_rows": model.evaluation.min_slice_rows,
             "slices": [s.to_dict() for s in insight.slices],
         }
-    if insight.ranking:
+    if insight.ranking or insight.shap:
         documents["importance.json"] = {
             "model": model.name,
-            **insight.ranking.to_dict(),
+            **(insight.ranking.to_dict() if insight.ranking else {}),
             "top_k": model.evaluation.importance.top_k if model.evaluation.importance else None,
             "comparison": insight.comparison,
+            # Its own key, so that permutation importance reads the same as before.
+            **({"shap": insight.shap} if insight.shap else {}),
         }
     for name in ("slices.json", "importance.json"):
         if name in documents:

@@ -106,16 +106,19 @@ def check_artifacts(workdir: Path, model: Model) -> None:
 
 
 def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, float]], ...]:
-    """The metrics of the versions the model's registry holds, for the history chart;
-    none (with a warning) when it cannot say, since a chart is never worth a failed
-    report."""
-    from ci_mlops.errors import PlatformError
+    """The metrics of the last ``report.history`` versions deployed through the model's
+    registry, for the history chart; none (with a warning) when it cannot say, since a
+    chart is never worth a failed report."""
+    from ci_mlops.errors import MlopsError
     from ci_mlops.platforms.detect import current_platform
     from ci_mlops.registries import registry_for
 
+    if model.report.history <= 0:
+        return ()
     try:
-        return tuple(registry_for(spec, model, current_platform()).metric_history(model))
-    except (PlatformError, StepError) as exc:
+        registry = registry_for(spec, model, current_platform())
+        return tuple(registry.metric_history(model, model.report.history))
+    except (MlopsError, ImportError) as exc:  # ImportError: the target's extra is missing
         log.warn(f"{model.name}: no metric history for the report: {exc}")
         return ()
 
@@ -895,6 +898,38 @@ def _importance_section(data: Any) -> str:
         return ""
     if not isinstance(data, dict):
         return f"### Feature importance\n\n⚠️ {text(data)}"
+    parts = [_permutation_section(data), _shap_section(data.get("shap"), data.get("top_k"))]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _shap_section(data: Any, top_k: Any) -> str:
+    """Mean |SHAP| per feature, collapsed: the top features with their baseline rank,
+    or the note saying why the model has none."""
+    if not isinstance(data, dict):
+        return ""
+    if "note" in data:
+        return f"<sub>SHAP: {text(data['note'])}</sub>"
+    features = [f for f in data.get("features") or [] if isinstance(f, dict)]
+    top = features[: top_k if isinstance(top_k, int) else 5]
+    if not top:
+        return ""
+    comparison = _mapping(data.get("comparison"))
+    ranks = _mapping(comparison.get("ranks"))
+    rows = ["| rank | feature | mean \\|SHAP\\| | baseline rank |", "|---:|---|---:|---:|"]
+    for index, feature in enumerate(top, 1):
+        before = _mapping(ranks.get(str(feature.get("name")))).get("baseline_rank")
+        shown = (
+            "—" if not comparison.get("baseline") else ("new" if before is None else text(before))
+        )
+        value = _fmt(_number(feature.get("mean_abs")))
+        rows.append(f"| {index} | {code(feature.get('name', '?'))} | {value} | {shown} |")
+    method = f"{text(data.get('method', 'TreeSHAP'))} on {text(data.get('rows', '?'))} rows"
+    parts = ["\n".join(rows), *_importance_moves(comparison), f"<sub>{method}</sub>"]
+    # The summary line is raw HTML, where Markdown escapes do not apply: no names.
+    return _details(f"<b>Mean |SHAP| per feature</b> (top {len(top)})", "\n\n".join(parts))
+
+
+def _permutation_section(data: dict[str, Any]) -> str:
     features = [f for f in data.get("features") or [] if isinstance(f, dict)]
     top_k = data.get("top_k") if isinstance(data.get("top_k"), int) else 5
     top = features[:top_k]

@@ -257,7 +257,9 @@ def test_jobs_install_the_mlflow_client_only_where_the_spec_needs_it(tmp_path: P
 
     assert jobs["breast-cancer:evaluate"] == ("ml", "github", "mlflow", "gitlab")
     assert jobs["breast-cancer:deploy-staging"] == ("github", "sign", "serve", "mlflow", "gitlab")
-    assert "mlflow" not in jobs["breast-cancer:report"] + jobs["breast-cancer:train"]
+    # The report reads the deployed versions' metric history from the registry.
+    assert jobs["breast-cancer:report"] == ("github", "mlflow", "gitlab")
+    assert "mlflow" not in jobs["breast-cancer:train"]
     result = run_cli("generate", "--platform", "gitlab", "--spec", str(spec_file), cwd=folder)
     assert result.code == 0, result.output
     doc = yaml.safe_load((folder / GITLAB_FILE).read_text())
@@ -327,3 +329,20 @@ def test_gitlab_exposes_each_models_data_docs_as_gitlab_accepts(example: str) ->
         # Exposed paths take no variables and no globs; a directory ends in "/".
         assert artifacts["paths"] == [f".ci-mlops/{model}/"]
         assert not any(c in p for p in artifacts["paths"] for c in "$*?[")
+
+
+def test_evaluate_installs_the_shap_extra_only_for_scikit_learn_shap_values(
+    tmp_path: Path,
+) -> None:
+    folder = copy_example("breast-cancer", tmp_path)
+    spec_file = folder / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    plain = build_plan(load_spec(spec_file)).jobs()
+    assert not any("shap" in j.extras("gitlab") for j in plain)
+    data["models"][0]["evaluate"] = {"shap": True}
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    jobs = {j.key: j.extras("gitlab") for j in build_plan(load_spec(spec_file)).jobs()}
+
+    assert jobs["breast-cancer:evaluate"] == ("ml", "gitlab", "shap")
+    assert [k for k, extras in jobs.items() if "shap" in extras] == ["breast-cancer:evaluate"]

@@ -133,6 +133,8 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     f"{IMAGE}/port": lambda s: _image(s).port,
     f"{IMAGE}/replicas": lambda s: _image(s).replicas,
     f"{MODEL}/serve/properties/max_latency_ms": lambda s: _m(s).serve.max_latency_ms,
+    f"{MODEL}/report/properties/history": lambda s: _m(s).report.history,
+    f"{MODEL}/evaluate/properties/shap": lambda s: _m(s).evaluation.shap,
     f"{MODEL}/metrics/additionalProperties/properties/mode": lambda s: _m(s).gates[0].mode,
     f"{EVALUATE}/bootstrap/properties/samples": lambda s: _m(s).evaluation.bootstrap.samples,
     f"{EVALUATE}/bootstrap/properties/level": lambda s: _m(s).evaluation.bootstrap.level,
