@@ -47,6 +47,9 @@ GITHUB_PLAN = "plan"
 CALLS = "models"  # the include-mode job that calls the reusable workflow per model
 GITLAB_PLAN = "ci-mlops:plan"
 GITLAB_TRIGGER = "ci-mlops:models"
+# The hidden job that holds the plan job's and the triggers' rules once: their path
+# filters are the one part of the committed file that grows with the models.
+GITLAB_WHEN = ".ci-mlops:when"
 PARENT_STAGES = ("validate", "plan", "models")
 # Where the GitLab plan job writes the child pipeline (a job artifact).
 CHILD_FILE = ".ci-mlops/pipeline.yml"
@@ -260,8 +263,8 @@ def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any
     command = 'ci-mlops plan --spec "$MLOPS_SPEC" --platform gitlab'
     if mode == "include":
         command += " --mode include"
-    rules = _gitlab_rules(plan)
-    job: dict[str, Any] = {"stage": "plan", "image": rt.image}
+    doc[GITLAB_WHEN] = {"rules": _gitlab_rules(plan)}
+    job: dict[str, Any] = {"extends": GITLAB_WHEN, "stage": "plan", "image": rt.image}
     if rt.tags:
         job["tags"] = list(rt.tags)
     job |= {
@@ -284,18 +287,17 @@ def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any
             "max": 2,
             "when": ["runner_system_failure", "stuck_or_timeout_failure", "api_failure"],
         },
-        "rules": rules,
     }
     doc[GITLAB_PLAN] = job
     for name, file in zip(trigger_names(count), files, strict=True):
         doc[name] = {
+            "extends": GITLAB_WHEN,
             "stage": "models",
             "needs": [GITLAB_PLAN],
             "trigger": {
                 "include": [{"artifact": file, "job": GITLAB_PLAN}],
                 "strategy": "depend",
             },
-            "rules": rules,
         }
     return doc
 
