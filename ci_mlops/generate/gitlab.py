@@ -368,7 +368,7 @@ def component_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
             "default": "",
             "description": "Set by `ci-mlops plan` in a child pipeline: the jobs to run, "
             "as ,train,evaluate, (empty: the rules decide).",
-            "regex": "^(,[a-z-]+)*,?$",
+            "regex": "^(,[a-z0-9-]+)*,?$",
         },
         **switches,
     }

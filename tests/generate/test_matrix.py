@@ -6,6 +6,7 @@ pipeline file: every model; a schedule: every drift check; docs: none)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -261,6 +262,13 @@ def test_include_mode_keeps_two_hundred_models_to_path_filters_and_splits_the_ch
     (include,) = first["include"]
     assert include["inputs"]["model"] == "model-042"
     assert include["inputs"]["jobs"] == "," + ",".join(MR_JOBS) + ","
+    # GitLab checks an input against the component's regex: every job list passes it.
+    component = (Path(__file__).parents[2] / "templates" / "pipeline.yml").read_text("utf-8")
+    declared = load(component.partition("\n---\n")[0])["spec"]["inputs"]["jobs"]["regex"]
+    for child in children:
+        for each in child["include"]:
+            assert re.fullmatch(declared, each["inputs"]["jobs"]), each["inputs"]["jobs"]
+    assert re.fullmatch(declared, ",data-test,deploy-eu2,")
     # A child pipeline needs one job: the second says there is nothing to do.
     assert list(second) == ["stages", "ci-mlops:nothing"]
 
