@@ -266,9 +266,22 @@ def generate(
     help="GitLab: the child pipeline to write (default .ci-mlops/pipeline.yml). "
     "GitHub: where to write the outputs (default $GITHUB_OUTPUT).",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["inline", "include"]),
+    default="inline",
+    show_default=True,
+    help="GitLab: the child pipeline's jobs written out, or includes of the released "
+    "pipeline component per model (150 models a file; more go to pipeline-2.yml, ...).",
+)
 @common
 def plan(
-    spec_path: Path, debug: bool, platform: str, changed: tuple[str, ...], output: Path | None
+    spec_path: Path,
+    debug: bool,
+    platform: str,
+    changed: tuple[str, ...],
+    output: Path | None,
+    mode: str,
 ) -> int:
     """Pick the models a pipeline run concerns (the matrix layout's first job).
 
@@ -283,7 +296,7 @@ def plan(
     from ci_mlops.generate.matrix import run_plan
 
     spec = _load(spec_path, check_files=False)
-    return run_plan(spec, platform=platform, output=output, changed=changed or None)
+    return run_plan(spec, platform=platform, output=output, changed=changed or None, mode=mode)
 
 
 @main.command("data-test", context_settings=CONTEXT)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ci_mlops.generate.kinds import Trigger, job_names
+from ci_mlops.generate.kinds import Trigger, job_names, job_suffix
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
     STAGES,
@@ -72,7 +72,18 @@ def _rules(job: Job, v: Values) -> list[dict[str, Any]]:
     switch = job.descriptor.template_input
     if v.component and switch:
         rules.append({"if": f'"$[[ inputs.{switch.name} ]]" != "true"', "when": "never"})
+    if v.component:
+        rules += _planned_rules(job)
     return rules + _TRIGGER_RULES[job.descriptor.trigger](job, v)
+
+
+def _planned_rules(job: Job) -> list[dict[str, Any]]:
+    """A component included by the matrix layout's child pipeline runs the jobs the plan
+    job listed in its ``jobs`` input and no other: in a child pipeline the source is
+    ``parent_pipeline``, so the rules below, which read the source, could not decide."""
+    when = "manual" if job.when == "manual" else "on_success"
+    listed = {"if": f'"$[[ inputs.jobs ]]" =~ /,{job_suffix(job.key)},/', "when": when}
+    return [_drop_on_success(listed), {"if": '"$[[ inputs.jobs ]]" != ""', "when": "never"}]
 
 
 def _on_schedule(job: Job, v: Values) -> list[dict[str, Any]]:
@@ -358,6 +369,12 @@ def component_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
         },
         "requirements": {"default": "", "description": "Your requirements file, if any."},
         "tags": {"type": "array", "default": [], "description": "Runner tags."},
+        "jobs": {
+            "default": "",
+            "description": "Set by `ci-mlops plan` in a child pipeline: the jobs to run, "
+            "as ,train,evaluate, (empty: the rules decide).",
+            "regex": "^(,[a-z0-9-]+)*,?$",
+        },
         **switches,
     }
 

@@ -11,12 +11,13 @@ that say which changes concern any model at all.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ci_mlops import atomic
@@ -46,9 +47,16 @@ GITHUB_PLAN = "plan"
 CALLS = "models"  # the include-mode job that calls the reusable workflow per model
 GITLAB_PLAN = "ci-mlops:plan"
 GITLAB_TRIGGER = "ci-mlops:models"
+# The hidden job that holds the plan job's and the triggers' rules once: their path
+# filters are the one part of the committed file that grows with the models.
+GITLAB_WHEN = ".ci-mlops:when"
 PARENT_STAGES = ("validate", "plan", "models")
 # Where the GitLab plan job writes the child pipeline (a job artifact).
 CHILD_FILE = ".ci-mlops/pipeline.yml"
+# GitLab reads at most 150 includes per pipeline: in include mode, where each model of a
+# child pipeline is one include of the pipeline component, the models are spread over
+# as many child pipelines as that takes.
+INCLUDES_PER_CHILD = 150
 MATRIX_MODEL = "${{ matrix.model }}"
 PLAN_TIMEOUT = 10
 
@@ -228,14 +236,35 @@ def _gitlab_rules(plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
-def gitlab_parent(spec: Spec, plan: Plan) -> dict[str, Any]:
+def child_count(plan: Plan, mode: str) -> int:
+    """How many child pipelines the plan job writes: one, or in include mode one per
+    ``INCLUDES_PER_CHILD`` models."""
+    return 1 if mode == "inline" else math.ceil(len(plan.models) / INCLUDES_PER_CHILD)
+
+
+def child_paths(first: str, count: int) -> list[str]:
+    """``.ci-mlops/pipeline.yml``, ``.ci-mlops/pipeline-2.yml``, ...: the child files."""
+    path = PurePosixPath(first)
+    return [first] + [str(path.with_stem(f"{path.stem}-{i}")) for i in range(2, count + 1)]
+
+
+def trigger_names(count: int) -> list[str]:
+    return [GITLAB_TRIGGER] + [f"{GITLAB_TRIGGER}-{i}" for i in range(2, count + 1)]
+
+
+def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any]:
     """The committed ``.gitlab-ci.yml`` of the matrix layout: validate, the plan job, and
-    the trigger of the child pipeline it writes."""
+    the trigger of each child pipeline it writes."""
     rt = spec.runtime
     doc: dict[str, Any] = {"stages": list(PARENT_STAGES), "workflow": gitlab.workflow_rules()}
-    doc[plan.validate.key] = gitlab.validate_job(spec, plan, "inline")
-    rules = _gitlab_rules(plan)
-    job: dict[str, Any] = {"stage": "plan", "image": rt.image}
+    doc[plan.validate.key] = gitlab.validate_job(spec, plan, mode)
+    count = child_count(plan, mode)
+    files = child_paths(CHILD_FILE, count)
+    command = 'ci-mlops plan --spec "$MLOPS_SPEC" --platform gitlab'
+    if mode == "include":
+        command += " --mode include"
+    doc[GITLAB_WHEN] = {"rules": _gitlab_rules(plan)}
+    job: dict[str, Any] = {"extends": GITLAB_WHEN, "stage": "plan", "image": rt.image}
     if rt.tags:
         job["tags"] = list(rt.tags)
     job |= {
@@ -252,27 +281,24 @@ def gitlab_parent(spec: Spec, plan: Plan) -> dict[str, Any]:
         "cache": [{"key": f"pip-{rt.python}", "paths": [".cache/pip"], "policy": "pull-push"}],
         "needs": [],
         "before_script": [pip_install(rt.install, ())],
-        "script": [
-            'ci-mlops plan --spec "$MLOPS_SPEC" --platform gitlab --output '
-            + shlex.quote(CHILD_FILE)
-        ],
-        "artifacts": {"paths": [CHILD_FILE], "expire_in": "30 days"},
+        "script": [f"{command} --output {shlex.quote(CHILD_FILE)}"],
+        "artifacts": {"paths": files, "expire_in": "30 days"},
         "retry": {
             "max": 2,
             "when": ["runner_system_failure", "stuck_or_timeout_failure", "api_failure"],
         },
-        "rules": rules,
     }
     doc[GITLAB_PLAN] = job
-    doc[GITLAB_TRIGGER] = {
-        "stage": "models",
-        "needs": [GITLAB_PLAN],
-        "trigger": {
-            "include": [{"artifact": CHILD_FILE, "job": GITLAB_PLAN}],
-            "strategy": "depend",
-        },
-        "rules": rules,
-    }
+    for name, file in zip(trigger_names(count), files, strict=True):
+        doc[name] = {
+            "extends": GITLAB_WHEN,
+            "stage": "models",
+            "needs": [GITLAB_PLAN],
+            "trigger": {
+                "include": [{"artifact": file, "job": GITLAB_PLAN}],
+                "strategy": "depend",
+            },
+        }
     return doc
 
 
@@ -282,12 +308,7 @@ def gitlab_child(
     """The child pipeline of the chosen jobs. Jobs of one kind share a hidden job and
     each model's job holds only what differs (its name, paths, needs), so a change that
     concerns every model still gives a file GitLab accepts."""
-    doc: dict[str, Any] = {"stages": list(STAGES)}
-    forwarded = {k: env[k] for k in FORWARDED if env.get(k)}
-    if forwarded:
-        # Not expanded: the values are data (a retrain request's model name), never
-        # references to other variables.
-        doc["variables"] = {k: {"value": v, "expand": False} for k, v in forwarded.items()}
+    doc = _child_head(env)
     hidden: dict[str, dict[str, Any]] = {}
     jobs: dict[str, Any] = {}
     for mp in plan.models:
@@ -302,6 +323,40 @@ def gitlab_child(
     if not jobs:
         jobs["ci-mlops:nothing"] = _nothing(spec)
     return doc | hidden | jobs
+
+
+def _child_head(env: Mapping[str, str]) -> dict[str, Any]:
+    """The stages, and the parent's variables a child pipeline does not receive."""
+    doc: dict[str, Any] = {"stages": list(STAGES)}
+    forwarded = {k: env[k] for k in FORWARDED if env.get(k)}
+    if forwarded:
+        # Not expanded: the values are data (a retrain request's model name), never
+        # references to other variables.
+        doc["variables"] = {k: {"value": v, "expand": False} for k, v in forwarded.items()}
+    return doc
+
+
+def gitlab_children_included(
+    spec: Spec, plan: Plan, chosen: Mapping[str, list[Job]], env: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Include mode: child pipelines that include the released pipeline component once
+    per chosen model, its ``jobs`` input naming the jobs to run, at most
+    ``INCLUDES_PER_CHILD`` models each; a child with no model says so in its one job."""
+    tpl = spec.runtime.templates
+    includes = []
+    for mp in plan.models:
+        if mp.model.name not in chosen:
+            continue
+        inputs = gitlab.caller_inputs(spec, mp) | {"spec": plan.spec_file}
+        listed = ",".join(job_suffix(j.key) for j in chosen[mp.model.name])
+        inputs["jobs"] = f",{listed},"
+        includes.append({"component": f"{tpl.gitlab}/pipeline@{tpl.version}", "inputs": inputs})
+    out = []
+    for i in range(child_count(plan, "include")):
+        part = includes[i * INCLUDES_PER_CHILD : (i + 1) * INCLUDES_PER_CHILD]
+        doc = _child_head(env)
+        out.append(doc | {"include": part} if part else doc | {"ci-mlops:nothing": _nothing(spec)})
+    return out
 
 
 def _extending(name: str, base: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +423,12 @@ def run_plan(
     output: Path | None,
     changed: tuple[str, ...] | None,
     env: Mapping[str, str] | None = None,
+    mode: str = "inline",
 ) -> int:
     """The plan job: read what started the run and what changed, then write the child
-    pipeline (GitLab, to ``output``) or the matrix job outputs (GitHub, to
-    ``$GITHUB_OUTPUT``, or to ``output`` when given). ``changed`` replaces the files
-    ``git diff`` would name."""
+    pipeline (GitLab, to ``output``; in include mode one or more, see
+    :func:`child_paths`) or the matrix job outputs (GitHub, to ``$GITHUB_OUTPUT``, or to
+    ``output`` when given). ``changed`` replaces the files ``git diff`` would name."""
     env = os.environ if env is None else env
     plan = build_plan(spec, spec.path.name)
     if platform == "gitlab":
@@ -386,9 +442,15 @@ def run_plan(
     chosen = choose(plan, replace(event, changed=changed), pipeline_file)
     print(summary(plan, chosen))
     if platform == "gitlab":
-        target = output or Path(CHILD_FILE)
-        atomic.write_text(target, dump(gitlab_child(spec, plan, chosen, env)))
-        print(f"{target}: written")
+        if mode == "include":
+            docs = gitlab_children_included(spec, plan, chosen, env)
+        else:
+            docs = [gitlab_child(spec, plan, chosen, env)]
+        for target, doc in zip(
+            child_paths(str(output or CHILD_FILE), len(docs)), docs, strict=True
+        ):
+            atomic.write_text(Path(target), dump(doc))
+            print(f"{target}: written")
         return 0
     outputs = github_outputs(plan, chosen)
     sink = output or (Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None)

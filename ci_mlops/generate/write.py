@@ -42,6 +42,8 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
     if platform in ("gitlab", "all"):
         if mode == "inline":
             doc = matrix.gitlab_parent(spec, plan) if wide else gitlab.render_inline(spec, plan)
+        elif wide:
+            doc = matrix.gitlab_parent(spec, plan, mode)
         else:
             doc = gitlab.render_caller(spec, plan)
         out[GITLAB_FILE] = header(spec_file, regenerate_command(spec_file, "gitlab", mode)) + dump(

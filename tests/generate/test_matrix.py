@@ -6,6 +6,7 @@ pipeline file: every model; a schedule: every drift check; docs: none)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 
 from ci_mlops.generate.affected import Event, glob_regex, selection, uses_matrix
 from ci_mlops.generate.kinds import job_suffix
-from ci_mlops.generate.matrix import CHILD_FILE, choose, gitlab_child
+from ci_mlops.generate.matrix import CHILD_FILE, choose, gitlab_child, gitlab_children_included
 from ci_mlops.generate.plan import build_plan
+from ci_mlops.generate.templates import interpolate
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE, GITLAB_MAX_BYTES, render_files
 from ci_mlops.spec.model import Spec
 from tests.hardening.checks import load, schema_errors
@@ -229,3 +231,87 @@ def test_act_plans_the_same_ten_jobs_for_two_hundred_models(monorepo: Path) -> N
     )
     rows = [line.split()[1] for line in proc.stdout.splitlines()[1:] if line.strip()]
     assert sorted(rows) == sorted(["ci-mlops-validate", "plan", *MR_JOBS, *DEPLOYS, "drift"])
+
+
+def test_include_mode_keeps_two_hundred_models_to_path_filters_and_splits_the_child(
+    many: Spec, tmp_path: Path
+) -> None:
+    """GitLab include mode: the committed file holds no include (the child pipelines
+    do, one per chosen model), and a change that concerns every model spreads them over
+    child pipelines of at most 150 includes, GitLab's limit."""
+    text = render_files(many, platform="gitlab", mode="include")[GITLAB_FILE]
+    assert text.count("\n") / COUNT <= 5
+    parent = load(text)
+    assert "include" not in parent and "--mode include" in text
+    assert [k for k in parent if k.startswith("ci-mlops:models")] == [
+        "ci-mlops:models",
+        "ci-mlops:models-2",
+    ]
+    assert parent["ci-mlops:plan"]["artifacts"]["paths"] == [CHILD_FILE, ".ci-mlops/pipeline-2.yml"]
+    (tmp_path / GITLAB_FILE).write_text(text, "utf-8")
+    assert gitlab_schema_errors(tmp_path / GITLAB_FILE) == []
+    plan = build_plan(many)
+    every = Event(source="merge-request", default_branch=False, changed=("mlops.yaml",))
+    children = gitlab_children_included(many, plan, choose(plan, every, GITLAB_FILE), {})
+    assert [len(c["include"]) for c in children] == [150, 50]
+    for child in children:
+        assert schema_errors("gitlab-ci", child) == []
+        assert len(to_yaml(child).encode()) < GITLAB_MAX_BYTES
+    one = Event(source="merge-request", default_branch=False, changed=("models/model-042/x.py",))
+    first, second = gitlab_children_included(many, plan, choose(plan, one, GITLAB_FILE), {})
+    (include,) = first["include"]
+    assert include["inputs"]["model"] == "model-042"
+    assert include["inputs"]["jobs"] == "," + ",".join(MR_JOBS) + ","
+    # GitLab checks an input against the component's regex: every job list passes it.
+    component = (Path(__file__).parents[2] / "templates" / "pipeline.yml").read_text("utf-8")
+    declared = load(component.partition("\n---\n")[0])["spec"]["inputs"]["jobs"]["regex"]
+    for child in children:
+        for each in child["include"]:
+            assert re.fullmatch(declared, each["inputs"]["jobs"]), each["inputs"]["jobs"]
+    assert re.fullmatch(declared, ",data-test,deploy-eu2,")
+    # A child pipeline needs one job: the second says there is nothing to do.
+    assert list(second) == ["stages", "ci-mlops:nothing"]
+
+
+def test_the_components_jobs_input_decides_before_the_rules_that_read_the_source() -> None:
+    """In a child pipeline the source is parent_pipeline: a job the plan listed runs
+    (a manual one waits for a person), and every other job of the component is left out,
+    even one a retrain request would otherwise start."""
+    component = (Path(__file__).parents[2] / "templates" / "pipeline.yml").read_text("utf-8")
+    jobs = interpolate(component, {"model": "churn", "jobs": ",train,deploy-production,"})
+    train, production = jobs["churn:train"]["rules"], jobs["churn:deploy-production"]["rules"]
+    assert train[:2] == [
+        {"if": '",train,deploy-production," =~ /,train,/'},
+        {"if": '",train,deploy-production," != ""', "when": "never"},
+    ]
+    assert production[0] == {
+        "if": '",train,deploy-production," =~ /,deploy-production,/',
+        "when": "manual",
+    }
+    evaluate = jobs["churn:evaluate"]["rules"]
+    assert evaluate[0]["if"].endswith("=~ /,evaluate,/") and evaluate[1]["when"] == "never"
+    # Left empty (a project including the component itself), the rules decide as before.
+    plain = interpolate(component, {"model": "churn"})["churn:train"]["rules"]
+    assert plain[1] == {"if": '"" != ""', "when": "never"}
+
+
+def test_plan_in_include_mode_writes_every_child_file(monorepo: Path) -> None:
+    env = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "change"}
+    result = run_cli(
+        "plan",
+        "--platform",
+        "gitlab",
+        "--mode",
+        "include",
+        "--changed-file",
+        "mlops.yaml",
+        cwd=monorepo,
+        env=env,
+    )
+    assert result.code == 0, result.output
+    assert "200 of 200 models" in result.stdout
+    parts = [
+        load((monorepo / p).read_text("utf-8")) for p in (CHILD_FILE, ".ci-mlops/pipeline-2.yml")
+    ]
+    assert [len(p["include"]) for p in parts] == [150, 50]
+    assert parts[1]["include"][-1]["inputs"]["model"] == "model-199"
