@@ -66,13 +66,22 @@ def contributions(model: Any, frame: pd.DataFrame) -> Contributions:
     """Exact TreeSHAP values of ``model`` (the framework's estimator or booster) on
     ``frame``; Unsupported says why there are none."""
     module = type(model).__module__.split(".")[0]
-    if module == "xgboost":
-        return _xgboost(model, frame)
-    if module == "lightgbm":
-        return _lightgbm(model, frame)
-    if module == "sklearn":
-        return _sklearn(model, frame)
-    raise Unsupported(f"SHAP values are computed for tree models only, not {type(model).__name__}")
+    explain = {"xgboost": _xgboost, "lightgbm": _lightgbm, "sklearn": _sklearn}.get(module)
+    if explain is None:
+        raise Unsupported(
+            f"SHAP values are computed for tree models only, not {type(model).__name__}"
+        )
+    try:
+        return explain(model, frame)
+    except Unsupported:
+        raise
+    except Exception as exc:  # a booster refusing the data (names, types): a note
+        raise Unsupported(f"{module} could not compute SHAP values: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def mean_abs_ranking(model: Any, frame: pd.DataFrame, seed: int = 0) -> ShapRanking:
@@ -135,8 +144,7 @@ def _sklearn(model: Any, frame: pd.DataFrame) -> Contributions:
         explained = explainer(frame, check_additivity=False)
     except Exception as exc:  # shap's InvalidModelError, or a model it half supports
         raise Unsupported(
-            f"shap's TreeExplainer does not support {type(model).__name__}: "
-            f"{str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}"
+            f"shap's TreeExplainer does not support {type(model).__name__}: {_first_line(exc)}"
         ) from None
     values = np.asarray(explained.values, dtype=float)
     expected = np.asarray(explained.base_values, dtype=float)

@@ -117,3 +117,11 @@ def test_scikit_learn_trees_without_the_shap_library_get_a_note(
     frame, _ = data()
     with pytest.raises(Unsupported, match=r"install ci-mlops\[shap\]"):
         contributions(fitted["sklearn-gbr"][0], frame)
+
+
+def test_a_booster_refusing_the_data_gives_a_note(
+    fitted: dict[str, tuple[object, np.ndarray]],
+) -> None:
+    frame, _ = data()
+    with pytest.raises(Unsupported, match=r"^xgboost could not compute SHAP values: "):
+        contributions(fitted["xgboost"][0], frame.drop(columns="weak"))
