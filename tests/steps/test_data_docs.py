@@ -12,7 +12,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from ci_mlops.cli import main
 from ci_mlops.platforms.detect import artifact_page
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import report
@@ -135,3 +137,13 @@ def test_artifact_page_per_platform(tmp_path: Path) -> None:
     assert artifact_page(index, {**gitlab, "CI_PROJECT_DIR": str(tmp_path / "other")}) is None
     assert artifact_page(index, {"GITLAB_CI": "true", "CI_PROJECT_DIR": str(tmp_path)}) is None
     assert artifact_page(index, {"CI_PROJECT_DIR": str(tmp_path)}) is None
+
+
+def test_a_relative_spec_path_builds_the_site_in_the_model_folder(
+    planted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI jobs name the spec relative to the project folder.
+    monkeypatch.chdir(planted)
+    result = CliRunner().invoke(main, ["data-test", "--spec", "mlops.yaml"])
+    assert result.exit_code == 1, result.output
+    assert (planted / ".ci-mlops/diabetes/data-docs/index.html").is_file()
