@@ -82,8 +82,11 @@ def artifact_page(path: Path, env: Mapping[str, str] | None = None) -> str | Non
     if entry is None or entry.artifact_page is None or entry.project_dir is None:
         return None
     root = env.get(entry.project_dir, "")
+    # A job starts in its project folder; gitlab-ci-local names that folder relative to
+    # the directory it was started in, which the job does not know.
+    folder = Path(root) if Path(root).is_absolute() else Path.cwd()
     try:
-        relative = path.resolve().relative_to(Path(root).resolve()) if root else None
+        relative = path.resolve().relative_to(folder.resolve()) if root else None
     except ValueError:
         return None
     fields = [f for _, f, _, _ in string.Formatter().parse(entry.artifact_page) if f]

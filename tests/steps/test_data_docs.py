@@ -139,6 +139,21 @@ def test_artifact_page_per_platform(tmp_path: Path) -> None:
     assert artifact_page(index, {"CI_PROJECT_DIR": str(tmp_path)}) is None
 
 
+def test_a_relative_project_folder_is_the_jobs_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gitlab-ci-local sets CI_PROJECT_DIR relative to where it was started.
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "GITLAB_CI": "true",
+        "CI_JOB_URL": "https://g.invalid/p/-/jobs/9",
+        "CI_PROJECT_DIR": "./.gitlab-ci-local/builds/m-data-test",
+    }
+    assert artifact_page(Path(".ci-mlops/m/index.html"), env) == (
+        "https://g.invalid/p/-/jobs/9/artifacts/file/.ci-mlops/m/index.html"
+    )
+
+
 def test_a_relative_spec_path_builds_the_site_in_the_model_folder(
     planted: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
