@@ -116,7 +116,7 @@ def test_a_url_that_could_break_out_of_the_link_is_shown_as_text(planted: Path) 
 # -- artifact_page: where a job's artifact file is opened ------------------------------
 
 
-def test_artifact_page_per_platform(tmp_path: Path) -> None:
+def test_artifact_page_per_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / ".ci-mlops" / "m" / "data docs" / "index.html"
     gitlab = {"GITLAB_CI": "true", "CI_JOB_URL": "https://g.invalid/p/-/jobs/9"}
     github = {
@@ -134,20 +134,25 @@ def test_artifact_page_per_platform(tmp_path: Path) -> None:
         == "https://github.invalid/o/r/actions/runs/77#artifacts"
     )
     # Outside the project folder, without a variable the page needs, or on a laptop.
-    assert artifact_page(index, {**gitlab, "CI_PROJECT_DIR": str(tmp_path / "other")}) is None
+    outside = tmp_path / "other"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert artifact_page(index, {**gitlab, "CI_PROJECT_DIR": str(outside)}) is None
     assert artifact_page(index, {"GITLAB_CI": "true", "CI_PROJECT_DIR": str(tmp_path)}) is None
     assert artifact_page(index, {"CI_PROJECT_DIR": str(tmp_path)}) is None
 
 
-def test_a_relative_project_folder_is_the_jobs_current_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("project_dir", ["/builds/ci-mlops/demo", "./.gitlab-ci-local/builds/j"])
+def test_a_project_folder_the_job_is_not_in_falls_back_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project_dir: str
 ) -> None:
-    # gitlab-ci-local sets CI_PROJECT_DIR relative to where it was started.
+    # gitlab-ci-local names a container's folder (jobs with an image) or a relative
+    # one in CI_PROJECT_DIR, while the job runs in a folder of its own.
     monkeypatch.chdir(tmp_path)
     env = {
         "GITLAB_CI": "true",
         "CI_JOB_URL": "https://g.invalid/p/-/jobs/9",
-        "CI_PROJECT_DIR": "./.gitlab-ci-local/builds/m-data-test",
+        "CI_PROJECT_DIR": project_dir,
     }
     assert artifact_page(Path(".ci-mlops/m/index.html"), env) == (
         "https://g.invalid/p/-/jobs/9/artifacts/file/.ci-mlops/m/index.html"
