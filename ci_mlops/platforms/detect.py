@@ -81,16 +81,28 @@ def artifact_page(path: Path, env: Mapping[str, str] | None = None) -> str | Non
     entry = PLATFORMS.get(current_platform(env))
     if entry is None or entry.artifact_page is None or entry.project_dir is None:
         return None
-    root = env.get(entry.project_dir, "")
-    try:
-        relative = path.resolve().relative_to(Path(root).resolve()) if root else None
-    except ValueError:
-        return None
+    relative = _inside_project(path, env.get(entry.project_dir, ""))
     fields = [f for _, f, _, _ in string.Formatter().parse(entry.artifact_page) if f]
     values = {f: env.get(f, "") for f in fields if f != "path"}
     if relative is None or not all(values.values()):
         return None
     return entry.artifact_page.format(**values, path=quote(relative.as_posix()))
+
+
+def _inside_project(path: Path, root: str) -> Path | None:
+    """``path`` relative to the job's project folder: the one the CI variable names, or
+    the folder the job started in (where every job starts). gitlab-ci-local names a
+    folder of its own in the variable, a container's path or a relative one, while the
+    job runs elsewhere."""
+    if not root:
+        return None
+    folders = [Path(root)] if Path(root).is_absolute() else []
+    for folder in [*folders, Path.cwd()]:
+        try:
+            return path.resolve().relative_to(folder.resolve())
+        except ValueError:
+            continue
+    return None
 
 
 def detect(spec: Spec, name: str | None = None) -> Platform:

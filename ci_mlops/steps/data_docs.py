@@ -73,7 +73,9 @@ def _context(gx: ModuleType, folder: Path) -> Any:
             "show_how_to_buttons": False,
             "store_backend": {
                 "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(folder),
+                # GX reads a relative folder against its context's root, which an
+                # ephemeral context does not have.
+                "base_directory": str(folder.resolve()),
             },
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },

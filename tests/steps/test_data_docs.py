@@ -12,7 +12,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from ci_mlops.cli import main
 from ci_mlops.platforms.detect import artifact_page
 from ci_mlops.spec.check import load_spec
 from ci_mlops.steps import report
@@ -114,7 +116,7 @@ def test_a_url_that_could_break_out_of_the_link_is_shown_as_text(planted: Path) 
 # -- artifact_page: where a job's artifact file is opened ------------------------------
 
 
-def test_artifact_page_per_platform(tmp_path: Path) -> None:
+def test_artifact_page_per_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / ".ci-mlops" / "m" / "data docs" / "index.html"
     gitlab = {"GITLAB_CI": "true", "CI_JOB_URL": "https://g.invalid/p/-/jobs/9"}
     github = {
@@ -132,6 +134,36 @@ def test_artifact_page_per_platform(tmp_path: Path) -> None:
         == "https://github.invalid/o/r/actions/runs/77#artifacts"
     )
     # Outside the project folder, without a variable the page needs, or on a laptop.
-    assert artifact_page(index, {**gitlab, "CI_PROJECT_DIR": str(tmp_path / "other")}) is None
+    outside = tmp_path / "other"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert artifact_page(index, {**gitlab, "CI_PROJECT_DIR": str(outside)}) is None
     assert artifact_page(index, {"GITLAB_CI": "true", "CI_PROJECT_DIR": str(tmp_path)}) is None
     assert artifact_page(index, {"CI_PROJECT_DIR": str(tmp_path)}) is None
+
+
+@pytest.mark.parametrize("project_dir", ["/builds/ci-mlops/demo", "./.gitlab-ci-local/builds/j"])
+def test_a_project_folder_the_job_is_not_in_falls_back_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project_dir: str
+) -> None:
+    # gitlab-ci-local names a container's folder (jobs with an image) or a relative
+    # one in CI_PROJECT_DIR, while the job runs in a folder of its own.
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "GITLAB_CI": "true",
+        "CI_JOB_URL": "https://g.invalid/p/-/jobs/9",
+        "CI_PROJECT_DIR": project_dir,
+    }
+    assert artifact_page(Path(".ci-mlops/m/index.html"), env) == (
+        "https://g.invalid/p/-/jobs/9/artifacts/file/.ci-mlops/m/index.html"
+    )
+
+
+def test_a_relative_spec_path_builds_the_site_in_the_model_folder(
+    planted: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI jobs name the spec relative to the project folder.
+    monkeypatch.chdir(planted)
+    result = CliRunner().invoke(main, ["data-test", "--spec", "mlops.yaml"])
+    assert result.exit_code == 1, result.output
+    assert (planted / ".ci-mlops/diabetes/data-docs/index.html").is_file()
