@@ -153,6 +153,8 @@ def allowed_line(line: str, spec: Spec, platform: str, mode: str, pips: set[str]
     validate = f'ci-mlops generate --spec "$MLOPS_SPEC" --check --platform {platform} --mode {mode}'
     plan = f'ci-mlops plan --spec "$MLOPS_SPEC" --platform {platform}'
     if platform == "gitlab":
+        # GitLab include mode: the child pipeline includes the component per model.
+        plan += " --mode include" if mode == "include" else ""
         plan += " --output .ci-mlops/pipeline.yml"
     return bool(
         line in (validate, plan) or MODEL_LINE.fullmatch(line) or DEPLOY_LINE.fullmatch(line)

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from ci_mlops.cli import main
 from ci_mlops.errors import UsageError
 from ci_mlops.generate.affected import Event
-from ci_mlops.generate.matrix import choose, gitlab_child
+from ci_mlops.generate.matrix import choose, gitlab_child, gitlab_children_included
 from ci_mlops.generate.plan import build_plan, template_misfit
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE, render_files
 from ci_mlops.generate.yamlout import dump
-from tests.hardening.checks import github_problems, gitlab_problems, walk
+from tests.hardening.checks import github_problems, gitlab_problems, schema_errors, walk
 from tests.hardening.strategies import load_doc, spec_docs, to_yaml
 from tests.linters import (
     _run,
@@ -100,8 +100,9 @@ def test_generated_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -
 )
 @given(spec_docs())
 def test_matrix_layout_files_are_valid_and_carry_no_user_code(doc: dict[str, Any]) -> None:
-    """The same for the matrix layout, and for the child pipeline the GitLab plan job
-    writes when every model's jobs run (a change to the spec on the default branch)."""
+    """The same for the matrix layout, and for the child pipelines the GitLab plan job
+    writes when every model's jobs run (a change to the spec on the default branch):
+    its jobs written out, and in include mode its includes of the component."""
     doc = {**doc, "runtime": {**(doc.get("runtime") or {}), "layout": "matrix"}}
     spec = load_doc(doc, SPEC_PATH)
     watched = {p for m in spec.models for p in m.watched_paths} | {spec.runtime.requirements}
@@ -116,6 +117,10 @@ def test_matrix_layout_files_are_valid_and_carry_no_user_code(doc: dict[str, Any
         assert gitlab_problems(files[GITLAB_FILE], spec, mode) == []
         assert github_problems(files[GITHUB_FILE], spec, mode) == []
         texts += files.values()
+        if mode == "include":
+            for part in gitlab_children_included(spec, plan, choose(plan, event, GITLAB_FILE), {}):
+                assert schema_errors("gitlab-ci", part) == []
+                texts.append(dump(part))
     for text in texts:
         leaked = [s for s in secret if s in text]
         assert leaked == [], f"user text in a generated file: {leaked[:2]}"
