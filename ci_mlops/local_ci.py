@@ -713,10 +713,11 @@ def report(run: LocalRun) -> int:
     if all(j.status == "SKIP" for j in run.jobs.values()):
         print(run.output[-4000:])  # nothing ran: the runner's own words say why
     print(f"pipeline {'passed' if run.passed else 'FAILED'} in {run.seconds:.0f}s ({run.folder})")
-    if not run.passed:
-        names = [j.name for j in failed]
-        raise CheckFailed(
-            f"{len(names) or 'the'} job{'s' * (len(names) != 1)} failed"
-            + (f": {', '.join(names)}" if names else "")
-        )
-    return 0
+    if run.passed:
+        return 0
+    names = [j.name for j in failed]
+    if names:
+        raise CheckFailed(f"{len(names)} job{'s' * (len(names) != 1)} failed: {', '.join(names)}")
+    if all(j.status == "SKIP" for j in run.jobs.values()):
+        raise CheckFailed(f"no job ran (exit code {run.code}): the runner's output is above")
+    raise CheckFailed(f"the run failed (exit code {run.code}) with no job failed")

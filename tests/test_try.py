@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from ci_mlops import local_ci
+from ci_mlops.errors import CheckFailed
 from ci_mlops.spec.check import load_spec
 from tests.e2e.act_harness import ACTIONS_TGZ, ActTools
 from tests.helpers import REPO, git, run_cli
@@ -369,6 +370,20 @@ def test_try_refuses_github_events_on_gitlab_and_actions_without_act(tmp_path: P
         "workflow_dispatch"
     ) in merge.stderr
     assert "--actions: only act (--platform github) runs actions" in actions.stderr
+
+
+def test_a_run_that_stopped_before_any_job_says_so_with_the_runners_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = {"repo-train": local_ci.JobResult("repo-train", "SKIP", 0.0)}
+    run = local_ci.LocalRun(tmp_path, 1, "Error: workflow is not valid", 0.4, jobs)
+
+    with pytest.raises(CheckFailed, match=r"no job ran \(exit code 1\)"):
+        local_ci.report(run)
+
+    printed = capsys.readouterr().out
+    assert "SKIP  repo-train  (0.0s)" in printed and "Error: workflow is not valid" in printed
+    assert "pipeline FAILED" in printed
 
 
 def test_the_vendored_actions_are_there() -> None:
