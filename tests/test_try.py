@@ -166,6 +166,30 @@ def test_prepare_copies_what_git_would_commit_and_installs_from_the_setting(
     assert git(folder, "status", "--porcelain") == ""
 
 
+def test_prepare_for_act_uses_a_github_origin_this_python_and_one_local_registry(
+    tmp_path: Path,
+) -> None:
+    root = committed_repo(tmp_path / "repo")
+    spec_file = root / "mlops.yaml"
+    spec_file.write_text(spec_file.read_text() + "    deploy: {target: github-releases}\n")
+    registry = tmp_path / "work" / "registry"
+
+    copy = local_ci.prepare(
+        load_spec(spec_file), "github", tmp_path / "copy", "ci-mlops", "3.13", registry
+    )
+
+    folder = copy.parent
+    data = yaml.safe_load(copy.read_text())
+    assert data["runtime"]["python"] == "3.13"
+    # Releases need the GitHub API: the run's jobs share a local registry instead.
+    assert data["models"][0]["deploy"] == {"target": "local", "registry": str(registry)}
+    workflow = (folder / ".github/workflows/mlops.yml").read_text()
+    assert "python-version: '3.13'" in workflow and not (folder / ".gitlab-ci.yml").exists()
+    remote = git(folder, "remote", "get-url", "origin").strip()
+    assert remote == "https://github.com/local/project.git"  # act names the repository so
+    assert "github-releases" in spec_file.read_text()  # the repository's spec is untouched
+
+
 def test_try_says_how_to_install_a_missing_runner(tmp_path: Path) -> None:
     root = headerless_split_repo(tmp_path / "repo", " ")
     assert run_cli("init", cwd=root, env=PATH_ENV).code == 0
