@@ -586,10 +586,21 @@ def _json_lines(stdout: str) -> Iterable[dict[str, Any]]:
             yield entry
 
 
+def _workflow(folder: Path) -> dict[Any, Any]:
+    text = (folder / ".github" / "workflows" / "mlops.yml").read_text("utf-8")
+    return yaml.safe_load(text) or {}
+
+
 def workflow_jobs(folder: Path) -> list[str]:
     """The job ids of the generated workflow in ``folder``, in its order."""
-    text = (folder / ".github" / "workflows" / "mlops.yml").read_text("utf-8")
-    return list((yaml.safe_load(text) or {}).get("jobs") or {})
+    return list(_workflow(folder).get("jobs") or {})
+
+
+def workflow_events(folder: Path) -> list[str]:
+    """The events the generated workflow in ``folder`` runs on."""
+    data = _workflow(folder)
+    on = data.get("on", data.get(True))  # YAML 1.1 reads an unquoted `on` as true
+    return [on] if isinstance(on, str) else list(on or [])
 
 
 # --- the command ------------------------------------------------------------------------
@@ -653,6 +664,13 @@ def _try_github(spec: Spec, event: str, state: Path, actions: Path | None) -> Lo
     if work.exists():  # no artifact, cache or deploy of an earlier try reaches this one
         shutil.rmtree(work)
     prepare(spec, "github", folder, install, python=version, registry=work / "registry")
+    events = workflow_events(folder)
+    if event not in events:
+        raise UsageError(
+            f"--event {event}: the workflow generated from {spec.path.name} runs on "
+            f"{', '.join(events)}"
+            + (" (a model's retrain.schedule adds schedule)" if event == "schedule" else "")
+        )
     tool_cache = make_tool_cache(work / "tool-cache")
     source = "from " + str(actions) if actions else "from GitHub"
     log.info(

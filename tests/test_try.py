@@ -379,6 +379,20 @@ def test_try_github_refuses_actions_that_lack_a_pinned_one(tmp_path: Path) -> No
     assert "actions/upload-artifact" in result.stderr and "Traceback" not in result.output
 
 
+def test_try_github_refuses_an_event_the_workflow_does_not_run_on(tmp_path: Path) -> None:
+    root = headerless_split_repo(tmp_path / "repo", " ")
+    assert run_cli("init", cwd=root, env=PATH_ENV).code == 0  # no retrain.schedule
+
+    result = run_cli("try", "--platform", "github", "--event", "schedule", cwd=root, env=TRY_ENV)
+
+    assert result.code == 2, result.output
+    assert (
+        "--event schedule: the workflow generated from mlops.yaml runs on push, pull_request, "
+        "workflow_dispatch, repository_dispatch (a model's retrain.schedule adds schedule)"
+    ) in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_try_refuses_github_events_on_gitlab_and_actions_without_act(tmp_path: Path) -> None:
     root = headerless_split_repo(tmp_path / "repo", " ")
     assert run_cli("init", cwd=root, env=PATH_ENV).code == 0
