@@ -6,6 +6,10 @@ The baseline is the repository's own training script run by hand, in a fresh pro
 with the paths it reads: what the user did before ci-mlops. The four repositories are
 the ones tests/test_onboarding.py builds. Prints a Markdown table with the ratio.
 
+A second table times the walk to a green `ci-mlops try` on the first repository (the
+generated pipeline run here: GitLab's by gitlab-ci-local, GitHub's by act with the
+vendored actions), from a committed repository that `init` then describes.
+
     .venv/bin/python benchmarks/bench_onboarding.py
 """
 
@@ -23,6 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.e2e.act_harness import ACTIONS_TGZ  # noqa: E402
+from tests.helpers import git  # noqa: E402
+from tests.linters import GITLAB_CI_LOCAL  # noqa: E402
 from tests.test_onboarding import (  # noqa: E402
     headerless_split_repo,
     mixed_type_repo,
@@ -77,6 +84,37 @@ def walk(name: str, build: Callable[[Path], Path], base: Path) -> tuple[float, f
     return train, init, run
 
 
+# try's jobs install nothing from an index; gitlab-ci-local comes from the Node tools.
+TRY_ENV = {**ENV, "PATH": f"{GITLAB_CI_LOCAL.parent}{os.pathsep}{ENV['PATH']}"}
+TRY_ENV["PIP_NO_INDEX"] = "1"
+TRIES = {
+    "gitlab (gitlab-ci-local)": [],
+    "github (act, vendored actions)": ["--platform", "github", "--actions", str(ACTIONS_TGZ)],
+}
+
+
+def try_walk(args: list[str], base: Path) -> tuple[float, float]:
+    """`init` in a committed repository, then a green `try`: the seconds of each."""
+    root = headerless(base / "repo")
+    git(root, "init", "--quiet", "--initial-branch=main")
+    git(root, "add", "--all")
+    git(root, "commit", "--quiet", "-m", "a model")
+    init = timed([*CLI, "init"], root, ENV)
+    return init, timed([*CLI, "try", *args], root, TRY_ENV)
+
+
+def try_table() -> None:
+    print("\n| `try` on headerless split files | `init` | green `try` | init + try |")
+    print("|---|---:|---:|---:|")
+    for name, args in TRIES.items():
+        base = Path(tempfile.mkdtemp(prefix="bench-onboarding-try-"))
+        try:
+            init, tried = try_walk(args, base)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print(f"| {name} | {init:.1f} s | {tried:.1f} s | {init + tried:.1f} s |")
+
+
 def main() -> int:
     print("| repository | training by hand | `init` | first `run` | init + run | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -91,6 +129,7 @@ def main() -> int:
             f"| {name} | {train:.1f} s | {init:.1f} s | {run:.1f} s | {total:.1f} s "
             f"| {total / train:.1f}x |"
         )
+    try_table()
     return 0
 
 

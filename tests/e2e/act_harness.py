@@ -25,18 +25,18 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# How act runs a workflow here is what `ci-mlops try --platform github` does too.
 from ci_mlops.generate.github import PINS
+from ci_mlops.local_ci import act_event, make_tool_cache, run_act
 from tests.e2e.harness import (
     PIP_ENV,
     Project,
@@ -68,8 +68,6 @@ __all__ = [
 # In CI the repository clone has the shared folder beside it.
 ACTIONS_TGZ = REPO.parent / "shared" / "github-actions" / "actions.tgz"
 ACT = Path(sys.executable).with_name("act")
-# The ubuntu-latest label runs on this machine (act's host mode).
-HOST_MODE = "ubuntu-latest=-self-hosted"
 MODEL = "breast-cancer"  # the example the scenarios run
 CRON = "0 4 * * 1"  # its retrain.schedule
 # The reusable workflow's commit, as a caller pins it; act maps it to this working tree.
@@ -94,16 +92,6 @@ class ActTools:
     def install(self) -> str:
         """The spec's ``runtime.install``: the wheel, with the extras each job needs."""
         return f"{self.wheel}[{{extras}}]"
-
-    def local_repositories(self) -> list[str]:
-        """``--local-repository`` arguments: each pinned action at its vendored copy."""
-        args = []
-        for pin in PINS:
-            name = pin.split("@", 1)[0]
-            folder = self.actions / name
-            if folder.is_dir():  # actions/checkout is act's own: it copies the work tree
-                args += ["--local-repository", f"{pin}={folder}"]
-        return args
 
 
 def make_act_tools(folder: Path) -> ActTools:
@@ -137,24 +125,8 @@ def _wheel(folder: Path) -> Path:
 
 
 def _tool_cache(folder: Path) -> Path:
-    """``Python/X.Y.Z/x64`` (a venv) and the ``x64.complete`` marker setup-python wants."""
-    version = ".".join(map(str, sys.version_info[:3]))
-    home = folder / "Python" / version
-    python = home / "x64"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", str(python)], check=True, capture_output=True)
-    site = next(python.glob("lib/python*/site-packages"))
-    deps = dependencies_path(folder.parent / "deps")
-    (site / "ci_mlops_deps.pth").write_text(f"{deps}\n", "utf-8")
-    (home / "x64.complete").write_text("", "utf-8")
-    return folder
-
-
-def free_port() -> int:
-    """A port free now: act's artifact server cannot take port 0."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """setup-python's tool cache: a Python that sees the dependencies but no ci-mlops."""
+    return make_tool_cache(folder, [dependencies_path(folder.parent / "deps")])
 
 
 # --- runs ---------------------------------------------------------------------------
@@ -213,44 +185,9 @@ def run_workflow(
     Artifacts and caches live beside the project, so later runs of the same project see
     the caches earlier runs saved, as on GitHub."""
     state = project.path.parent / f"{project.path.name}-act"
-    home = state / "home"  # act's work folders and action copies, kept out of $HOME
-    for sub in ("artifacts", "cache", "home"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
     tool_cache = state / f"tool-cache-{run_id}"
     shutil.copytree(tools.tool_cache, tool_cache, symlinks=True)
-    event_file = state / f"event-{run_id}.json"
-    event_file.write_text(json.dumps(event), "utf-8")
-    cmd = [
-        str(ACT),
-        event_name,
-        "--eventpath",
-        str(event_file),
-        "--platform",
-        HOST_MODE,
-        "--action-offline-mode",
-        "--json",
-        "--concurrent-jobs",
-        "1",  # the jobs of a run share one interpreter: two pip installs could race
-        "--defaultbranch",
-        api.default_branch,
-        *tools.local_repositories(),
-        *local_repositories,
-        "--artifact-server-path",
-        str(state / "artifacts"),
-        "--artifact-server-addr",
-        "127.0.0.1",
-        "--artifact-server-port",
-        str(free_port()),
-        "--cache-server-path",
-        str(state / "cache"),
-        "--cache-server-addr",
-        "127.0.0.1",
-        "--cache-server-port",
-        "0",
-        "--secret",
-        f"GITHUB_TOKEN={api.workflow_token}",
-    ]
-    for key, value in {
+    variables = {
         "GITHUB_API_URL": api.api_url,
         "GITHUB_RUN_ID": str(run_id),
         "GITHUB_RUN_NUMBER": str(run_id),
@@ -260,48 +197,30 @@ def run_workflow(
         # private half only runs that are not pull requests get (as an environment
         # secret restricted to the default branch would be).
         **signing_variables("merge_request_event" if event_name == "pull_request" else "push"),
-    }.items():
-        cmd += ["--env", f"{key}={value}"]
-    env = {
-        **os.environ,
-        **PIP_ENV,
-        "HOME": str(home),
-        "AGENT_TOOLSDIRECTORY": str(tool_cache),
-        "RUNNER_TOOL_CACHE": str(tool_cache),
-        "PIP_CACHE_DIR": str(tools.pip_cache),  # setup-python's pip cache wants it to exist
-        "ACT_DISABLE_VERSION_CHECK": "1",  # act would ask api.nektosact.com for notices
     }
-    env.pop("VIRTUAL_ENV", None)
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        cwd=project.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
+    run = run_act(
+        project.path,
+        event_name,
+        event,
+        state,
+        tool_cache,
+        default_branch=api.default_branch,
+        actions=tools.actions,
+        variables=variables,
+        secrets={"GITHUB_TOKEN": api.workflow_token},
+        extra_args=local_repositories,
+        env={**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)},
         timeout=timeout,
-        check=False,
     )
-    wall = time.perf_counter() - start
     shutil.rmtree(tool_cache, ignore_errors=True)
-    output = proc.stdout + proc.stderr
+    jobs = {name: RESULTS.get(job.status, "failure") for name, job in run.jobs.items()}
     return WorkflowRun(
-        project, run_id, proc.returncode, output, wall, parse_jobs(proc.stdout), state / "artifacts"
+        project, run_id, run.code, run.output, run.seconds, jobs, state / "artifacts"
     )
 
 
-def parse_jobs(stdout: str) -> dict[str, str]:
-    """Each job's result from act's JSON log (jobs that did not run have none)."""
-    jobs: dict[str, str] = {}
-    for line in stdout.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("jobResult") and entry.get("jobID"):
-            jobs[str(entry["jobID"])] = str(entry["jobResult"])
-    return jobs
+# act's job results, back from the statuses `ci-mlops try` prints
+RESULTS = {"PASS": "success", "SKIP": "skipped"}
 
 
 def step_seconds(stdout: str) -> dict[str, dict[str, float]]:
@@ -382,25 +301,17 @@ class GitHubRepository:
 
 
 def push_event(api: FakeGitHub) -> dict[str, Any]:
-    return {
-        "ref": f"refs/heads/{api.default_branch}",
-        "repository": {"full_name": f"{api.owner}/{api.repo}", "default_branch": "main"},
-    }
+    return act_event("push", f"{api.owner}/{api.repo}", api.default_branch)
 
 
 def pr_event(api: FakeGitHub, number: int) -> dict[str, Any]:
-    return {
-        "action": "synchronize",
-        "number": number,
-        "pull_request": {
-            "number": number,
-            # A branch of the repository itself, as GitHub describes it (a fork's head
-            # names another repository).
-            "head": {"ref": "better-model", "repo": {"full_name": f"{api.owner}/{api.repo}"}},
-            "base": {"ref": api.default_branch, "repo": {"full_name": f"{api.owner}/{api.repo}"}},
-        },
-        "repository": {"full_name": f"{api.owner}/{api.repo}", "default_branch": "main"},
-    }
+    return act_event(
+        "pull_request",
+        f"{api.owner}/{api.repo}",
+        api.default_branch,
+        number=number,
+        head="better-model",
+    )
 
 
 def new_repository(

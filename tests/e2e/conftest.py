@@ -1,6 +1,6 @@
 """Shared by the end-to-end pipeline runs: one virtualenv for every GitLab job of the
-session, the act set-up every GitHub run shares, and the fake GitLab API the jobs talk
-to."""
+session and the fake GitLab API the jobs talk to. The act set-up every GitHub run shares
+(``act_tools``) is in ``tests/conftest.py``: `ci-mlops try` tests use it too."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.act_harness import ActTools, make_act_tools
 from tests.e2e.harness import make_job_python
 from tests.fakes.env import start_gitlab
 from tests.fakes.gitlab_api import FakeGitLab
@@ -29,9 +28,3 @@ def gitlab_api() -> Iterator[FakeGitLab]:
     api = start_gitlab()
     yield api
     api.stop()
-
-
-@pytest.fixture(scope="session")
-def act_tools(tmp_path_factory: pytest.TempPathFactory) -> ActTools:
-    """The vendored actions, the ci-mlops wheel and the tool-cache Python, made once."""
-    return make_act_tools(tmp_path_factory.mktemp("act"))
