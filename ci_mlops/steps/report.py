@@ -28,7 +28,7 @@ from typing import Any
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
 from ci_mlops.platforms.base import CheckReport
-from ci_mlops.records import passed
+from ci_mlops.records import ExportRecord, ReportRecord, TrainRecord, passed, require_recorded
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import mermaid
 from ci_mlops.steps.markdown import code, text
@@ -73,8 +73,9 @@ def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[
     path = workdir / "report.md"
     atomic.write_text(path, markdown)
     # Deploy publishes report.md only while it still has the bytes recorded here.
-    record = {"model": model.name, "report_sha256": hashlib.sha256(markdown.encode()).hexdigest()}
-    atomic.write_json(workdir / "report.json", record)
+    ReportRecord(
+        model=model.name, report_sha256=hashlib.sha256(markdown.encode()).hexdigest()
+    ).write(workdir)
     if echo:
         print(markdown)
     posted = _publish(spec, model, markdown, inputs.plots) if post else None
@@ -84,24 +85,19 @@ def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[
 def check_artifacts(workdir: Path, model: Model) -> None:
     """Refuse to report on files that are not the ones their steps recorded: the model
     against train.json, the ONNX file against export.json. A step that did not run is
-    not an error; a file whose sha256 differs is (StepError naming it and both hashes)."""
-    pairs = (
-        (model.model_file, "train.json", "model_sha256"),
-        ("model.onnx", "export.json", "onnx_sha256"),
-    )
-    for name, record_name, key in pairs:
-        path, record = workdir / name, workdir / record_name
-        if not (path.is_file() and record.is_file()):
-            continue
-        recorded = _read(record)
-        expected = recorded.get(key) if isinstance(recorded, dict) else None
-        if not expected:
-            continue
-        actual = atomic.artifact_sha256(workdir, name)
-        if actual != expected:
-            raise StepError(
-                f"{path}: sha256 is {actual}, but {record} recorded {expected}: the file "
-                "changed after its step wrote it"
+    not an error; a file whose sha256 differs is (IntegrityError naming it and both
+    hashes)."""
+    hint = "the file changed after its step wrote it"
+    if (workdir / model.model_file).is_file() and TrainRecord.exists(workdir):
+        recorded = TrainRecord.read(workdir).model_sha256
+        require_recorded(
+            workdir, model.model_file, recorded, str(TrainRecord.path(workdir)), hint=hint
+        )
+    if (workdir / "model.onnx").is_file() and ExportRecord.exists(workdir):
+        onnx = ExportRecord.read(workdir).onnx_sha256
+        if onnx:
+            require_recorded(
+                workdir, "model.onnx", onnx, str(ExportRecord.path(workdir)), hint=hint
             )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import PlatformError
+from ci_mlops.records import GatesRecord
 from ci_mlops.spec.model import Model, Spec
 
 RECORD = "tracking.json"
@@ -81,7 +82,7 @@ def _log(
     )
 
     workdir = spec.workdir(model)
-    gates = _read(workdir / "gates.json")
+    gates = GatesRecord.read(workdir)
     connection = Connection(uri, model.tracking.server)
     client = connection.client
     experiment_id = experiment(connection, model.experiment)
@@ -90,12 +91,12 @@ def _log(
         {
             **context,
             "ci_mlops.model": model.name,
-            "ci_mlops.model_sha256": gates.get("model_sha256"),
+            "ci_mlops.model_sha256": gates.model_sha256,
             "ci_mlops.gates": "passed" if passed else "failed",
-            "ci_mlops.baseline": gates.get("baseline_source") or "none",
+            "ci_mlops.baseline": gates.baseline_source or "none",
         }
     )
-    sha = str(gates.get("model_sha256") or "")[:12]
+    sha = gates.model_sha256[:12]
     run = connection.call(
         f"create_run({model.experiment})",
         lambda: client.create_run(
@@ -124,7 +125,7 @@ def _log(
     connection.call(f"set_terminated({run_id})", lambda: client.set_terminated(run_id))
     return {
         "model": model.name,
-        "model_sha256": gates.get("model_sha256"),
+        "model_sha256": gates.model_sha256,
         "server": model.tracking.server,
         "tracking_uri": public_uri(uri),
         "experiment": model.experiment,
