@@ -30,9 +30,8 @@ from ci_mlops.generate.affected import (
     selection,
     slots,
 )
-from ci_mlops.generate.kinds import github_job_id, job_suffix
+from ci_mlops.generate.kinds import READ_ONLY, github_job_id, job_suffix
 from ci_mlops.generate.plan import (
-    STAGES,
     Job,
     ModelPlan,
     Plan,
@@ -118,7 +117,7 @@ def github_plan_job(spec: Spec, plan: Plan, outputs: list[str]) -> dict[str, Any
         "name": "Pick the models this run concerns",
         "runs-on": rt.runs_on,
         "timeout-minutes": PLAN_TIMEOUT,
-        "permissions": {"contents": "read"},
+        "permissions": {p.scope: p.level for p in READ_ONLY},
         "outputs": {o: f"${{{{ steps.plan.outputs.{o} }}}}" for o in outputs},
         "env": {"MLOPS_SPEC": plan.spec_file, "MLOPS_SCHEDULE": "${{ github.event.schedule }}"},
         "steps": [
@@ -282,7 +281,7 @@ def gitlab_child(
     """The child pipeline of the chosen jobs. Jobs of one kind share a hidden job and
     each model's job holds only what differs (its name, paths, needs), so a change that
     concerns every model still gives a file GitLab accepts."""
-    doc: dict[str, Any] = {"stages": list(STAGES)}
+    doc: dict[str, Any] = {"stages": list(plan.stages)}
     forwarded = {k: env[k] for k in FORWARDED if env.get(k)}
     if forwarded:
         # Not expanded: the values are data (a retrain request's model name), never
