@@ -33,6 +33,7 @@ __all__ = [
     "MetricsRecord",
     "Record",
     "ReportRecord",
+    "SpecOriginRecord",
     "TrainRecord",
     "changed",
     "changed_files",
@@ -166,18 +167,19 @@ class Record:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def path(cls, folder: Path) -> Path:
+    def at(cls, folder: Path) -> Path:
+        """Where the record of the model folder ``folder`` is."""
         return folder / cls.FILE
 
     @classmethod
     def exists(cls, folder: Path) -> bool:
-        return cls.path(folder).is_file()
+        return cls.at(folder).is_file()
 
     @classmethod
     def read(cls, folder: Path) -> Self:
         """The record in ``folder``, read without following links; a one-line StepError
         naming the file (and the field) when it is missing, not JSON or mistyped."""
-        return cls.from_json(_json_object(folder, cls.FILE), where=str(cls.path(folder)))
+        return cls.from_json(_json_object(folder, cls.FILE), where=str(cls.at(folder)))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, where: str = "") -> Self:
@@ -203,7 +205,7 @@ class Record:
 
     def write(self, folder: Path) -> Path:
         """Write the record atomically into ``folder``; its path."""
-        path = self.path(folder)
+        path = self.at(folder)
         write_json(path, self.to_json())
         return path
 
@@ -337,7 +339,7 @@ class ExportRecord(Record):
 
     FILE: ClassVar[str] = "export.json"
 
-    skipped: bool
+    skipped: bool = False
     passed: bool = False
     message: str = ""
     model_sha256: str | None = None
@@ -362,6 +364,16 @@ class ExportRecord(Record):
     def to_json(self) -> dict[str, Any]:
         # With export off there is nothing to describe: the file says so and no more.
         return {**self.extra, "skipped": True} if self.skipped else super().to_json()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpecOriginRecord(Record):
+    """``spec-origin.json``: where the spec copied into the model folder lives in the
+    repository, relative to its root (for what points into it: check-run annotations)."""
+
+    FILE: ClassVar[str] = "spec-origin.json"
+
+    path: str
 
 
 @dataclass(frozen=True, kw_only=True)

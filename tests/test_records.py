@@ -20,6 +20,7 @@ from ci_mlops.records import (
     MetricsRecord,
     Record,
     ReportRecord,
+    SpecOriginRecord,
     TrainRecord,
     changed,
     changed_files,
@@ -206,6 +207,7 @@ RECORDS: list[Record] = [
         exported_at="2026-01-01T00:00:00+00:00",
     ),
     ReportRecord(model="m", report_sha256=SHA_A),
+    SpecOriginRecord(path="models/churn/mlops.yaml"),
 ]
 
 

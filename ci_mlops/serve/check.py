@@ -50,7 +50,7 @@ class Replay:
 def run(model: Model, workdir: Path, record: ExportRecord) -> dict[str, Any]:
     """Check the candidate ``model.onnx`` in ``workdir``, whose export.json is
     ``record``, through the real server."""
-    replay = _replay_of(record, ExportRecord.path(workdir))
+    replay = _replay_of(record, ExportRecord.at(workdir))
     _require_installed()
     onnx, sha256 = workdir / "model.onnx", str(record.onnx_sha256)
     with started(onnx, sha256, model) as address, _Client(address) as client:

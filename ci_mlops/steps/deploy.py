@@ -322,7 +322,7 @@ def _vouched_for(workdir: Path, name: str) -> bool:
 
 
 def _require_verdict(workdir: Path, model_path: Path, model_sha: str) -> None:
-    gates = GatesRecord.path(workdir)
+    gates = GatesRecord.at(workdir)
     if not gates.is_file():
         raise CheckFailed(f"{gates}: no verdict for this model; run `ci-mlops evaluate` first")
     verdict = GatesRecord.read(workdir)
@@ -334,7 +334,7 @@ def _require_verdict(workdir: Path, model_path: Path, model_sha: str) -> None:
 
 def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: str) -> bool:
     """Check the ONNX export of this model; True when model.onnx is to ship with it."""
-    record_path = ExportRecord.path(workdir)
+    record_path = ExportRecord.at(workdir)
     if not model.export.onnx:
         return False
     if not record_path.is_file():

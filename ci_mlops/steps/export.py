@@ -105,7 +105,7 @@ def _trained_model(workdir: Path, model_path: Path) -> tuple[bytes, str]:
     if TrainRecord.exists(workdir):
         recorded = TrainRecord.read(workdir).model_sha256
         hint = "the model changed after training (run `ci-mlops train` again)"
-        require_sha256(model_path, actual, recorded, str(TrainRecord.path(workdir)), hint=hint)
+        require_sha256(model_path, actual, recorded, str(TrainRecord.at(workdir)), hint=hint)
     return data, actual
 
 

@@ -28,7 +28,16 @@ from typing import Any
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
 from ci_mlops.platforms.base import CheckReport
-from ci_mlops.records import ExportRecord, ReportRecord, TrainRecord, passed, require_recorded
+from ci_mlops.records import (
+    ExportRecord,
+    GatesRecord,
+    MetricsRecord,
+    Record,
+    ReportRecord,
+    TrainRecord,
+    passed,
+    require_recorded,
+)
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import mermaid
 from ci_mlops.steps.markdown import code, text
@@ -91,14 +100,12 @@ def check_artifacts(workdir: Path, model: Model) -> None:
     if (workdir / model.model_file).is_file() and TrainRecord.exists(workdir):
         recorded = TrainRecord.read(workdir).model_sha256
         require_recorded(
-            workdir, model.model_file, recorded, str(TrainRecord.path(workdir)), hint=hint
+            workdir, model.model_file, recorded, str(TrainRecord.at(workdir)), hint=hint
         )
     if (workdir / "model.onnx").is_file() and ExportRecord.exists(workdir):
         onnx = ExportRecord.read(workdir).onnx_sha256
         if onnx:
-            require_recorded(
-                workdir, "model.onnx", onnx, str(ExportRecord.path(workdir)), hint=hint
-            )
+            require_recorded(workdir, "model.onnx", onnx, str(ExportRecord.at(workdir)), hint=hint)
 
 
 def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, float]], ...]:
@@ -153,7 +160,7 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     platform = detect(spec)
     where = platform.post_report(model, markdown, images)
     platform.job_summary(markdown)
-    gates = _read(spec.workdir(model) / "gates.json")
+    gates = _read(GatesRecord.at(spec.workdir(model)), GatesRecord)
     if isinstance(gates, dict):
         platform.publish_check(model, check_report(spec, model, gates, markdown))
     if where:
@@ -195,12 +202,12 @@ def read_inputs(
     """Whatever the earlier steps left behind."""
     model_path = workdir / model.model_file
     sha = atomic.artifact_sha256(workdir, model.model_file) if model_path.is_file() else None
-    metrics = _read(workdir / "metrics.json")
+    metrics = _read(MetricsRecord.at(workdir), MetricsRecord)
     return Inputs(
-        gates=_read(workdir / "gates.json"),
+        gates=_read(GatesRecord.at(workdir), GatesRecord),
         metrics=metrics,
         data_test=_read(workdir / "data-test.json"),
-        export=_read(workdir / "export.json"),
+        export=_read(ExportRecord.at(workdir), ExportRecord),
         plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
         tracking=_read(workdir / "tracking.json"),
@@ -259,7 +266,9 @@ def _matches(workdir: Path, name: str, expected: Any) -> bool:
     return True
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, kind: type[Record] | None = None) -> Any:
+    """The JSON object in ``path`` (checked as the record ``kind`` when given); MISSING
+    when there is none, the reason as text when it cannot be used."""
     if not path.is_file() and not path.is_symlink():
         return MISSING
     try:
@@ -268,7 +277,14 @@ def _read(path: Path) -> Any:
         return f"{path.name} is unreadable ({str(exc).rsplit(': ', 1)[-1]})"
     except ValueError as exc:
         return f"{path.name} is unreadable ({type(exc).__name__})"
-    return data if isinstance(data, dict) else f"{path.name} is not a JSON object"
+    if not isinstance(data, dict):
+        return f"{path.name} is not a JSON object"
+    if kind is None:
+        return data
+    try:
+        return kind.from_json(data, where=path.name).to_json()
+    except StepError as exc:
+        return f"{path.name} is unreadable ({str(exc).removeprefix(path.name + ': ')})"
 
 
 def _passed(inputs: Inputs) -> bool | None:
