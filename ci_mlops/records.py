@@ -34,6 +34,7 @@ __all__ = [
     "Record",
     "ReportRecord",
     "SpecOriginRecord",
+    "TrackingRecord",
     "TrainRecord",
     "changed",
     "changed_files",
@@ -364,6 +365,23 @@ class ExportRecord(Record):
     def to_json(self) -> dict[str, Any]:
         # With export off there is nothing to describe: the file says so and no more.
         return {**self.extra, "skipped": True} if self.skipped else super().to_json()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingRecord(Record):
+    """``tracking.json``: the experiment-tracking run evaluate logged the model with
+    sha256 ``model_sha256`` as, and where people see it."""
+
+    FILE: ClassVar[str] = "tracking.json"
+
+    model: str
+    model_sha256: str
+    run_id: str
+    experiment: str = ""
+    experiment_id: str = ""
+    server: str = ""
+    tracking_uri: str = ""
+    url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ from ci_mlops.records import (
     Record,
     ReportRecord,
     SpecOriginRecord,
+    TrackingRecord,
     TrainRecord,
     changed,
     changed_files,
@@ -208,6 +209,16 @@ RECORDS: list[Record] = [
     ),
     ReportRecord(model="m", report_sha256=SHA_A),
     SpecOriginRecord(path="models/churn/mlops.yaml"),
+    TrackingRecord(
+        model="m",
+        model_sha256=SHA_A,
+        run_id="r1",
+        experiment="churn",
+        experiment_id="1",
+        server="mlflow",
+        tracking_uri="http://127.0.0.1:5000",
+        url=None,
+    ),
 ]
 
 

@@ -24,12 +24,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ci_mlops import atomic, log
+from ci_mlops import log
 from ci_mlops.errors import PlatformError
-from ci_mlops.records import GatesRecord
+from ci_mlops.records import GatesRecord, TrackingRecord
 from ci_mlops.spec.model import Model, Spec
 
-RECORD = "tracking.json"
+RECORD = TrackingRecord.FILE
 # Step files logged with the run, when present.
 LOGGED_FILES = ("metrics.json", "gates.json", "data-test.json")
 # MLflow refuses longer param values (and GitLab stores 255 characters of them).
@@ -63,14 +63,14 @@ def log_evaluation(spec: Spec, model: Model, metrics: dict[str, float], passed: 
     except PlatformError as exc:
         log.warn(f"{model.name}: evaluation not logged: {exc}")
         return None
-    atomic.write_json(workdir / RECORD, record)
-    log.info(f"{model.name}: evaluation logged as run {record['run_id']} ({record['url'] or uri})")
-    return str(record["url"] or record["run_id"])
+    record.write(workdir)
+    log.info(f"{model.name}: evaluation logged as run {record.run_id} ({record.url or uri})")
+    return record.url or record.run_id
 
 
 def _log(
     spec: Spec, model: Model, uri: str, metrics: dict[str, float], passed: bool
-) -> dict[str, Any]:
+) -> TrackingRecord:
     from mlflow.entities import Metric, Param, RunTag
 
     from ci_mlops.registries.mlflow_client import (
@@ -123,16 +123,16 @@ def _log(
             partial(client.log_artifact, run_id, str(path)),
         )
     connection.call(f"set_terminated({run_id})", lambda: client.set_terminated(run_id))
-    return {
-        "model": model.name,
-        "model_sha256": gates.model_sha256,
-        "server": model.tracking.server,
-        "tracking_uri": public_uri(uri),
-        "experiment": model.experiment,
-        "experiment_id": experiment_id,
-        "run_id": run_id,
-        "url": run_url(model.tracking.server, uri, experiment_id, run_id),
-    }
+    return TrackingRecord(
+        model=model.name,
+        model_sha256=gates.model_sha256,
+        server=model.tracking.server,
+        tracking_uri=public_uri(uri),
+        experiment=model.experiment,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        url=run_url(model.tracking.server, uri, experiment_id, run_id),
+    )
 
 
 def run_url(server: str, uri: str, experiment_id: str, run_id: str) -> str | None:
