@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
@@ -91,47 +91,6 @@ def passed(entry: Mapping[str, Any]) -> bool:
     passed. data-test.json says ``passed`` like every other record; files written by
     earlier versions say ``success``, which is read too so old artifacts still work."""
     return bool(entry.get("passed", entry.get("success", False)))
-
-
-@dataclass(frozen=True)
-class DataTestRecord:
-    """``data-test.json``: the expectations of every dataset and whether they passed."""
-
-    FILE: ClassVar[str] = "data-test.json"
-
-    model: str
-    passed: bool
-    statistics: dict[str, int]
-    datasets: dict[str, dict[str, Any]]  # role -> {files, rows, passed, expectations ...}
-    great_expectations_version: str
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DataTestRecord:
-        """The record in ``data``, old files (``success``) read as new ones."""
-        datasets = {
-            str(role): _renamed(report) for role, report in (data.get("datasets") or {}).items()
-        }
-        return cls(
-            model=str(data.get("model", "")),
-            passed=passed(data),
-            statistics=dict(data.get("statistics") or {}),
-            datasets=datasets,
-            great_expectations_version=str(data.get("great_expectations_version", "")),
-        )
-
-    @classmethod
-    def read(cls, folder: Path) -> DataTestRecord:
-        """The record in ``folder``, read without following links; StepError otherwise."""
-        return cls.from_json(_json_object(folder, cls.FILE))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, folder: Path) -> Path:
-        """Write the record atomically into ``folder``; its path."""
-        path = folder / self.FILE
-        write_json(path, self.to_json())
-        return path
 
 
 def _renamed(report: Any) -> dict[str, Any]:
@@ -272,6 +231,31 @@ def _is_one_of(value: Any, allowed: tuple[type, ...]) -> bool:
     if isinstance(value, int) and float in allowed:
         return True
     return isinstance(value, allowed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataTestRecord(Record):
+    """``data-test.json``: the expectations of every dataset and whether they passed."""
+
+    FILE: ClassVar[str] = "data-test.json"
+
+    model: str = ""
+    passed: bool = False
+    statistics: dict[str, int] = field(default_factory=dict)
+    # role -> {files, rows, passed, expectations ...}
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    great_expectations_version: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, where: str = "") -> Self:
+        """The record in ``data``, old files (``success``) read as new ones."""
+        renamed = {k: v for k, v in data.items() if k != "success"}
+        renamed["passed"] = passed(data)
+        if isinstance(data.get("datasets"), dict):
+            renamed["datasets"] = {
+                str(role): _renamed(report) for role, report in data["datasets"].items()
+            }
+        return super().from_json(renamed, where=where)
 
 
 @dataclass(frozen=True, kw_only=True)

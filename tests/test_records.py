@@ -209,6 +209,13 @@ RECORDS: list[Record] = [
     ),
     ReportRecord(model="m", report_sha256=SHA_A),
     SpecOriginRecord(path="models/churn/mlops.yaml"),
+    DataTestRecord(
+        model="m",
+        passed=True,
+        statistics={"datasets": 1},
+        datasets={"train": {"rows": 3, "passed": True, "expectations": []}},
+        great_expectations_version="1.5",
+    ),
     TrackingRecord(
         model="m",
         model_sha256=SHA_A,

@@ -29,6 +29,7 @@ from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
 from ci_mlops.platforms.base import CheckReport
 from ci_mlops.records import (
+    DataTestRecord,
     ExportRecord,
     GatesRecord,
     MetricsRecord,
@@ -207,7 +208,7 @@ def read_inputs(
     return Inputs(
         gates=_read(GatesRecord.at(workdir), GatesRecord),
         metrics=metrics,
-        data_test=_read(workdir / "data-test.json"),
+        data_test=_read(DataTestRecord.at(workdir), DataTestRecord),
         export=_read(ExportRecord.at(workdir), ExportRecord),
         plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
