@@ -10,7 +10,6 @@ model it was calibrated, so a reader knows it is measured, not chosen.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ci_mlops import log
 from ci_mlops.errors import GateFailed
+from ci_mlops.records import MetricsRecord
 from ci_mlops.spec.edit import GateEdit, set_gates
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Gate, Model, Spec
 
@@ -75,8 +75,9 @@ def _measure(spec: Spec, model: Model) -> tuple[dict[str, float], str]:
         # The metrics are written before the verdict: what the gates say now is the
         # very thing being replaced.
         log.info(f"{model.name}: the current gates fail ({exc}); suggesting new ones")
-    metrics = json.loads((spec.workdir(model) / "metrics.json").read_text("utf-8"))
-    return metrics.get("metrics") or {}, str(metrics.get("model_sha256") or "")
+    metrics = MetricsRecord.read(spec.workdir(model))
+    values = {k: v for k, v in metrics.metrics.items() if v is not None}
+    return values, metrics.model_sha256 or ""
 
 
 def calibrated(gate: Gate, value: float) -> Gate:

@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ci_mlops import atomic, log
-from ci_mlops.errors import MlopsError, UsageError
+from ci_mlops.errors import MlopsError, StepError, UsageError
 from ci_mlops.generate.kinds import KINDS
 from ci_mlops.generate.plan import Job, build_plan
+from ci_mlops.records import GatesRecord, MetricsRecord, Record
 from ci_mlops.spec.model import Model, Spec
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 # The steps this runner runs: every kind with a step module for it, in pipeline order.
 LOCAL_KINDS = tuple(k.name for k in KINDS.values() if k.local_step)
 CACHE_FILE = "run-cache.json"
+R = TypeVar("R", bound=Record)
 
 
 class LocalStep(Protocol):
@@ -190,14 +192,15 @@ def summary(spec: Spec, model: Model) -> str:
     in report.md, not in the terminal)."""
     workdir = spec.workdir(model)
     lines = [f"{model.name}: {_verdict(workdir)}"]
-    metrics = _read_json(workdir / "metrics.json").get("metrics") or {}
+    metrics = _read(MetricsRecord, workdir)
+    values = metrics.metrics if isinstance(metrics, MetricsRecord) else {}
     gated = [
         g.metric
         for g in model.gates
         if (g.min, g.max, g.max_drop, g.max_relative_drop) != (None,) * 4
     ]
     names = list(dict.fromkeys([*gated, *model.metrics]))[:SUMMARY_METRICS]
-    shown = [f"{n} {metrics[n]:.4g}" for n in names if isinstance(metrics.get(n), int | float)]
+    shown = [f"{n} {values[n]:.4g}" for n in names if isinstance(values.get(n), int | float)]
     if shown:
         lines.append(f"  {'metrics:':<16}{', '.join(shown)}")
     shown_files = (
@@ -215,10 +218,18 @@ def summary(spec: Spec, model: Model) -> str:
 
 
 def _verdict(workdir: Path) -> str:
-    gates = _read_json(workdir / "gates.json")
-    if "passed" not in gates:
+    gates = _read(GatesRecord, workdir)
+    if not isinstance(gates, GatesRecord):
         return "not evaluated"
-    return "gates passed" if gates["passed"] else "gates FAILED"
+    return "gates passed" if gates.passed else "gates FAILED"
+
+
+def _read(kind: type[R], workdir: Path) -> R | None:
+    """The record when the step wrote a readable one; the summary says less otherwise."""
+    try:
+        return kind.read(workdir)
+    except StepError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

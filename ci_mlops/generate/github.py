@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops.generate.gitlab import command_line
-from ci_mlops.generate.kinds import Trigger, github_job_id, job_names, job_suffix
+from ci_mlops.generate.kinds import (
+    KINDS,
+    JobKind,
+    Trigger,
+    github_job_id,
+    job_names,
+    job_suffix,
+    permission_reasons,
+)
 from ci_mlops.generate.plan import (
     PYTHON,
     Job,
@@ -53,25 +61,13 @@ def annotate_pins(text: str, spec: Spec | None = None) -> str:
     return "".join(lines)
 
 
-# Why each permission a generated job holds is there, written beside it (zizmor's
-# pedantic persona asks for it, and so does a reviewer).
-PERMISSION_REASONS = {
-    ("contents", "read"): "read the repository",
-    ("contents", "write"): "publish the model as a release asset",
-    ("actions", "read"): "download the default branch's baseline artifact",
-    ("actions", "write"): "dispatch a retraining run",
-    ("pull-requests", "write"): "post and update the report comment",
-    ("checks", "write"): "a check run naming each failed gate on the spec's line",
-    ("deployments", "write"): "record the version each environment runs",
-    ("deployments", "read"): "read the versions deployed before, for the history chart",
-    ("packages", "write"): "push the model's container image to GHCR",
-    ("id-token", "write"): "sign the model keyless with the job's OIDC identity",
-}
 _PERMISSION_LINE = re.compile(r"^(\s+)([a-z-]+): (read|write)$")
 
 
-def annotate_permissions(text: str) -> str:
-    """Add a ``# why`` comment after each permission of a ``permissions:`` mapping."""
+def annotate_permissions(text: str, kinds: Mapping[str, JobKind] = KINDS) -> str:
+    """Add a ``# why`` comment after each permission of a ``permissions:`` mapping: the
+    reason the kind that holds it gives (see :class:`~ci_mlops.generate.kinds.Permission`)."""
+    reasons = permission_reasons(kinds)
     lines, inside = [], None
     for line in text.splitlines(keepends=True):
         stripped = line.rstrip("\n")
@@ -80,7 +76,7 @@ def annotate_permissions(text: str) -> str:
         elif inside is not None:
             match = _PERMISSION_LINE.match(stripped)
             if match and len(match.group(1)) > inside:
-                reason = PERMISSION_REASONS[(match.group(2), match.group(3))]
+                reason = reasons[(match.group(2), match.group(3))]
                 line = f"{stripped} # {reason}\n"
             else:
                 inside = None
@@ -88,9 +84,9 @@ def annotate_permissions(text: str) -> str:
     return "".join(lines)
 
 
-def annotate(text: str, spec: Spec | None = None) -> str:
+def annotate(text: str, spec: Spec | None = None, kinds: Mapping[str, JobKind] = KINDS) -> str:
     """The comments a generated workflow carries: action releases and permission reasons."""
-    return annotate_permissions(annotate_pins(text, spec))
+    return annotate_permissions(annotate_pins(text, spec), kinds)
 
 
 RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
@@ -204,7 +200,7 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
         out["if"] = cond
     out["runs-on"] = v.runs_on
     out["timeout-minutes"] = job.timeout_minutes
-    out["permissions"] = dict(job.descriptor.github_permissions)
+    out["permissions"] = job.descriptor.github_grants
     if job.environment:
         out["environment"] = (
             {"name": job.environment, "url": job.environment_url}
@@ -382,9 +378,9 @@ def caller_permissions(plan: Plan) -> dict[str, str]:
     off, so the grant covers every kind; each job inside still holds only its own."""
     most: dict[str, str] = {}
     for kind in plan.kinds.values():
-        for scope, level in kind.github_permissions:
-            if most.get(scope) != "write":
-                most[scope] = level
+        for p in kind.github_permissions:
+            if most.get(p.scope) != "write":
+                most[p.scope] = p.level
     return dict(sorted(most.items()))
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from ci_mlops.generate.kinds import Trigger, job_names, job_suffix
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
-    STAGES,
     Job,
     ModelPlan,
     Plan,
@@ -333,7 +332,7 @@ def validate_job(spec: Spec, plan: Plan, mode: str) -> dict[str, Any]:
 
 def render_inline(spec: Spec, plan: Plan) -> dict[str, Any]:
     """The whole ``.gitlab-ci.yml`` with every job written out."""
-    doc: dict[str, Any] = {"stages": list(STAGES), "workflow": workflow_rules()}
+    doc: dict[str, Any] = {"stages": list(plan.stages), "workflow": workflow_rules()}
     doc[plan.validate.key] = validate_job(spec, plan, "inline")
     for mp in plan.models:
         v = values_for(spec, mp)
@@ -427,7 +426,7 @@ def caller_inputs(spec: Spec, mp: ModelPlan) -> dict[str, Any]:
 def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:
     """A thin ``.gitlab-ci.yml`` that includes the released pipeline component per model."""
     tpl = spec.runtime.templates
-    doc: dict[str, Any] = {"stages": list(STAGES), "workflow": workflow_rules()}
+    doc: dict[str, Any] = {"stages": list(plan.stages), "workflow": workflow_rules()}
     doc["include"] = []
     for mp in plan.models:
         inputs = caller_inputs(spec, mp)

@@ -14,7 +14,7 @@ function rather than spelling the name again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,8 +30,25 @@ Trigger = Literal["change", "merge-request", "default-branch", "schedule"]
 
 PLATFORMS = ("gitlab", "github")
 
+
+@dataclass(frozen=True)
+class Permission:
+    """One GitHub token permission a job holds, and why: the generated workflow writes
+    the reason beside it (zizmor's pedantic persona asks for it, and so does a
+    reviewer). Kinds that hold the same permission share one constant, so it has one
+    reason wherever it appears."""
+
+    scope: str
+    level: Literal["read", "write"]
+    reason: str
+
+
+READ_REPOSITORY = Permission("contents", "read", "read the repository")
 # The least a job that reads the repository holds on GitHub.
-READ_ONLY: tuple[tuple[str, str], ...] = (("contents", "read"),)
+READ_ONLY: tuple[Permission, ...] = (READ_REPOSITORY,)
+# Deploys record each environment's version as a GitHub deployment, and the image job
+# adds the image's digest to it.
+RECORD_DEPLOYMENTS = Permission("deployments", "write", "record the version each environment runs")
 
 
 def _always(model: Model) -> bool:
@@ -147,9 +164,9 @@ class JobKind:
     no_checkout: tuple[str, ...] = ()
     # The GitLab environment GITLAB_TOKEN is scoped to, for the job that holds it.
     gitlab_token_environment: str | None = None
-    # GitHub token permissions. Anything beyond reading the repository means the job
-    # calls the API, so its ci-mlops step gets GITHUB_TOKEN.
-    github_permissions: tuple[tuple[str, str], ...] = READ_ONLY
+    # GitHub token permissions, each with its reason. Anything beyond reading the
+    # repository means the job calls the API, so its ci-mlops step gets GITHUB_TOKEN.
+    github_permissions: tuple[Permission, ...] = READ_ONLY
     # The templates' input that switches this job on; jobs that need it then must not
     # require it. A model has the job when ``present`` says so.
     template_input: TemplateInput | None = None
@@ -167,6 +184,11 @@ class JobKind:
     # The module that runs it in ``ci-mlops run`` (its ``run_local``), or None when it
     # runs only in CI.
     local_step: str | None = None
+
+    @property
+    def github_grants(self) -> dict[str, str]:
+        """The job's ``permissions:`` mapping: scope -> read or write."""
+        return {p.scope: p.level for p in self.github_permissions}
 
     @property
     def uses_token(self) -> bool:
@@ -251,8 +273,11 @@ KINDS: dict[str, JobKind] = _table(
             keep_failed_artifacts=True,
             junit="evaluate.junit.xml",
             metrics_report="metrics.txt",
-            # The baseline is an artifact of a default-branch run.
-            github_permissions=(("contents", "read"), ("actions", "read")),
+            github_permissions=(
+                READ_REPOSITORY,
+                # The baseline is an artifact of a default-branch run.
+                Permission("actions", "read", "download the default branch's baseline artifact"),
+            ),
             produces=("metrics.json", "gates.json"),
             reads=("{model}",),
             reads_baseline=True,
@@ -290,10 +315,16 @@ KINDS: dict[str, JobKind] = _table(
             # The check run per model (with one annotation per failed gate) needs checks;
             # the history chart reads the deployments that record what each environment ran.
             github_permissions=(
-                ("contents", "read"),
-                ("deployments", "read"),
-                ("pull-requests", "write"),
-                ("checks", "write"),
+                READ_REPOSITORY,
+                Permission(
+                    "deployments",
+                    "read",
+                    "read the versions deployed before, for the history chart",
+                ),
+                Permission("pull-requests", "write", "post and update the report comment"),
+                Permission(
+                    "checks", "write", "a check run naming each failed gate on the spec's line"
+                ),
             ),
             produces=("report.md", "report.json"),
             reads=("data-test.json", "metrics.json", "gates.json", "export.json"),
@@ -315,12 +346,12 @@ KINDS: dict[str, JobKind] = _table(
             # On GitHub models are release assets (contents: write); on GitLab the job
             # token publishes, and the job keeps its checkout.
             no_checkout=("github",),
-            # Environments are recorded as GitHub deployments; id-token: write lets the
-            # job sign the model keyless with its OIDC identity.
             github_permissions=(
-                ("contents", "write"),
-                ("deployments", "write"),
-                ("id-token", "write"),
+                Permission("contents", "write", "publish the model as a release asset"),
+                RECORD_DEPLOYMENTS,
+                Permission(
+                    "id-token", "write", "sign the model keyless with the job's OIDC identity"
+                ),
             ),
             local_step="ci_mlops.steps.deploy",
         ),
@@ -342,11 +373,11 @@ KINDS: dict[str, JobKind] = _table(
             # On GitLab the job token pushes to $CI_REGISTRY_IMAGE, as deploys publish.
             no_checkout=("github",),
             system_packages=("buildah",),
-            # The image's digest is recorded on the environment's GitHub deployment.
             github_permissions=(
-                ("contents", "read"),
-                ("packages", "write"),
-                ("deployments", "write"),
+                READ_REPOSITORY,
+                Permission("packages", "write", "push the model's container image to GHCR"),
+                # The image's digest is recorded on the environment's GitHub deployment.
+                RECORD_DEPLOYMENTS,
             ),
             template_input=TemplateInput(
                 "build_image",
@@ -369,11 +400,33 @@ KINDS: dict[str, JobKind] = _table(
                 # There scheduled runs retrain unless they check drift.
                 github_description="Scheduled runs check drift instead of retraining.",
             ),
-            # Retraining is a workflow dispatch.
-            github_permissions=(("contents", "read"), ("actions", "write")),
+            github_permissions=(
+                READ_REPOSITORY,
+                # Retraining is a workflow dispatch.
+                Permission("actions", "write", "dispatch a retraining run"),
+            ),
         ),
     ]
 )
+
+
+def stages(kinds: Mapping[str, JobKind] = KINDS) -> tuple[str, ...]:
+    """The pipeline's stages in order: each kind's, as the kinds come (in pipeline order)."""
+    return tuple(dict.fromkeys(k.stage for k in kinds.values()))
+
+
+STAGES = stages()
+
+
+def permission_reasons(kinds: Mapping[str, JobKind] = KINDS) -> dict[tuple[str, str], str]:
+    """(scope, level) -> why, for every permission some kind holds; ValueError when two
+    kinds give one permission different reasons (a workflow can show only one)."""
+    reasons: dict[tuple[str, str], str] = {}
+    for kind in kinds.values():
+        for p in kind.github_permissions:
+            if reasons.setdefault((p.scope, p.level), p.reason) != p.reason:
+                raise ValueError(f"{kind.name}: {p.scope}: {p.level} has a second reason")
+    return reasons
 
 
 def producer(record: str, kinds: dict[str, JobKind] = KINDS) -> JobKind:

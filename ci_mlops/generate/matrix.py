@@ -31,9 +31,8 @@ from ci_mlops.generate.affected import (
     selection,
     slots,
 )
-from ci_mlops.generate.kinds import github_job_id, job_suffix
+from ci_mlops.generate.kinds import READ_ONLY, STAGES, github_job_id, job_suffix
 from ci_mlops.generate.plan import (
-    STAGES,
     Job,
     ModelPlan,
     Plan,
@@ -126,7 +125,7 @@ def github_plan_job(spec: Spec, plan: Plan, outputs: list[str]) -> dict[str, Any
         "name": "Pick the models this run concerns",
         "runs-on": rt.runs_on,
         "timeout-minutes": PLAN_TIMEOUT,
-        "permissions": {"contents": "read"},
+        "permissions": {p.scope: p.level for p in READ_ONLY},
         "outputs": {o: f"${{{{ steps.plan.outputs.{o} }}}}" for o in outputs},
         "env": {"MLOPS_SPEC": plan.spec_file, "MLOPS_SCHEDULE": "${{ github.event.schedule }}"},
         "steps": [

@@ -8,10 +8,8 @@ import shlex
 from dataclasses import dataclass, replace
 
 from ci_mlops.frameworks import FRAMEWORKS
-from ci_mlops.generate.kinds import KINDS, JobKind, TemplateInput, job_names
+from ci_mlops.generate.kinds import KINDS, JobKind, TemplateInput, job_names, stages
 from ci_mlops.spec.model import Model, Spec
-
-STAGES = ("validate", "data", "train", "evaluate", "report", "deploy", "monitor")
 
 # Every generated ``python`` call runs isolated (``-I``): the job's folder (the checkout,
 # or a runner's leftover workspace) is not on ``sys.path``, and ``PYTHON*`` variables and
@@ -103,6 +101,11 @@ class Plan:
     models: tuple[ModelPlan, ...]
     validate: Job
     kinds: dict[str, JobKind]
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages of the plan's kinds, in pipeline order."""
+        return stages(self.kinds)
 
     @property
     def switches(self) -> tuple[TemplateInput, ...]:

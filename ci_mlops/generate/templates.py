@@ -53,7 +53,7 @@ def render_templates() -> dict[str, str]:
     for name, (head, jobs) in gitlab.render_components(spec, plan).items():
         out[f"templates/{name}.yml"] = HEADER + dump(head) + "---\n" + dump(jobs)
     spec, plan = symbolic("${{ inputs.model }}", "${{ inputs.spec }}")
-    text = github.annotate(dump(github.render_reusable(spec, plan)))
+    text = github.annotate(dump(github.render_reusable(spec, plan)), kinds=plan.kinds)
     out[github.REUSABLE_FILE] = HEADER + text
     return out
 

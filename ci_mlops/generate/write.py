@@ -61,7 +61,7 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
             doc = matrix.github_caller(spec, plan, GITHUB_FILE)
         else:
             doc = github.render_caller(spec, plan)
-        text = github.annotate(dump(doc), spec)
+        text = github.annotate(dump(doc), spec, plan.kinds)
         out[GITHUB_FILE] = header(spec_file, regenerate_command(spec_file, "github", mode)) + text
         check_limits(GITHUB_FILE, doc, out[GITHUB_FILE], mode)
     return out

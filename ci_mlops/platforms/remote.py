@@ -19,7 +19,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from ci_mlops.errors import PlatformError
+from ci_mlops.errors import PlatformError, StepError
+from ci_mlops.records import MetricsRecord
 from ci_mlops.spec.model import Model
 
 # How many times to retry 429 and 5xx answers before giving up (both SDKs back off).
@@ -243,18 +244,23 @@ def parse_checksums(raw: bytes, source: str) -> dict[str, str]:
 
 
 def parse_metrics(raw: bytes, source: str) -> dict[str, float]:
-    """The ``metrics`` mapping of a metrics.json read from ``source``."""
+    """The ``metrics`` mapping of a metrics.json read from ``source``, read as
+    :class:`~ci_mlops.records.MetricsRecord` reads the one evaluate wrote."""
     import json
 
     try:
-        metrics = json.loads(raw)["metrics"]
-    except (ValueError, TypeError, KeyError):
-        metrics = None
-    if not isinstance(metrics, dict):
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not (isinstance(data, dict) and isinstance(data.get("metrics"), dict)):
         raise PlatformError(
             f"{source}: metrics.json is not a ci-mlops metrics file (no 'metrics' mapping of numbers)"
         )
-    return metric_values(metrics, source)
+    try:
+        record = MetricsRecord.from_json(data, where=f"{source}: metrics.json")
+    except StepError as exc:
+        raise PlatformError(str(exc)) from None
+    return metric_values(record.metrics, source)
 
 
 def parse_ranking(raw: bytes | Mapping[str, Any], key: str = "ranking") -> tuple[str, ...] | None:

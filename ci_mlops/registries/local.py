@@ -49,7 +49,7 @@ from ci_mlops import log
 from ci_mlops.atomic import copy_file, sha256_file, write_json
 from ci_mlops.errors import PlatformError, StepError, UsageError
 from ci_mlops.platforms.base import Baseline
-from ci_mlops.platforms.remote import history_list, metric_values, parse_ranking
+from ci_mlops.platforms.remote import history_list, parse_metrics, parse_ranking
 from ci_mlops.records import require_unchanged
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.history import history_entries, notes, require_live
@@ -299,11 +299,11 @@ class RegistryFolder:
             if not quiet:
                 log.warn(f"{path}: not found; no baseline for {name}")
             return None
-        data = _read_json(path)
-        metrics = data.get("metrics") if isinstance(data, dict) else None
-        if not isinstance(metrics, dict):
-            raise PlatformError(f"{path}: no 'metrics' mapping")
-        return metric_values(metrics, str(path))
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise PlatformError(f"{path}: unreadable registry file: {exc}") from None
+        return parse_metrics(raw, str(path))
 
     def ranking(self, name: str, version: str, key: str = "ranking") -> tuple[str, ...] | None:
         """The importance ranking ``version``'s evaluation measured (``key``: ranking,

@@ -39,9 +39,9 @@ from typing import Any, ClassVar
 
 from ci_mlops import log
 from ci_mlops.atomic import sha256_file, write_json
-from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, UsageError
+from ci_mlops.errors import CheckFailed, IntegrityError, PlatformError, StepError, UsageError
 from ci_mlops.platforms.remote import history_list, metric_values, parse_metrics
-from ci_mlops.records import changed_files
+from ci_mlops.records import TrackingRecord, changed_files
 from ci_mlops.registries.base import Published, Registry
 from ci_mlops.registries.mlflow_client import (
     Connection,
@@ -181,13 +181,16 @@ class MlflowRegistry(Registry):
         return str(created.version)
 
     def _version_tags(self, model: Model, version: str, manifest: dict[str, Any]) -> dict[str, str]:
-        evaluation = _read_json(self.spec.workdir(model) / "tracking.json")
-        same_model = evaluation.get("model_sha256") == manifest.get("model_sha256")
+        try:
+            evaluation: TrackingRecord | None = TrackingRecord.read(self.spec.workdir(model))
+        except StepError:  # not logged (or not readable): the version links no run
+            evaluation = None
+        same_model = evaluation and evaluation.model_sha256 == manifest.get("model_sha256")
         return tags(
             {
                 VERSION_TAG: version,
                 "ci_mlops.model_sha256": manifest.get("model_sha256"),
-                "ci_mlops.evaluation_run": evaluation.get("run_id") if same_model else None,
+                "ci_mlops.evaluation_run": evaluation.run_id if evaluation and same_model else None,
             }
         )
 

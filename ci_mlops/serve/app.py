@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ci_mlops import __version__
-from ci_mlops.errors import CheckFailed, StepError
+from ci_mlops.errors import StepError
+from ci_mlops.records import require_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,11 +93,9 @@ class ServedModel:
         self, onnx: bytes, *, name: str, version: str, task: str, sha256: str | None = None
     ) -> None:
         actual = hashlib.sha256(onnx).hexdigest()
-        if sha256 is not None and actual != sha256:
+        if sha256 is not None:
             # Loading is the last moment the bytes can be checked: refuse, never serve.
-            raise CheckFailed(
-                f"{name} {version}: model.onnx has sha256 {actual}, not the verified {sha256}"
-            )
+            require_sha256(f"{name} {version}: model.onnx", actual, sha256, "the verified hashes")
         self.name, self.version, self.task, self.sha256 = name, version, task, actual
         self.session = _session(onnx, name, version)
         self.inputs = tuple(_tensor(node) for node in self.session.get_inputs())

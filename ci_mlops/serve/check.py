@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ci_mlops.errors import CheckFailed, StepError
+from ci_mlops.records import ExportRecord
 from ci_mlops.spec.model import Model
 
 READY_TIMEOUT_S = 60.0
@@ -46,12 +47,12 @@ class Replay:
     values: list[list[float]]
 
 
-def run(model: Model, workdir: Path, record: dict[str, Any]) -> dict[str, Any]:
+def run(model: Model, workdir: Path, record: ExportRecord) -> dict[str, Any]:
     """Check the candidate ``model.onnx`` in ``workdir``, whose export.json is
     ``record``, through the real server."""
-    replay = _replay_of(record, workdir / "export.json")
+    replay = _replay_of(record, ExportRecord.at(workdir))
     _require_installed()
-    onnx, sha256 = workdir / "model.onnx", str(record["onnx_sha256"])
+    onnx, sha256 = workdir / "model.onnx", str(record.onnx_sha256)
     with started(onnx, sha256, model) as address, _Client(address) as client:
         datatypes = _input_datatypes(client, model)
         requests = [_request(row, datatypes) for row in replay.inputs]
@@ -66,8 +67,8 @@ def run(model: Model, workdir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _replay_of(record: dict[str, Any], path: Path) -> Replay:
-    raw = record.get("replay")
+def _replay_of(record: ExportRecord, path: Path) -> Replay:
+    raw = record.replay
     if not (isinstance(raw, dict) and isinstance(raw.get("inputs"), list) and raw["inputs"]):
         raise CheckFailed(
             f"{path}: no eval rows recorded for the pre-deploy check; run `ci-mlops export` again"

@@ -28,8 +28,9 @@ from typing import Any
 
 from ci_mlops import __version__
 from ci_mlops.atomic import read_artifact
-from ci_mlops.errors import CheckFailed, UsageError
+from ci_mlops.errors import UsageError
 from ci_mlops.generate import yamlout
+from ci_mlops.records import require_sha256
 
 MODELS = "/models"  # KServe's modelcars look for model files here too
 PACKAGE_FILE = "package.json"
@@ -280,8 +281,5 @@ def read_folder(folder: Path) -> Packaged:
         raise UsageError(f"{path}: not a package record ({type(exc).__name__}: {exc})") from None
     onnx = read_artifact(folder, MODEL_FILE)
     actual = hashlib.sha256(onnx).hexdigest()
-    if actual != expected:
-        raise CheckFailed(
-            f"{folder / MODEL_FILE}: sha256 {actual} does not match {expected} in {PACKAGE_FILE}"
-        )
+    require_sha256(folder / MODEL_FILE, actual, expected, PACKAGE_FILE)
     return Packaged(*names, onnx=onnx, sha256=actual)

@@ -22,17 +22,25 @@ from typing import Any
 
 from ci_mlops import log
 from ci_mlops.atomic import artifact_sha256, sha256_file
-from ci_mlops.errors import Changed, CheckFailed, IntegrityError, StepError, UsageError
+from ci_mlops.errors import CheckFailed, IntegrityError, StepError, UsageError
 from ci_mlops.platforms.detect import current_platform
+from ci_mlops.records import (
+    ExportRecord,
+    GatesRecord,
+    MetricsRecord,
+    Record,
+    ReportRecord,
+    require_recorded,
+    require_sha256,
+)
 from ci_mlops.registries import Published, Registry, registry_for
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps import signing
-from ci_mlops.steps.records import read_record
 
 # What a version holds besides the model file, in the order a reader looks for them.
 COMPANIONS = ("model.onnx", "metrics.json", "gates.json", "export.json", "report.md")
 # Step records published as they are: each must be a JSON object in a regular file.
-RECORDS = ("metrics.json", "gates.json", "export.json")
+RECORDS: dict[str, type[Record]] = {r.FILE: r for r in (MetricsRecord, GatesRecord, ExportRecord)}
 
 
 def run(
@@ -228,7 +236,7 @@ def _pre_deploy_check(spec: Spec, model: Model, files: dict[str, Path]) -> None:
     from ci_mlops.serve import check
 
     workdir = spec.workdir(model)
-    check.run(model, workdir, read_record(workdir / "export.json"))
+    check.run(model, workdir, ExportRecord.read(workdir))
 
 
 @dataclass(frozen=True)
@@ -281,7 +289,7 @@ def _deployable(spec: Spec, model: Model) -> dict[str, Path]:
     if not model_path.is_file():
         raise StepError(f"{model_path}: no trained model; run `ci-mlops train` first")
     model_sha = artifact_sha256(workdir, model.model_file)
-    _require_verdict(workdir / "gates.json", model_path, model_sha)
+    _require_verdict(workdir, model_path, model_sha)
     exported = _require_export(workdir, model, model_path, model_sha)
     files = {model.model_file: model_path}
     for name in COMPANIONS:
@@ -300,69 +308,58 @@ def _vouched_for(workdir: Path, name: str) -> bool:
     checked against export.json already). Anything else is left out with a warning."""
     try:
         if name in RECORDS:
-            read_record(workdir / name)
+            RECORDS[name].read(workdir)
         if name == "metrics.json":
-            _require_recorded(workdir, name, read_record(workdir / "gates.json"), "metrics_sha256")
+            gates = GatesRecord.read(workdir)
+            require_recorded(workdir, name, gates.metrics_sha256, GatesRecord.FILE)
         elif name == "report.md":
-            _require_recorded(workdir, name, read_record(workdir / "report.json"), "report_sha256")
+            report = ReportRecord.read(workdir)
+            require_recorded(workdir, name, report.report_sha256, ReportRecord.FILE)
         return True
-    except StepError as exc:
+    except (StepError, IntegrityError) as exc:
         log.warn(f"{exc}; not published")
         return False
 
 
-def _require_recorded(workdir: Path, name: str, record: dict[str, Any], key: str) -> None:
-    recorded = record.get(key)
-    actual = artifact_sha256(workdir, name)
-    if actual != recorded:
-        raise StepError(
-            f"{workdir / name}: sha256 {actual[:12]}... is not the {str(recorded)[:12]}... "
-            "the step that wrote it recorded"
-        )
-
-
-def _require_verdict(gates: Path, model_path: Path, model_sha: str) -> None:
+def _require_verdict(workdir: Path, model_path: Path, model_sha: str) -> None:
+    gates = GatesRecord.at(workdir)
     if not gates.is_file():
         raise CheckFailed(f"{gates}: no verdict for this model; run `ci-mlops evaluate` first")
-    verdict = read_record(gates)
-    if verdict.get("passed") is not True:
+    verdict = GatesRecord.read(workdir)
+    if not verdict.passed:
         raise CheckFailed(f"{gates}: the model failed its quality gates; it may not be deployed")
-    judged = verdict.get("model_sha256")
-    if judged != model_sha:
-        raise CheckFailed(
-            f"{model_path}: sha256 {model_sha} is not the model {gates.name} judged "
-            f"({judged}); run `ci-mlops evaluate` again"
-        )
+    hint = f"{gates.name} judged another model; run `ci-mlops evaluate` again"
+    require_sha256(model_path, model_sha, verdict.model_sha256, gates.name, hint=hint)
 
 
 def _require_export(workdir: Path, model: Model, model_path: Path, model_sha: str) -> bool:
     """Check the ONNX export of this model; True when model.onnx is to ship with it."""
-    record_path = workdir / "export.json"
+    record_path = ExportRecord.at(workdir)
     if not model.export.onnx:
         return False
     if not record_path.is_file():
         raise CheckFailed(f"{record_path}: not found; run `ci-mlops export` before deploying")
-    record = read_record(record_path)
-    if record.get("skipped"):
+    record = ExportRecord.read(workdir)
+    if record.skipped:
         raise CheckFailed(
             f"{record_path}: written with ONNX export off; run `ci-mlops export` again"
         )
-    if record.get("passed") is not True:
+    if not record.passed:
         raise CheckFailed(
             f"{record_path}: the ONNX export failed its parity check; it may not be deployed"
         )
-    if record.get("model_sha256") != model_sha:
-        raise CheckFailed(
-            f"{model_path}: sha256 {model_sha} is not the model {record_path.name} exported "
-            f"({record.get('model_sha256')}); run `ci-mlops export` again"
-        )
+    hint = f"{record_path.name} exported another model; run `ci-mlops export` again"
+    require_sha256(model_path, model_sha, record.model_sha256, record_path.name, hint=hint)
     onnx_path = workdir / "model.onnx"
     if not onnx_path.is_file():
         raise CheckFailed(f"{onnx_path}: not found, but {record_path.name} says it was exported")
-    actual = artifact_sha256(workdir, "model.onnx")
-    if actual != record.get("onnx_sha256"):
-        change = Changed(str(onnx_path), record.get("onnx_sha256"), actual, record_path.name)
-        raise IntegrityError([change], hint="the file changed after export")
+    require_recorded(
+        workdir,
+        "model.onnx",
+        record.onnx_sha256,
+        record_path.name,
+        hint="the file changed after export",
+    )
     return True
 
 

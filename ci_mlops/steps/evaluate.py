@@ -28,12 +28,12 @@ from ci_mlops.errors import GateFailed, StepError
 from ci_mlops.frameworks import Predictions, Source, Trained
 from ci_mlops.frameworks.base import first_line
 from ci_mlops.platforms.base import Baseline, MissingBaseline
+from ci_mlops.records import GatesRecord, MetricsRecord, TrainRecord, require_sha256
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import tracking
 from ci_mlops.steps.datasets import Loaded, load_dataset
 from ci_mlops.steps.gates import CHANGE_RULES, Check, Evidence, GateVerdict, apply_gates
 from ci_mlops.steps.importance import Ranking
-from ci_mlops.steps.records import read_record
 from ci_mlops.steps.resample import Resampled, Scorer
 from ci_mlops.steps.slices import Slice
 
@@ -138,15 +138,13 @@ def read_model(path: Path) -> tuple[bytes, str]:
 
 
 def check_integrity(train_json: Path, model_path: Path, sha: str) -> None:
-    """Refuse a model file that is not the one training recorded in train.json."""
+    """Refuse a model file that is not the one training recorded in train.json
+    (IntegrityError naming the file and both hashes)."""
     if not train_json.is_file():
         return
-    recorded = read_record(train_json).get("model_sha256")
-    if recorded and recorded != sha:
-        raise StepError(
-            f"{model_path}: sha256 is {sha}, but {train_json} recorded {recorded}: the model "
-            "file changed after training; retrain with `ci-mlops train --force`"
-        )
+    recorded = TrainRecord.read(train_json.parent).model_sha256
+    hint = "the model file changed after training; retrain with `ci-mlops train --force`"
+    require_sha256(model_path, sha, recorded, str(train_json), hint=hint)
 
 
 def _predict(
@@ -701,7 +699,8 @@ def _write(
         # The report reads these records only while their bytes still match.
         "records": records,
     }
-    atomic.write_json(workdir / "metrics.json", metrics)
+    # Through the record, so what is written is what its readers accept.
+    MetricsRecord.from_json(atomic.finite(metrics)).write(workdir)
     atomic.write_bytes(workdir / "evaluate.junit.xml", junit_xml(model.name, verdict))
     atomic.write_text(workdir / "metrics.txt", metrics_report(model, scores, insight, verdict))
     gates = {
@@ -715,7 +714,7 @@ def _write(
         **verdict.to_dict(),
     }
     # Last: deploy trusts gates.json, so it never pairs with a half-written run.
-    atomic.write_json(workdir / "gates.json", gates)
+    GatesRecord.from_json(atomic.finite(gates)).write(workdir)
 
 
 # How many features a metrics.json ranks: enough for any top_k, bounded for wide data.

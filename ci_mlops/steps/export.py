@@ -16,6 +16,7 @@ Writes ``model.onnx`` (only once conversion and checks succeed) and ``export.jso
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import statistics
 import time
@@ -25,14 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ci_mlops import frameworks, log
-from ci_mlops.atomic import read_artifact, write_bytes, write_json
+from ci_mlops.atomic import read_artifact, write_bytes
 from ci_mlops.errors import CheckFailed, StepError
 from ci_mlops.frameworks import Input, Outputs, Source, Trained
 from ci_mlops.frameworks import onnx as graphs
 from ci_mlops.frameworks.base import first_line
+from ci_mlops.records import ExportRecord, TrainRecord, require_sha256
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import load_dataset
-from ci_mlops.steps.records import read_record
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +53,7 @@ FULL_BUDGET_S = 1.0
 WARMUP_RUNS = 3
 
 
-def run(spec: Spec, model: Model) -> dict[str, Any]:
+def run(spec: Spec, model: Model) -> ExportRecord:
     """Export ``model`` to ONNX and check parity with the native model.
 
     Raises StepError for input the step cannot use (no model, a model its framework
@@ -61,9 +62,10 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
     tolerance."""
     workdir = spec.workdir(model)
     if not model.export.onnx:
-        write_json(workdir / "export.json", {"skipped": True})
+        skipped = ExportRecord(skipped=True)
+        skipped.write(workdir)
         log.info(f"{model.name}: ONNX export is off in the spec (export.onnx: false)")
-        return {"skipped": True}
+        return skipped
     model_path = workdir / model.model_file
     data, model_sha = _trained_model(workdir, model_path)
     _check_opset(spec, model.export.opset)
@@ -77,14 +79,16 @@ def run(spec: Spec, model: Model) -> dict[str, Any]:
     _check_graph(onnx_bytes, model_path)
     session = graphs.session(onnx_bytes, model_path)
     result = _evaluate(model, trained, onnx_bytes, session, inputs, features)
-    result.update(model_sha256=model_sha, converter=trained.converter, exported_at=_now())
+    result = dataclasses.replace(
+        result, model_sha256=model_sha, converter=trained.converter, exported_at=_now()
+    )
     onnx_path = workdir / "model.onnx"
     if model_path != onnx_path:
         write_bytes(onnx_path, onnx_bytes)
-    write_json(workdir / "export.json", result)
+    result.write(workdir)
     print(_summary(model, result))
-    if not result["passed"]:
-        raise CheckFailed(f"{model.name}: ONNX parity failed: {result['message']}")
+    if not result.passed:
+        raise CheckFailed(f"{model.name}: ONNX parity failed: {result.message}")
     return result
 
 
@@ -98,14 +102,10 @@ def _trained_model(workdir: Path, model_path: Path) -> tuple[bytes, str]:
         raise StepError(f"{model_path}: no trained model; run `ci-mlops train` first")
     data = read_artifact(model_path.parent, model_path.name)
     actual = hashlib.sha256(data).hexdigest()
-    record = workdir / "train.json"
-    if record.is_file():
-        recorded = read_record(record).get("model_sha256")
-        if recorded and recorded != actual:
-            raise StepError(
-                f"{model_path}: sha256 {actual} does not match {recorded} recorded in "
-                f"{record}; the model changed after training (run `ci-mlops train` again)"
-            )
+    if TrainRecord.exists(workdir):
+        recorded = TrainRecord.read(workdir).model_sha256
+        hint = "the model changed after training (run `ci-mlops train` again)"
+        require_sha256(model_path, actual, recorded, str(TrainRecord.at(workdir)), hint=hint)
     return data, actual
 
 
@@ -187,7 +187,7 @@ def _evaluate(
     session: onnxruntime.InferenceSession,
     inputs: tuple[Input, ...],
     features: pd.DataFrame,
-) -> dict[str, Any]:
+) -> ExportRecord:
     """Compare outputs, measure latency, and build export.json."""
     ort_out = graphs.run_outputs(session, graphs.feed(inputs, features), model.task)
     native = trained if trained.native else None
@@ -195,26 +195,26 @@ def _evaluate(
         _compare(trained.outputs(trained.prepare(features)), ort_out) if native else (0.0, 0)
     )
     passed, message = _verdict(model, diff, mismatches)
-    return {
-        "skipped": False,
-        "passed": passed,
-        "message": message,
-        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-        "opset": model.export.opset,
-        "framework": model.framework,
-        "task": model.task,
-        "inputs": [i.describe() for i in inputs],
-        "outputs": [o.name for o in session.get_outputs()],
-        "compared": trained.compared,
-        "n_samples": len(features),
-        "max_abs_diff": diff,
-        "tolerance": model.export.tolerance,
-        "label_mismatches": mismatches,
-        "max_label_mismatches": model.export.max_label_mismatches,
-        "latency": _latency(native, session, inputs, features),
-        "onnxruntime": _ort_version(),
-        "replay": _replay(session, inputs, features, model.task),
-    }
+    return ExportRecord(
+        skipped=False,
+        passed=passed,
+        message=message,
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        opset=model.export.opset,
+        framework=model.framework,
+        task=model.task,
+        inputs=[i.describe() for i in inputs],
+        outputs=[o.name for o in session.get_outputs()],
+        compared=trained.compared,
+        n_samples=len(features),
+        max_abs_diff=diff,
+        tolerance=model.export.tolerance,
+        label_mismatches=mismatches,
+        max_label_mismatches=model.export.max_label_mismatches,
+        latency=_latency(native, session, inputs, features),
+        onnxruntime=_ort_version(),
+        replay=_replay(session, inputs, features, model.task),
+    )
 
 
 def _replay(
@@ -373,25 +373,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _summary(model: Model, result: dict[str, Any]) -> str:
-    lat = result["latency"]
-    diff = result["max_abs_diff"]
-    parity = "ok" if result["passed"] else "FAILED"
-    labels = (
-        ""
-        if result["label_mismatches"] is None
-        else f", {result['label_mismatches']} labels differ"
-    )
+def _summary(model: Model, result: ExportRecord) -> str:
+    lat = result.latency or {}
+    diff = result.max_abs_diff
+    parity = "ok" if result.passed else "FAILED"
+    labels = "" if result.label_mismatches is None else f", {result.label_mismatches} labels differ"
     shown = "nan/inf" if diff is None else f"{diff:.2g}"
     speed = ""
-    if lat["batch1_speedup"] is not None:
+    if lat.get("batch1_speedup") is not None:
         speed = (
             f"; batch-1 {lat['onnx_batch1_ms']:.3f} ms onnxruntime vs {lat['native_batch1_ms']:.3f} ms "
             f"native ({lat['batch1_speedup']:.1f}x)"
         )
     return (
-        f"{model.name}: model.onnx (opset {result['opset']}) parity {parity}: max |diff| {shown} "
-        f"(tolerance {result['tolerance']:.2g}) on {result['n_samples']} rows{labels}{speed}"
+        f"{model.name}: model.onnx (opset {result.opset}) parity {parity}: max |diff| {shown} "
+        f"(tolerance {result.tolerance or 0:.2g}) on {result.n_samples} rows{labels}{speed}"
     )
 
 

@@ -1,35 +1,20 @@
-"""The JSON records steps leave for each other in the model folder (train.json,
-gates.json, export.json ...)."""
+"""The spec's copy in the model folder, and where the spec it copies lives
+(``spec-origin.json``, :class:`~ci_mlops.records.SpecOriginRecord`)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 from ci_mlops import atomic
-from ci_mlops.atomic import read_artifact
 from ci_mlops.errors import StepError
 from ci_mlops.generate.plan import SPEC_SNAPSHOT
+from ci_mlops.records import SpecOriginRecord
 from ci_mlops.spec.model import Model, Spec
 
 # What the spec's recorded path may look like: relative, plain characters.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}")
-SPEC_ORIGIN = "spec-origin.json"
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    """A JSON object written by an earlier step, read without following links (see
-    :func:`ci_mlops.atomic.read_artifact`); StepError naming the file otherwise."""
-    raw = read_artifact(path.parent, path.name)
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise StepError(f"{path}: unreadable JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise StepError(f"{path}: expected a JSON object")
-    return data
+SPEC_ORIGIN = SpecOriginRecord.FILE
 
 
 def snapshot_spec(spec: Spec, model: Model) -> Path:
@@ -44,7 +29,7 @@ def snapshot_spec(spec: Spec, model: Model) -> Path:
     origin = spec.path.resolve()
     here = Path.cwd().resolve()
     relative = origin.relative_to(here).as_posix() if origin.is_relative_to(here) else origin.name
-    atomic.write_json(folder / SPEC_ORIGIN, {"path": relative})
+    SpecOriginRecord(path=relative).write(folder)
     _snapshot_public_key(spec, model, folder)
     return target
 
@@ -57,11 +42,11 @@ def spec_origin(spec: Spec, model: Model) -> str:
     folder = spec.workdir(model)
     if spec.path.resolve() == (folder / SPEC_SNAPSHOT).resolve():
         try:
-            recorded = read_record(folder / SPEC_ORIGIN).get("path")
+            recorded = SpecOriginRecord.read(folder).path
         except StepError:
-            recorded = None
-        ok = isinstance(recorded, str) and _PLAIN_PATH.fullmatch(recorded) and ".." not in recorded
-        return recorded if ok and isinstance(recorded, str) else "mlops.yaml"
+            return "mlops.yaml"
+        ok = _PLAIN_PATH.fullmatch(recorded) and ".." not in recorded
+        return recorded if ok else "mlops.yaml"
     origin, here = spec.path.resolve(), Path.cwd().resolve()
     return origin.relative_to(here).as_posix() if origin.is_relative_to(here) else spec.path.name
 

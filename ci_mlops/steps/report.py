@@ -28,7 +28,18 @@ from typing import Any
 from ci_mlops import __version__, atomic, log
 from ci_mlops.errors import StepError
 from ci_mlops.platforms.base import CheckReport
-from ci_mlops.records import passed
+from ci_mlops.records import (
+    DataTestRecord,
+    ExportRecord,
+    GatesRecord,
+    MetricsRecord,
+    Record,
+    ReportRecord,
+    TrackingRecord,
+    TrainRecord,
+    passed,
+    require_recorded,
+)
 from ci_mlops.spec.model import HIGHER_IS_BETTER, Model, Spec
 from ci_mlops.steps import mermaid
 from ci_mlops.steps.markdown import code, text
@@ -73,8 +84,9 @@ def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[
     path = workdir / "report.md"
     atomic.write_text(path, markdown)
     # Deploy publishes report.md only while it still has the bytes recorded here.
-    record = {"model": model.name, "report_sha256": hashlib.sha256(markdown.encode()).hexdigest()}
-    atomic.write_json(workdir / "report.json", record)
+    ReportRecord(
+        model=model.name, report_sha256=hashlib.sha256(markdown.encode()).hexdigest()
+    ).write(workdir)
     if echo:
         print(markdown)
     posted = _publish(spec, model, markdown, inputs.plots) if post else None
@@ -84,25 +96,18 @@ def run(spec: Spec, model: Model, post: bool = True, echo: bool = True) -> dict[
 def check_artifacts(workdir: Path, model: Model) -> None:
     """Refuse to report on files that are not the ones their steps recorded: the model
     against train.json, the ONNX file against export.json. A step that did not run is
-    not an error; a file whose sha256 differs is (StepError naming it and both hashes)."""
-    pairs = (
-        (model.model_file, "train.json", "model_sha256"),
-        ("model.onnx", "export.json", "onnx_sha256"),
-    )
-    for name, record_name, key in pairs:
-        path, record = workdir / name, workdir / record_name
-        if not (path.is_file() and record.is_file()):
-            continue
-        recorded = _read(record)
-        expected = recorded.get(key) if isinstance(recorded, dict) else None
-        if not expected:
-            continue
-        actual = atomic.artifact_sha256(workdir, name)
-        if actual != expected:
-            raise StepError(
-                f"{path}: sha256 is {actual}, but {record} recorded {expected}: the file "
-                "changed after its step wrote it"
-            )
+    not an error; a file whose sha256 differs is (IntegrityError naming it and both
+    hashes)."""
+    hint = "the file changed after its step wrote it"
+    if (workdir / model.model_file).is_file() and TrainRecord.exists(workdir):
+        recorded = TrainRecord.read(workdir).model_sha256
+        require_recorded(
+            workdir, model.model_file, recorded, str(TrainRecord.at(workdir)), hint=hint
+        )
+    if (workdir / "model.onnx").is_file() and ExportRecord.exists(workdir):
+        onnx = ExportRecord.read(workdir).onnx_sha256
+        if onnx:
+            require_recorded(workdir, "model.onnx", onnx, str(ExportRecord.at(workdir)), hint=hint)
 
 
 def deployed_history(spec: Spec, model: Model) -> tuple[tuple[str, dict[str, float]], ...]:
@@ -164,7 +169,7 @@ def _publish(spec: Spec, model: Model, markdown: str, images: list[Path]) -> str
     platform = detect(spec)
     where = platform.post_report(model, markdown, images)
     platform.job_summary(markdown)
-    gates = _read(spec.workdir(model) / "gates.json")
+    gates = _read(GatesRecord.at(spec.workdir(model)), GatesRecord)
     if isinstance(gates, dict):
         platform.publish_check(model, check_report(spec, model, gates, markdown))
     if where:
@@ -206,15 +211,15 @@ def read_inputs(
     """Whatever the earlier steps left behind."""
     model_path = workdir / model.model_file
     sha = atomic.artifact_sha256(workdir, model.model_file) if model_path.is_file() else None
-    metrics = _read(workdir / "metrics.json")
+    metrics = _read(MetricsRecord.at(workdir), MetricsRecord)
     return Inputs(
-        gates=_read(workdir / "gates.json"),
+        gates=_read(GatesRecord.at(workdir), GatesRecord),
         metrics=metrics,
-        data_test=_read(workdir / "data-test.json"),
-        export=_read(workdir / "export.json"),
+        data_test=_read(DataTestRecord.at(workdir), DataTestRecord),
+        export=_read(ExportRecord.at(workdir), ExportRecord),
         plots=recorded_plots(workdir, metrics),
         model_sha256=sha,
-        tracking=_read(workdir / "tracking.json"),
+        tracking=_read(TrackingRecord.at(workdir), TrackingRecord),
         slices=recorded_record(workdir, metrics, "slices.json"),
         importance=recorded_record(workdir, metrics, "importance.json"),
         history=history,
@@ -270,7 +275,9 @@ def _matches(workdir: Path, name: str, expected: Any) -> bool:
     return True
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, kind: type[Record] | None = None) -> Any:
+    """The JSON object in ``path`` (checked as the record ``kind`` when given); MISSING
+    when there is none, the reason as text when it cannot be used."""
     if not path.is_file() and not path.is_symlink():
         return MISSING
     try:
@@ -279,7 +286,14 @@ def _read(path: Path) -> Any:
         return f"{path.name} is unreadable ({str(exc).rsplit(': ', 1)[-1]})"
     except ValueError as exc:
         return f"{path.name} is unreadable ({type(exc).__name__})"
-    return data if isinstance(data, dict) else f"{path.name} is not a JSON object"
+    if not isinstance(data, dict):
+        return f"{path.name} is not a JSON object"
+    if kind is None:
+        return data
+    try:
+        return kind.from_json(data, where=path.name).to_json()
+    except StepError as exc:
+        return f"{path.name} is unreadable ({str(exc).removeprefix(path.name + ': ')})"
 
 
 def _passed(inputs: Inputs) -> bool | None:

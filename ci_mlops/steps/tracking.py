@@ -24,11 +24,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ci_mlops import atomic, log
+from ci_mlops import log
 from ci_mlops.errors import PlatformError
+from ci_mlops.records import GatesRecord, TrackingRecord
 from ci_mlops.spec.model import Model, Spec
 
-RECORD = "tracking.json"
+RECORD = TrackingRecord.FILE
 # Step files logged with the run, when present.
 LOGGED_FILES = ("metrics.json", "gates.json", "data-test.json")
 # MLflow refuses longer param values (and GitLab stores 255 characters of them).
@@ -62,14 +63,14 @@ def log_evaluation(spec: Spec, model: Model, metrics: dict[str, float], passed: 
     except PlatformError as exc:
         log.warn(f"{model.name}: evaluation not logged: {exc}")
         return None
-    atomic.write_json(workdir / RECORD, record)
-    log.info(f"{model.name}: evaluation logged as run {record['run_id']} ({record['url'] or uri})")
-    return str(record["url"] or record["run_id"])
+    record.write(workdir)
+    log.info(f"{model.name}: evaluation logged as run {record.run_id} ({record.url or uri})")
+    return record.url or record.run_id
 
 
 def _log(
     spec: Spec, model: Model, uri: str, metrics: dict[str, float], passed: bool
-) -> dict[str, Any]:
+) -> TrackingRecord:
     from mlflow.entities import Metric, Param, RunTag
 
     from ci_mlops.registries.mlflow_client import (
@@ -81,7 +82,7 @@ def _log(
     )
 
     workdir = spec.workdir(model)
-    gates = _read(workdir / "gates.json")
+    gates = GatesRecord.read(workdir)
     connection = Connection(uri, model.tracking.server)
     client = connection.client
     experiment_id = experiment(connection, model.experiment)
@@ -90,12 +91,12 @@ def _log(
         {
             **context,
             "ci_mlops.model": model.name,
-            "ci_mlops.model_sha256": gates.get("model_sha256"),
+            "ci_mlops.model_sha256": gates.model_sha256,
             "ci_mlops.gates": "passed" if passed else "failed",
-            "ci_mlops.baseline": gates.get("baseline_source") or "none",
+            "ci_mlops.baseline": gates.baseline_source or "none",
         }
     )
-    sha = str(gates.get("model_sha256") or "")[:12]
+    sha = gates.model_sha256[:12]
     run = connection.call(
         f"create_run({model.experiment})",
         lambda: client.create_run(
@@ -122,16 +123,16 @@ def _log(
             partial(client.log_artifact, run_id, str(path)),
         )
     connection.call(f"set_terminated({run_id})", lambda: client.set_terminated(run_id))
-    return {
-        "model": model.name,
-        "model_sha256": gates.get("model_sha256"),
-        "server": model.tracking.server,
-        "tracking_uri": public_uri(uri),
-        "experiment": model.experiment,
-        "experiment_id": experiment_id,
-        "run_id": run_id,
-        "url": run_url(model.tracking.server, uri, experiment_id, run_id),
-    }
+    return TrackingRecord(
+        model=model.name,
+        model_sha256=gates.model_sha256,
+        server=model.tracking.server,
+        tracking_uri=public_uri(uri),
+        experiment=model.experiment,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        url=run_url(model.tracking.server, uri, experiment_id, run_id),
+    )
 
 
 def run_url(server: str, uri: str, experiment_id: str, run_id: str) -> str | None:

@@ -53,10 +53,10 @@ from typing import IO, Any
 
 from ci_mlops import atomic, log
 from ci_mlops.errors import CheckFailed, StepError
+from ci_mlops.records import TrainRecord
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps.datasets import target_name
 
-TRAIN_JSON = "train.json"
 RETRAIN_VARIABLE = "MLOPS_RETRAIN"
 # Bump when what goes into the hash changes, so old caches are not trusted.
 _HASH_FORMAT = b"ci-mlops train inputs v1\n"
@@ -76,7 +76,7 @@ _VARIABLES = {
 _GRACE_SECONDS = 5.0
 
 
-def run(spec: Spec, model: Model, force: bool = False) -> dict[str, Any]:
+def run(spec: Spec, model: Model, force: bool = False) -> TrainRecord:
     """Train ``model`` unless its inputs are unchanged; return the train.json record."""
     digest = input_hash(spec, model)
     reason = force_reason(model, force)
@@ -100,40 +100,42 @@ def force_reason(model: Model, force: bool) -> str | None:
     return None
 
 
-def _cached(spec: Spec, model: Model, digest: str) -> dict[str, Any] | None:
+def _cached(spec: Spec, model: Model, digest: str) -> TrainRecord | None:
     """The earlier train.json when it still describes a model trained from ``digest``."""
     workdir = spec.workdir(model)
+    if not TrainRecord.exists(workdir):
+        return None
     try:
-        record = json.loads((workdir / TRAIN_JSON).read_text("utf-8"))
-    except (OSError, ValueError):
+        record = TrainRecord.read(workdir)
+    except StepError as exc:
+        # Not a cache to trust, and no reason to stop: training writes a new one.
+        log.info(f"train {model.name}: {exc}; training again")
         return None
-    if not isinstance(record, dict):
-        return None
-    if record.get("input_hash") != digest:
+    if record.input_hash != digest:
         log.info(f"train {model.name}: inputs changed since the last training")
         return None
     path = workdir / model.model_file
-    if not path.is_file() or atomic.sha256_file(path) != record.get("model_sha256"):
+    if not path.is_file() or atomic.sha256_file(path) != record.model_sha256:
         log.info(f"train {model.name}: {path.name} is missing or changed since it was trained")
         return None
     return record
 
 
-def _reuse(spec: Spec, model: Model, cached: dict[str, Any]) -> dict[str, Any]:
+def _reuse(spec: Spec, model: Model, cached: TrainRecord) -> TrainRecord:
     log.info(
-        f"train {model.name}: inputs unchanged (hash {cached['input_hash'][:8]}…), "
+        f"train {model.name}: inputs unchanged (hash {cached.input_hash[:8]}…), "
         "using the cached model; --force to retrain"
     )
     # trained_at and duration_seconds still describe the run that made the model.
-    record = {**cached, "skipped": True}
-    atomic.write_json(spec.workdir(model) / TRAIN_JSON, record)
+    record = dataclasses.replace(cached, skipped=True)
+    record.write(spec.workdir(model))
     return record
 
 
 # --- training ----------------------------------------------------------------------------
 
 
-def train(spec: Spec, model: Model, digest: str, *, timeout_seconds: float) -> dict[str, Any]:
+def train(spec: Spec, model: Model, digest: str, *, timeout_seconds: float) -> TrainRecord:
     """Run the training command now and install its model; return the train.json record.
 
     ``timeout_seconds`` is normally the spec's ``timeout_minutes`` in seconds.
@@ -167,17 +169,17 @@ def train(spec: Spec, model: Model, digest: str, *, timeout_seconds: float) -> d
     return _record(spec, model, digest, sha, duration)
 
 
-def _record(spec: Spec, model: Model, digest: str, sha: str, duration: float) -> dict[str, Any]:
-    record = {
-        "model_sha256": sha,
-        "input_hash": digest,
-        "duration_seconds": round(duration, 3),
-        "command": model.train.command,
-        "params": model.train.params,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "skipped": False,
-    }
-    atomic.write_json(spec.workdir(model) / TRAIN_JSON, record)
+def _record(spec: Spec, model: Model, digest: str, sha: str, duration: float) -> TrainRecord:
+    record = TrainRecord(
+        model_sha256=sha,
+        input_hash=digest,
+        duration_seconds=round(duration, 3),
+        command=model.train.command,
+        params=model.train.params,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        skipped=False,
+    )
+    record.write(spec.workdir(model))
     log.info(f"train {model.name}: trained in {duration:.1f}s, {model.model_file} {sha[:12]}")
     return record
 

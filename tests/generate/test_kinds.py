@@ -20,13 +20,17 @@ from ci_mlops.generate import github, gitlab
 from ci_mlops.generate.kinds import (
     KINDS,
     PLATFORMS,
+    READ_REPOSITORY,
+    STAGES,
     JobKind,
+    Permission,
     TemplateInput,
     baseline_names,
     job_names,
+    permission_reasons,
     producer,
 )
-from ci_mlops.generate.plan import STAGES, Plan, build_plan
+from ci_mlops.generate.plan import Plan, build_plan
 from ci_mlops.generate.templates import symbolic
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE
 from ci_mlops.run import LOCAL_KINDS
@@ -69,8 +73,12 @@ def test_every_step_the_cli_exposes_has_a_descriptor() -> None:
 def test_the_descriptors_agree_with_each_other() -> None:
     names = list(KINDS)
     assert names == [k.name for k in KINDS.values()]
+    assert STAGES == ("validate", "data", "train", "evaluate", "report", "deploy", "monitor")
     for position, kind in enumerate(KINDS.values()):
-        assert kind.stage in STAGES, kind.name
+        # The stage order is the kinds' order: no kind goes back to an earlier stage.
+        assert STAGES.index(kind.stage) >= max(
+            (STAGES.index(k.stage) for k in list(KINDS.values())[:position]), default=0
+        ), kind.name
         # Jobs wait only for jobs before them: the table is in pipeline order.
         assert set(kind.needs) <= set(names[:position]), kind.name
         assert set(kind.no_checkout) <= set(PLATFORMS), kind.name
@@ -118,7 +126,14 @@ def test_renderers_and_the_runner_never_branch_on_a_kind_name(rel: str) -> None:
     assert KIND_LITERAL.findall(source) == []
 
 
-@pytest.mark.parametrize("rel", ["platforms/gitlab.py", "platforms/github.py"])
+@pytest.mark.parametrize(
+    "rel",
+    sorted(
+        str(p.relative_to(PACKAGE))
+        for folder in ("platforms", "registries")
+        for p in (PACKAGE / folder).glob("*.py")
+    ),
+)
 def test_platform_adapters_do_not_spell_job_or_artifact_names(rel: str) -> None:
     source = (PACKAGE / rel).read_text("utf-8")
     spelled = re.compile(r"f\"\{[^}]+\}[:-](" + "|".join(map(re.escape, KINDS)) + r")\b")
@@ -177,7 +192,10 @@ NOTIFY = JobKind(
     trigger="merge-request",
     uploads=False,
     no_checkout=("gitlab", "github"),
-    github_permissions=(("contents", "read"), ("pull-requests", "write")),
+    github_permissions=(
+        READ_REPOSITORY,
+        Permission("pull-requests", "write", "post and update the report comment"),
+    ),
 )
 
 
@@ -305,7 +323,12 @@ def test_callers_pass_whether_the_model_has_the_new_kind(spec: Spec) -> None:
 
 def test_a_caller_grants_what_the_new_kinds_hold(spec: Spec) -> None:
     publish = replace(
-        NOTIFY, name="publish-image", github_permissions=(("packages", "write"),), needs=()
+        NOTIFY,
+        name="publish-image",
+        github_permissions=(
+            Permission("packages", "write", "push the model's container image to GHCR"),
+        ),
+        needs=(),
     )
     plan = build_plan(spec, kinds={**with_new_kinds(), publish.name: publish})
     granted = github.caller_permissions(plan)
@@ -324,3 +347,41 @@ def test_a_caller_grants_what_the_new_kinds_hold(spec: Spec) -> None:
         "packages": "write",
         "pull-requests": "write",
     }
+
+
+def test_a_new_stage_takes_its_place_in_the_stage_list(spec: Spec) -> None:
+    audit = replace(LINT, name="audit", stage="audit", template_input=None, produces=())
+    kinds = {**{k: v for k, v in KINDS.items() if k != "drift"}, "audit": audit}
+    kinds["drift"] = KINDS["drift"]
+
+    plan = build_plan(spec, kinds=kinds)
+
+    assert gitlab.render_inline(spec, plan)["stages"] == [*STAGES[:-1], "audit", "monitor"]
+    assert build_plan(spec).stages == STAGES
+
+
+def test_each_permission_carries_its_reason_into_the_workflow(spec: Spec) -> None:
+    why = "push the model's image to the registry of the organisation"
+    publish = replace(
+        NOTIFY,
+        name="publish",
+        github_permissions=(READ_REPOSITORY, Permission("attestations", "write", why)),
+        needs=(),
+    )
+    kinds = {**KINDS, publish.name: publish}
+    plan = build_plan(spec, kinds=kinds)
+
+    text = github.annotate(yaml.safe_dump(github.render_inline(spec, plan)), spec, kinds)
+
+    assert f"attestations: write # {why}" in text
+    assert "contents: read # read the repository" in text
+    assert permission_reasons(kinds)[("attestations", "write")] == why
+
+
+def test_one_permission_has_one_reason() -> None:
+    other = Permission("contents", "read", "something else")
+    kinds = {**KINDS, "odd": replace(NOTIFY, name="odd", github_permissions=(other,))}
+    with pytest.raises(ValueError, match="odd: contents: read has a second reason"):
+        permission_reasons(kinds)
+    reasons = permission_reasons()
+    assert {scope for scope, _ in reasons} >= {"contents", "actions", "checks", "id-token"}

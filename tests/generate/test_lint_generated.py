@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ci_mlops.generate import gitlab
+from ci_mlops.generate.kinds import STAGES
 from ci_mlops.generate.plan import build_plan
 from ci_mlops.generate.templates import interpolate, render_templates
 from ci_mlops.spec import load_spec
@@ -92,7 +93,7 @@ def test_components_with_an_examples_inputs_match_gitlab_schema(
     jobs = interpolate((REPO / "templates" / component).read_text(), inputs)
     assert jobs, component
     target = tmp_path / ".gitlab-ci.yml"
-    target.write_text(yaml.safe_dump({"stages": list(gitlab.STAGES), **jobs}, sort_keys=False))
+    target.write_text(yaml.safe_dump({"stages": list(STAGES), **jobs}, sort_keys=False))
     assert gitlab_schema_errors(target) == []
 
 

@@ -4,6 +4,7 @@ clear 4xx with ``{"error": ...}`` for every kind of bad request."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ci_mlops.errors import CheckFailed
+from ci_mlops.errors import IntegrityError
 from ci_mlops.serve.app import ServedModel
 from tests.serve.conftest import call, running
 from tests.steps.trained import read_json, workdir
@@ -195,8 +196,13 @@ def test_metrics_count_requests_and_name_the_model_version(
 
 def test_bytes_whose_sha256_differs_are_never_loaded(exported: Path) -> None:
     onnx = (workdir(exported) / "model.onnx").read_bytes()
-    with pytest.raises(CheckFailed, match="not the verified"):
+    with pytest.raises(IntegrityError) as raised:
         ServedModel(onnx, name=NAME, version="1", task="classification", sha256="0" * 64)
+    assert (raised.value.expected, raised.value.actual) == (
+        "0" * 64,
+        hashlib.sha256(onnx).hexdigest(),
+    )
+    assert str(raised.value).endswith(f"does not match {'0' * 64} in the verified hashes")
 
 
 def mixed_model() -> bytes:

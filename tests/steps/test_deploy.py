@@ -209,9 +209,9 @@ def test_refuses_a_model_changed_after_evaluation(bc: Path) -> None:
 
     assert result.code == 1
     assert (
-        f"sha256 {sha256_file(model)} is not the model gates.json judged ({judged})"
-        in result.stderr
-    )
+        f"{model}: sha256 {sha256_file(model)} does not match {judged} in gates.json; "
+        "gates.json judged another model; run `ci-mlops evaluate` again"
+    ) in result.stderr
     assert not (bc / REGISTRY).exists()
 
 
@@ -231,6 +231,29 @@ def test_refuses_a_failed_or_tampered_export(bc: Path) -> None:
     failed = invoke(bc, "deploy")
     assert failed.code == 1 and "failed its parity check" in failed.stderr
     assert not (bc / REGISTRY).exists()
+
+
+def test_companions_that_changed_after_their_step_are_left_out(bc: Path) -> None:
+    work = workdir(bc)
+    assert invoke(bc, "report", "--no-post").code == 0
+    metrics, report = work / "metrics.json", work / "report.md"
+    recorded = {
+        "metrics.json": read_json(work / "gates.json")["metrics_sha256"],
+        "report.md": read_json(work / "report.json")["report_sha256"],
+    }
+    metrics.write_text(metrics.read_text() + " ")
+    report.write_text(report.read_text() + "edited\n")
+
+    result = invoke(bc, "deploy")
+
+    assert result.code == 0, result.output
+    for path, recorded_in in ((metrics, "gates.json"), (report, "report.json")):
+        assert (
+            f"{path}: sha256 {sha256_file(path)} does not match {recorded[path.name]} in "
+            f"{recorded_in}; not published"
+        ) in result.stderr
+    manifest = read_json(versions_dir(bc) / "1.0.0+1" / "manifest.json")
+    assert set(manifest["files"]) == {"model.joblib", "model.onnx", "gates.json", "export.json"}
 
 
 def test_verify_detects_a_corrupted_registry_file(bc: Path) -> None:

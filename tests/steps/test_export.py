@@ -22,7 +22,8 @@ from click.testing import CliRunner, Result
 
 from ci_mlops.atomic import sha256_file
 from ci_mlops.cli import main
-from ci_mlops.errors import StepError
+from ci_mlops.errors import IntegrityError, StepError
+from ci_mlops.records import ExportRecord
 from ci_mlops.spec.check import load_spec
 from ci_mlops.spec.model import Model, Spec
 from ci_mlops.steps import export
@@ -176,7 +177,7 @@ def test_export_off_writes_skipped(project: dict[str, Path]) -> None:
     spec, model, workdir = spec_and_model(spec_path)
     assert model.export.onnx is False
 
-    assert export.run(spec, model) == {"skipped": True}
+    assert export.run(spec, model) == ExportRecord(skipped=True)
     assert read(workdir / "export.json") == {"skipped": True}
     assert not (workdir / "model.onnx").exists()
 
@@ -186,11 +187,17 @@ def test_model_changed_after_training_is_refused(project: dict[str, Path]) -> No
     (workdir / "train.json").write_text(json.dumps({"model_sha256": "0" * 64}))
     actual = sha256_file(workdir / "model.joblib")
 
-    with pytest.raises(StepError) as caught:
+    with pytest.raises(IntegrityError) as caught:
         export.run(spec, model)
 
-    message = str(caught.value)
-    assert "model.joblib" in message and actual in message and "0" * 64 in message
+    error = caught.value
+    assert (error.path, error.expected, error.actual) == (
+        workdir / "model.joblib",
+        "0" * 64,
+        actual,
+    )
+    assert [c.recorded_in for c in error.changes] == [str(workdir / "train.json")]
+    assert str(error).endswith("the model changed after training (run `ci-mlops train` again)")
     assert not (workdir / "export.json").exists()
 
 
@@ -237,7 +244,9 @@ def test_onnx_model_is_checked_as_it_is(project: dict[str, Path]) -> None:
 
     record = export.run(spec, as_onnx)
 
-    assert record["passed"] is True and record["max_abs_diff"] == 0.0
-    assert record["onnx_sha256"] == record["model_sha256"] == sha256_file(workdir / "model.onnx")
+    assert record.passed is True and record.max_abs_diff == 0.0
+    assert record.onnx_sha256 == record.model_sha256 == sha256_file(workdir / "model.onnx")
     assert (workdir / "model.onnx").read_bytes() == onnx_bytes
-    assert record["latency"]["onnx_batch1_ms"] > 0 and record["latency"]["batch1_speedup"] is None
+    assert record.latency is not None
+    assert record.latency["onnx_batch1_ms"] > 0 and record.latency["batch1_speedup"] is None
+    assert ExportRecord.read(workdir) == record

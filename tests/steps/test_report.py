@@ -341,6 +341,27 @@ def test_broken_inputs_are_named_not_crashed_on(evaluated: Path, tmp_path: Path)
     assert "⚠️ data-test.json is not a JSON object" in result.stdout
 
 
+def test_a_mistyped_record_is_named_with_its_field(evaluated: Path, tmp_path: Path) -> None:
+    folder = clone(evaluated, tmp_path)
+    gates = workdir(folder) / "gates.json"
+    gates.write_text(json.dumps({**json.loads(gates.read_text()), "checks": "all passed"}))
+    result = invoke(folder, "report", "--no-post")
+    assert result.code == 0, result.output
+    assert (
+        "⚪ quality gates: gates.json is unreadable (checks: expected a list, found a string)"
+        in result.stdout
+    )
+    metrics = workdir(folder) / "metrics.json"
+    attack = '<img src="https://evil.example/h.png">'
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "n_samples": attack}))
+    markdown = invoke(folder, "report", "--no-post").stdout
+    assert (
+        "⚠️ metrics.json is unreadable (n_samples: expected an integer or null, found a string)"
+        in markdown
+    )
+    assert "evil.example" not in markdown
+
+
 def test_data_values_cannot_break_the_markdown(evaluated: Path, tmp_path: Path) -> None:
     folder = clone(evaluated, tmp_path)
     entry = {
@@ -406,7 +427,8 @@ def hostile(folder: Path) -> None:
     metrics["notes"] = {f"roc_auc {attack}": attack}
     metrics["baseline"] = {"source": attack, "metrics": {"accuracy": 0.9, attack: 0.5}}
     metrics["metrics"][attack] = 0.5
-    metrics["n_samples"] = attack
+    # n_samples is typed: text there makes metrics.json unreadable (see
+    # test_a_mistyped_record_is_named_with_its_field), so no attack reaches the report.
     slices = {
         "slices": [
             {

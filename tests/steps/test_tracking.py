@@ -208,3 +208,27 @@ def test_tracking_in_gitlab_logs_the_run_to_the_project_and_links_its_job(
         )
     finally:
         api.stop()
+
+
+def test_a_version_published_to_mlflow_links_the_run_that_evaluated_its_model(
+    bc: Path, mlflow_uri: str
+) -> None:
+    name = f"bc-linked-{next(_names)}-{id(bc)}"
+    workdir(bc).rename(workdir(bc).with_name(name))
+    configure(bc, deploy={"target": "mlflow"}, name=name)
+    spec = load_spec(bc / "mlops.yaml")
+    model = spec.models[0]
+    baseline = bc / "baseline.json"
+    baseline.write_text(json.dumps({"metrics": {"accuracy": 0.5}}))
+    assert invoke(bc, "evaluate", "--baseline", str(baseline)).code == 0
+    logged = read_json(workdir(bc) / "tracking.json")["run_id"]
+    registry = registry_for(spec, model, "local")
+    files = {n: workdir(bc) / n for n in (model.model_file, "metrics.json")}
+
+    linked = registry.publish(model, "1.0.0", files).version
+    (workdir(bc) / "tracking.json").write_text(json.dumps({"run_id": 5}))  # mistyped
+    unlinked = registry.publish(model, "1.0.1", files).version
+
+    client = MlflowClient(mlflow_uri)
+    assert client.get_model_version(name, linked).tags["ci_mlops.evaluation_run"] == logged
+    assert "ci_mlops.evaluation_run" not in client.get_model_version(name, unlinked).tags

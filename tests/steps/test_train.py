@@ -116,6 +116,17 @@ def test_a_changed_model_file_is_not_trusted(project: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_mistyped_train_json_is_no_cache_and_is_rewritten(project: Path) -> None:
+    path = project / ".ci-mlops" / "diabetes" / "train.json"
+    path.write_text(json.dumps({**record(project, "diabetes"), "input_hash": 7}))
+    res = invoke(project)
+    assert res.code == 0, res.output
+    assert f"{path}: input_hash: expected a string, found an integer; training again" in res.stderr
+    assert record(project, "diabetes")["skipped"] is False
+    assert isinstance(record(project, "diabetes")["input_hash"], str)
+
+
+@pytest.mark.slow
 def test_changing_one_data_row_retrains(project: Path) -> None:
     before = record(project, "diabetes")
     labels = project / "data" / "train_labels.csv"
