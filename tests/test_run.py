@@ -51,6 +51,9 @@ def test_a_full_run_passes_exports_reports_and_deploys(first_run: tuple[Path, st
     assert len(pngs) >= 2
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert f"registry entry: .mlops-registry/{name}/versions/" in output
+    # The summary says where Great Expectations' Data Docs of the data tests are.
+    assert f"data docs:      .ci-mlops/{name}/data-docs/index.html" in output
+    assert "Data Docs" in report and "data-docs/index.html" in report
     assert f"{name}: pre-deploy check passed: the served model answered" in output
     verify = run_cli("deploy", "--verify", "-e", "staging", cwd=project, env=PATH_ENV)
     assert verify.code == 0, verify.output

@@ -297,12 +297,20 @@ def _model_cache(v: Values) -> dict[str, Any]:
     }
 
 
+# The pull_request activity types GitHub triggers on when a workflow names none.
+PULL_REQUEST_TYPES = ("opened", "synchronize", "reopened")
+
+
 def triggers(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
     watched = sorted({p for mp in plan.models for p in mp.watched} | {workflow_file})
     on: dict[str, Any] = {
         "push": {"branches": [spec.runtime.default_branch], "paths": watched},
         "pull_request": {"paths": watched},
     }
+    if any(m.override_labels for m in spec.models):
+        # A label that overrides a gate is read from the event payload: adding it must
+        # start a run that carries it (GitHub's default types, plus labeled).
+        on["pull_request"]["types"] = [*PULL_REQUEST_TYPES, "labeled"]
     crons = sorted({mp.schedule for mp in plan.models if mp.schedule})
     if crons:
         on["schedule"] = [{"cron": c} for c in crons]

@@ -279,6 +279,14 @@ class Model:
         return tuple(g.metric for g in self.gates)
 
     @property
+    def override_labels(self) -> frozenset[str]:
+        """The merge/pull request labels that may override a failed gate of the model."""
+        importance = self.evaluation.importance
+        labels = {g.override_label for g in self.gates}
+        labels.add(importance.override_label if importance else None)
+        return frozenset(label for label in labels if label)
+
+    @property
     def datasets(self) -> dict[str, Dataset]:
         """The model's datasets by role, train first."""
         out = {"train": self.train_data} if self.train_data else {}

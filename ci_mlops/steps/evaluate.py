@@ -545,10 +545,7 @@ def _baseline_model(
 def request_labels(spec: Spec, model: Model) -> frozenset[str]:
     """The merge/pull request's labels, asked of the platform only when one of the
     model's gates names an override label."""
-    importance = model.evaluation.importance
-    wanted = {g.override_label for g in model.gates if g.override_label}
-    if importance is not None and importance.override_label:
-        wanted.add(importance.override_label)
+    wanted = model.override_labels
     if not wanted:
         return frozenset()
     from ci_mlops.platforms import detect

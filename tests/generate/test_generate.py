@@ -346,3 +346,31 @@ def test_evaluate_installs_the_shap_extra_only_for_scikit_learn_shap_values(
 
     assert jobs["breast-cancer:evaluate"] == ("ml", "gitlab", "shap")
     assert [k for k, extras in jobs.items() if "shap" in extras] == ["breast-cancer:evaluate"]
+
+
+def test_a_gate_with_an_override_label_runs_the_workflow_again_when_a_label_is_added(
+    tmp_path: Path,
+) -> None:
+    from tests.linters import actionlint_findings, github_workflow_errors, zizmor_findings
+
+    project = copy_example("diabetes", tmp_path)
+    plain = yaml.safe_load((project / GITHUB_FILE).read_text())
+    assert "types" not in plain["on"]["pull_request"]  # GitHub's default activity types
+
+    spec = project / "mlops.yaml"
+    spec.write_text(
+        spec.read_text().replace("mae: {max: 52}", "mae: {max: 52, override_label: mae-ok}")
+    )
+    assert run_cli("generate", cwd=project).code == 0
+    workflow = project / GITHUB_FILE
+    labelled = yaml.safe_load(workflow.read_text())
+    assert labelled["on"]["pull_request"]["types"] == [
+        "opened",
+        "synchronize",
+        "reopened",
+        "labeled",
+    ]
+    assert labelled["on"]["pull_request"]["paths"] == plain["on"]["pull_request"]["paths"]
+    assert github_workflow_errors(workflow) == []
+    assert zizmor_findings([workflow]) == []
+    assert actionlint_findings([workflow]) == []

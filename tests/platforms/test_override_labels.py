@@ -156,3 +156,27 @@ def test_github_without_labels_the_gate_fails(
     result = _evaluate(folder)
     assert result.code == 1, result.output
     assert _importance_check(folder)["overridden"] is None
+
+
+def test_a_metric_gate_overridden_on_gitlab_shows_the_label_in_the_metrics_table(
+    trained: Path,
+    tmp_path: Path,
+    gitlab_api: FakeGitLab,
+    gitlab_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = clone(trained, tmp_path)
+    spec_file = folder / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text("utf-8"))
+    data["models"][0]["metrics"]["accuracy"] = {"min": 0.999, "override_label": "accuracy-ok"}
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    monkeypatch.setenv("CI_MERGE_REQUEST_LABELS", f"accuracy-ok,{LABEL}")
+
+    result = _evaluate(folder)
+    assert result.code == 0, result.output
+    assert "OVERRIDDEN min" in result.output  # the accuracy row of the table
+    assert invoke(folder, "report").code == 0
+    (note,) = gitlab_api.notes[7]
+    row = next(line for line in note["body"].splitlines() if line.startswith("| accuracy |"))
+    assert row.endswith("🏷️ min 0.999 (overridden by label `accuracy-ok`) |")
+    assert "(2 overridden by label)" in note["body"]
