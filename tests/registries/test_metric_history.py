@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ci_mlops.records import TrackingRecord
 from ci_mlops.registries import registry_for
 from ci_mlops.registries.base import Registry
 from ci_mlops.spec.check import load_spec
@@ -90,7 +91,9 @@ def deploy_all(
         tracking.unlink(missing_ok=True)
         if runs and version in runs:
             digest = hashlib.sha256(files[model.model_file].read_bytes()).hexdigest()
-            tracking.write_text(json.dumps({"run_id": runs[version], "model_sha256": digest}))
+            TrackingRecord(model=model.name, model_sha256=digest, run_id=runs[version]).write(
+                workdir
+            )
         published = registry.publish(model, version, files)
         registry.promote(model, environment, published.version)
         names.append(published.version)
