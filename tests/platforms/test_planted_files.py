@@ -99,4 +99,4 @@ def test_github_deploy_publishes_report_and_metrics_only_as_recorded(
     names = {asset["name"] for asset in release["assets"]}
     assert "model.joblib" in names and "gates.json" in names
     assert "report.md" not in names and "metrics.json" not in names
-    assert "report.md: sha256" in result.stderr and "step that wrote it recorded" in result.stderr
+    assert "report.md: sha256" in result.stderr and "in report.json; not published" in result.stderr
