@@ -180,7 +180,11 @@ def cache_key_prefix(v: Values) -> str:
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if not job.descriptor.checks_out(PLATFORM):
         return []
-    paths = [path for _, path in INSTALLER_CACHES[v.installer]]
+    # uv's jobs keep the folder holding both caches: uv writes to its cache in every
+    # job, so the path always exists. pip writes only what it downloaded or built: a
+    # job image that holds every package leaves .cache/pip missing (GitLab then warns
+    # that it matched no files, and there was nothing to keep).
+    paths = [".cache/pip"] if v.installer == "pip" else [".cache"]
     files = [f for f in (v.requirements, v.lock) if f] if not v.component else []
     key: str | dict[str, Any] = cache_key_prefix(v)
     if files:
@@ -361,10 +365,9 @@ def spec_values(spec: Spec, changes: list[str]) -> Values:
 
 def installer_setup(job: Job, v: Values) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The installer's variables and the caches of a job that checks out the repository."""
+    # uv links files from its cache into the environment where both share a file system
+    # and copies them where not (a Docker executor's image and build volume).
     variables = {name: f"$CI_PROJECT_DIR/{path}" for name, path in INSTALLER_CACHES[v.installer]}
-    if v.installer == "uv":
-        # The cache and the job's Python may sit on different file systems: copy.
-        variables["UV_LINK_MODE"] = "copy"
     return variables, _cache(job, v)
 
 
