@@ -167,7 +167,8 @@ def project_files(root: Path) -> list[str]:
 
 def prepare(spec: Spec, platform: str, folder: Path, install: str) -> Path:
     """Copy the repository into ``folder``, point its spec's install setting at
-    ``install``, generate the pipeline and commit it all; return the copy's spec."""
+    ``install`` (installed by pip, without a lock), generate the pipeline and commit it
+    all; return the copy's spec."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -177,7 +178,12 @@ def prepare(spec: Spec, platform: str, folder: Path, install: str) -> Path:
         shutil.copy2(spec.root / name, target)
     copy = folder / spec.path.name
     data = yaml.safe_load(spec.path.read_text("utf-8"))
-    data.setdefault("runtime", {})["install"] = install
+    runtime = data.setdefault("runtime", {})
+    runtime["install"] = install
+    # The jobs' python sees this environment's packages through a .pth line, which pip
+    # honours and uv does not; a lock would fetch the released ci-mlops, not this one.
+    runtime["installer"] = "pip"
+    runtime.pop("lock", None)
     # The copy is thrown away: its comments need not survive.
     copy.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
     from ci_mlops.spec.check import load_spec
