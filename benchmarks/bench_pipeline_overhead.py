@@ -21,7 +21,13 @@ caches and artifacts, until the job's first line), *install* (the install lines)
 *work* (the ``ci-mlops`` step, the training command inside it, and saving caches and
 artifacts), from gitlab-ci-local's timestamps.
 
-Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv]
+The same for the GitHub workflow run by act in host mode (``act``): a push to the
+default branch, cold (a new repository: act's cache server and the runner's home are
+empty) and warm (the same push again). setup-python's tool cache holds the same
+stand-in, so each job gets a fresh Python there too; act's jobs share one home folder,
+which is what restoring the one cache key in every job gives on GitHub.
+
+Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [gitlab] [act]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,13 +64,16 @@ INSTALLERS = ("pip", "uv")
 # The job image's python: a new virtualenv per job (its id is new in every pipeline),
 # with pip from a folder of its own. ``ci-mlops`` runs the script the job installed.
 PYTHON_SHIM = """#!/bin/sh
-env="$BENCH_JOB_PYTHONS/$CI_PIPELINE_ID-$CI_JOB_ID"
+env="$BENCH_JOB_PYTHONS/$CI_PIPELINE_ID-$CI_JOB_ID-$GITHUB_RUN_ID-$GITHUB_JOB"
 if [ ! -x "$env/bin/python" ]; then
   "$BENCH_BASE_PYTHON" -m venv --without-pip "$env" >/dev/null || exit 1
   for site in "$env"/lib/python*/site-packages; do echo "$BENCH_PIP_SITE" > "$site/image-pip.pth"; done
 fi
-exec "$env/bin/{name}" "$@"
+exec {command} "$@"
 """
+SHIMS = {"python": '"$env/bin/python"', "ci-mlops": '"$env/bin/ci-mlops"'}
+# setup-python asks `pip cache dir` where pip's cache is, for `cache: pip`.
+ACT_SHIMS = {**SHIMS, "pip": '"$env/bin/python" -m pip'}
 
 
 @dataclass(frozen=True)
@@ -81,18 +91,20 @@ class Run:
     jobs: list[Job]
 
 
-def job_image(folder: Path) -> tuple[Path, dict[str, str]]:
-    """The stand-in ``python``/``ci-mlops`` folder and the variables it reads."""
+def job_image(
+    folder: Path, shims: Path | None = None, commands: dict[str, str] = SHIMS
+) -> tuple[Path, dict[str, str]]:
+    """The stand-in ``python``/``ci-mlops`` folder (``shims``) and the variables it reads."""
     import pip
 
     base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
     pip_site = folder / "image-pip"
     # This environment's pip, as the image's: copied, nothing downloaded.
     shutil.copytree(Path(pip.__file__).parent, pip_site / "pip")
-    shims = folder / "image-bin"
+    shims = shims or folder / "image-bin"
     shims.mkdir(parents=True)
-    for name in ("python", "ci-mlops"):
-        (shims / name).write_text(PYTHON_SHIM.replace("{name}", name))
+    for name, command in commands.items():
+        (shims / name).write_text(PYTHON_SHIM.replace("{command}", command))
         (shims / name).chmod(0o755)
     pythons = folder / "job-pythons"
     pythons.mkdir()
@@ -239,8 +251,73 @@ def table(installer: str, cold: Run, warm: Run, baseline: float) -> None:
         )
 
 
+# --- GitHub, through act -----------------------------------------------------------
+
+
+def act_tools(folder: Path, wheel: Path) -> tuple[Any, dict[str, str]]:
+    """act's set-up with a tool cache whose Python is the stand-in."""
+    from tests.e2e.act_harness import ActTools, make_act_tools
+
+    shared = make_act_tools(folder / "act")
+    version = ".".join(map(str, sys.version_info[:3]))
+    tool_cache = folder / "tool-cache"
+    home = tool_cache / "Python" / version
+    _, image = job_image(folder / "image", home / "x64" / "bin", ACT_SHIMS)
+    (home / "x64.complete").write_text("")
+    pip_cache = folder / "pip-cache"
+    pip_cache.mkdir()
+    return ActTools(shared.actions, tool_cache, wheel, pip_cache), image
+
+
+def act_bench(installer: str, tmp: Path, wheel: Path) -> tuple[Run, Run]:
+    from tests.e2e.act_harness import new_repository, push_event, run_workflow, step_seconds
+    from tests.fakes.env import start_github
+
+    tools, image = act_tools(tmp / f"act-{installer}", wheel)
+    api = start_github()
+    try:
+        repository = new_repository(
+            tmp / f"gh-{installer}",
+            tools,
+            api,
+            change=lambda d: d["runtime"].update(installer=installer),
+        )
+        repository.project.commit("train.py", "# tuned\n", "tune the model")
+        env = job_env(Path(os.devnull), image)
+        env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
+        env["PIP_CACHE_DIR"] = str(tools.pip_cache)
+        runs = []
+        for n in (1, 2):
+            run = run_workflow(
+                repository.project,
+                tools,
+                api,
+                "push",
+                push_event(api),
+                run_id=8000 + n,
+                base_env=env,
+            )
+            if run.code != 0 or run.failed():
+                raise SystemExit(f"workflow failed:\n{run.explain()}")
+            jobs = [
+                Job(
+                    job,
+                    sum(kinds.values()),
+                    kinds.get("act", 0.0) + kinds.get("python", 0.0) + kinds.get("artifacts", 0.0),
+                    kinds.get("install", 0.0),
+                    kinds.get("work", 0.0),
+                )
+                for job, kinds in step_seconds(run.output).items()
+            ]
+            runs.append(Run(run.wall_seconds, jobs))
+    finally:
+        api.stop()
+    return runs[0], runs[1]
+
+
 def main() -> None:
     installers = [a for a in sys.argv[1:] if a in INSTALLERS] or list(INSTALLERS)
+    platforms = [a for a in sys.argv[1:] if a in ("gitlab", "act")] or ["gitlab", "act"]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
@@ -255,15 +332,19 @@ def main() -> None:
                 "CI_PIPELINE_SOURCE": "push",
                 **signing_variables("push"),
             }
-            results = {i: bench(i, tmp, wheel, api_vars) for i in installers}
+            results = {}
+            if "gitlab" in platforms:
+                results |= {f"GitLab, {i}": bench(i, tmp, wheel, api_vars) for i in installers}
         finally:
             api.stop()
+        if "act" in platforms:
+            results |= {f"GitHub (act), {i}": act_bench(i, tmp, wheel) for i in installers}
     print(
         f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    for installer, (cold, warm) in results.items():
-        table(installer, cold, warm, baseline)
+    for label, (cold, warm) in results.items():
+        table(label, cold, warm, baseline)
 
 
 if __name__ == "__main__":

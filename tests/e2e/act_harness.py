@@ -207,8 +207,11 @@ def run_workflow(
     run_id: int,
     local_repositories: Sequence[str] = (),
     timeout: float = 900,
+    base_env: Mapping[str, str] | None = None,
 ) -> WorkflowRun:
-    """Run the project's workflow for ``event_name`` with ``event`` as its payload.
+    """Run the project's workflow for ``event_name`` with ``event`` as its payload;
+    ``base_env`` replaces this environment with the offline pip settings as the one act
+    starts from.
 
     Artifacts and caches live beside the project, so later runs of the same project see
     the caches earlier runs saved, as on GitHub."""
@@ -263,8 +266,7 @@ def run_workflow(
     }.items():
         cmd += ["--env", f"{key}={value}"]
     env = {
-        **os.environ,
-        **PIP_ENV,
+        **(base_env if base_env is not None else {**os.environ, **PIP_ENV}),
         "HOME": str(home),
         "AGENT_TOOLSDIRECTORY": str(tool_cache),
         "RUNNER_TOOL_CACHE": str(tool_cache),
