@@ -156,9 +156,14 @@ def _system_install(job: Job) -> list[str]:
     ]
 
 
-# Where each installer keeps its cache in the job (inside $CI_PROJECT_DIR: GitLab caches
-# only paths there), and the variable that tells it so. uv is installed with pip, so a
-# uv job keeps both: uv's own wheel is in pip's.
+# Where each installer keeps its cache in the job, and the variable that tells it so. uv
+# is installed with pip, so a uv job keeps both: uv's own wheel is in pip's. GitLab keeps
+# only paths inside the project folder. The paths are relative, read from the folder the
+# install lines run in (the project folder): "$CI_PROJECT_DIR/..." names a folder
+# outside the job's copy where CI_PROJECT_DIR is not the folder the job runs in, as
+# under gitlab-ci-local's shell executor for jobs that name an image (there it is the
+# Docker path /builds/<group>/<project>), so the caches stayed empty and GitLab
+# reported that they matched no files.
 INSTALLER_CACHES = {
     "pip": (("PIP_CACHE_DIR", ".cache/pip"),),
     "uv": (("PIP_CACHE_DIR", ".cache/pip"), ("UV_CACHE_DIR", ".cache/uv")),
@@ -367,7 +372,7 @@ def installer_setup(job: Job, v: Values) -> tuple[dict[str, str], list[dict[str,
     """The installer's variables and the caches of a job that checks out the repository."""
     # uv links files from its cache into the environment where both share a file system
     # and copies them where not (a Docker executor's image and build volume).
-    variables = {name: f"$CI_PROJECT_DIR/{path}" for name, path in INSTALLER_CACHES[v.installer]}
+    variables = dict(INSTALLER_CACHES[v.installer])
     return variables, _cache(job, v)
 
 

@@ -67,8 +67,8 @@ def test_gitlab_jobs_install_the_lock_with_uv_and_keep_its_cache(uv_locked: Path
         "python -I -m pip install uv==0.13.8",
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
     ]
-    assert train["variables"]["UV_CACHE_DIR"] == "$CI_PROJECT_DIR/.cache/uv"
-    assert train["variables"]["PIP_CACHE_DIR"] == "$CI_PROJECT_DIR/.cache/pip"
+    assert train["variables"]["UV_CACHE_DIR"] == ".cache/uv"
+    assert train["variables"]["PIP_CACHE_DIR"] == ".cache/pip"
     (installer_cache, _model) = train["cache"]
     assert installer_cache["paths"] == [".cache"]
     assert installer_cache["key"]["files"] == ["requirements.txt", LOCK]

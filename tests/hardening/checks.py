@@ -50,11 +50,6 @@ DEPLOY_LINE = re.compile(
 )
 ISOLATED = "python -I -m ci_mlops "
 PIP = ["python", "-I", "-m", "pip", "install"]
-# The installers' cache folders, the only variables whose value GitLab may expand.
-INSTALLER_CACHE_VARIABLES = {
-    ("variables", "PIP_CACHE_DIR"): "$CI_PROJECT_DIR/.cache/pip",
-    ("variables", "UV_CACHE_DIR"): "$CI_PROJECT_DIR/.cache/uv",
-}
 # The uv release jobs install when the spec's installer is uv; written out, as EXTRAS are.
 UV_PIN = "uv==0.13.8"
 WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy", "image")}
@@ -210,8 +205,6 @@ def gitlab_problems(text: str, spec: Spec, mode: str) -> list[str]:
             continue
         if (path[-1] == "if" and "rules" in path) or path[1:2] in (("script",), ("before_script",)):
             continue  # rules:if reads only predefined variables; scripts are checked above
-        if INSTALLER_CACHE_VARIABLES.get(path[-2:]) == leaf:
-            continue
         if mode == "include" and path[-1] == "component":
             continue  # the component address: $CI_SERVER_FQDN by default
         out.append(f"{'/'.join(map(str, path))}: GitLab expands variables in {leaf!r}")
