@@ -232,6 +232,14 @@ UV_REQUIREMENT = "uv==0.13.8"
 UV_PIP_INSTALL = '{python} -m uv pip install --no-config --python "$(command -v python)"'
 
 
+# What uv's cache keeps between pipelines: only wheels it built from source (ci-mlops from
+# a git URL or a folder, an sdist-only dependency). uv downloads a published wheel about
+# as fast as a runner restores it from a cache, while its cache of unpacked wheels for
+# this set is hundreds of MB that every job would restore and save (measured in
+# benchmarks/bench_pipeline_overhead.py).
+UV_PRUNE = " ".join((*PYTHON, "-m", "uv", "cache", "prune", "--ci"))
+
+
 def install_commands(
     install: str,
     extras: tuple[str, ...],
@@ -251,7 +259,7 @@ def install_commands(
         return [shlex.join([*PYTHON, "-m", "pip", "install", *args])]
     bootstrap = shlex.join([*PYTHON, "-m", "pip", "install", UV_REQUIREMENT])
     uv = UV_PIP_INSTALL.format(python=" ".join(PYTHON))
-    return [bootstrap, f"{uv} {shlex.join(args)}"]
+    return [bootstrap, f"{uv} {shlex.join(args)}", UV_PRUNE]
 
 
 def snapshot_spec_path(model: str) -> str:

@@ -26,6 +26,7 @@ from tests.linters import (
 NAME = "breast-cancer"
 UV_LINE = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
 LOCK = "requirements.lock"
+PRUNE = "python -I -m uv cache prune --ci"
 
 
 def project_with(tmp_path: Path, **runtime: Any) -> Path:
@@ -66,6 +67,7 @@ def test_gitlab_jobs_install_the_lock_with_uv_and_keep_its_cache(uv_locked: Path
     assert train["before_script"] == [
         "python -I -m pip install uv==0.13.8",
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
+        PRUNE,
     ]
     assert train["variables"]["UV_CACHE_DIR"] == ".cache/uv"
     assert train["variables"]["PIP_CACHE_DIR"] == ".cache/pip"
@@ -86,6 +88,7 @@ def test_github_jobs_install_the_lock_with_uv_and_cache_uv(uv_locked: Path) -> N
     assert install["run"].splitlines() == [
         "python -I -m pip install uv==0.13.8",
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
+        PRUNE,
     ]
     (cache,) = (s for s in steps if s.get("with", {}).get("path") == "~/.cache/uv")
     assert cache["with"]["key"].endswith(f"${{{{ hashFiles('requirements.txt', '{LOCK}') }}}}")

@@ -140,7 +140,7 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
     uv_head = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
     pip_head = shlex.join(PIP) + " "
     uv = {uv_head + line.removeprefix(pip_head) for line in lines}
-    return uv | {shlex.join([*PIP, UV_PIN])}
+    return uv | {shlex.join([*PIP, UV_PIN]), "python -I -m uv cache prune --ci"}
 
 
 def _pip_lines(spec: Spec, platform: str) -> set[str]:
