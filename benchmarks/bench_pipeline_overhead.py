@@ -247,7 +247,7 @@ def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
         works = sum(j.work for j in run.jobs)
         print(
             f"{label}: jobs {jobs:.1f} s = setup {setups:.1f} s + install {installs:.1f} s "
-            f"+ work {works:.1f} s; gitlab-ci-local outside jobs {run.wall - jobs:.1f} s"
+            f"+ work {works:.1f} s; the runner outside jobs {run.wall - jobs:.1f} s"
         )
 
 
