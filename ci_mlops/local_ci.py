@@ -219,9 +219,9 @@ def prepare(
     registry: Path | None = None,
 ) -> Path:
     """Copy the repository into ``folder``, point its spec's install setting at
-    ``install`` (its Python version at ``python``, and every model's deploys at the
-    local registry ``registry``, when given), generate the pipeline and commit it all;
-    return the copy's spec."""
+    ``install`` (installed by pip, without a lock; its Python version at ``python``, and
+    every model's deploys at the local registry ``registry``, when given), generate the
+    pipeline and commit it all; return the copy's spec."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -231,9 +231,14 @@ def prepare(
         shutil.copy2(spec.root / name, target)
     copy = folder / spec.path.name
     data = yaml.safe_load(spec.path.read_text("utf-8"))
-    data.setdefault("runtime", {})["install"] = install
+    runtime = data.setdefault("runtime", {})
+    runtime["install"] = install
+    # The jobs' python sees this environment's packages through a .pth line, which pip
+    # honours and uv does not; a lock would fetch the released ci-mlops, not this one.
+    runtime["installer"] = "pip"
+    runtime.pop("lock", None)
     if python:
-        data["runtime"]["python"] = python
+        runtime["python"] = python
     if registry is not None:
         for model in data.get("models") or []:
             _deploy_locally(model, registry)

@@ -427,3 +427,22 @@ def test_a_run_that_stopped_before_any_job_says_so_with_the_runners_words(
 def test_the_vendored_actions_are_there() -> None:
     # The GitHub runs above take their actions from it: a missing bundle fails, not skips.
     assert ACTIONS_TGZ.is_file(), f"{ACTIONS_TGZ} is missing (shared/github-actions/)"
+
+
+def test_prepare_installs_with_pip_and_no_lock_whatever_the_spec_says(tmp_path: Path) -> None:
+    """The jobs' python sees this environment's packages through a .pth line, which only
+    pip honours; a lock would install the released ci-mlops rather than this one."""
+    root = committed_repo(tmp_path / "repo")
+    spec_file = root / "mlops.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    (root / "requirements.lock").write_text("ci-mlops==0.1.0 --hash=sha256:" + "0" * 64 + "\n")
+    data.setdefault("runtime", {}).update(installer="uv", lock="requirements.lock")
+    spec_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    copy = local_ci.prepare(load_spec(spec_file), "gitlab", tmp_path / "copy", "ci-mlops[{extras}]")
+
+    runtime = yaml.safe_load(copy.read_text())["runtime"]
+    assert runtime["installer"] == "pip" and "lock" not in runtime
+    pipeline = (copy.parent / ".gitlab-ci.yml").read_text()
+    assert "python -I -m pip install 'ci-mlops[data]'" in pipeline
+    assert " uv " not in pipeline and "--require-hashes" not in pipeline

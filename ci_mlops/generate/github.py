@@ -8,8 +8,8 @@ reach scripts through ``env:``)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,11 +25,11 @@ from ci_mlops.generate.kinds import (
     permission_reasons,
 )
 from ci_mlops.generate.plan import (
-    PYTHON,
+    UV_REQUIREMENT,
     Job,
     ModelPlan,
     Plan,
-    pip_install,
+    install_commands,
     snapshot_spec_path,
     templated_pip_install,
 )
@@ -107,6 +107,8 @@ class Values:
     runs_on: str
     default_branch: str
     reusable: bool = False
+    installer: str = "pip"  # what installs in the jobs: pip or uv
+    lock: str | None = None  # the hashed requirements file jobs with a checkout install
     # Where a job finds whether the model has a switchable kind (``inputs`` of the
     # reusable workflow, ``matrix`` of a matrix job), or None where that is known.
     switches: str | None = None
@@ -172,9 +174,15 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
                 'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -I -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
             )
     else:
-        lines = [pip_install(v.install, extras)]
-        if job.runs_user_code and v.requirements:
-            lines.append(shlex.join([*PYTHON, "-m", "pip", "install", "-r", v.requirements]))
+        # One call for ci-mlops and the project's requirements, as on GitLab: one
+        # resolution, one start-up. A job with a checkout installs the lock instead.
+        lines = install_commands(
+            v.install,
+            extras,
+            v.requirements if job.runs_user_code else None,
+            installer=v.installer,
+            lock=v.lock if job.descriptor.checks_out(PLATFORM) else None,
+        )
     step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
     if env:
         step["env"] = env
@@ -185,9 +193,25 @@ def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     step: dict[str, Any] = {"uses": SETUP_PYTHON, "with": {"python-version": v.python}}
     # Jobs with a write token use no cache, so a cache filled by a job that ran
     # pull-request code cannot reach a release or a comment.
-    if job.descriptor.checks_out(PLATFORM) and v.requirements and not v.reusable:
-        step["with"].update({"cache": "pip", "cache-dependency-path": v.requirements})
+    if job.descriptor.checks_out(PLATFORM) and v.installer == "pip" and not v.reusable:
+        files = [f for f in (v.requirements, v.lock) if f]
+        if files:
+            step["with"].update({"cache": "pip", "cache-dependency-path": "\n".join(files)})
     return step
+
+
+def _uv_cache(v: Values) -> dict[str, Any]:
+    """uv's cache (setup-python caches pip's only), keyed like GitLab's: Python, the
+    install setting with its pinned versions, the uv release, the requirements files."""
+    basis = "\n".join([v.install, UV_REQUIREMENT])
+    prefix = f"uv-{v.python}-{hashlib.sha256(basis.encode()).hexdigest()[:12]}-"
+    files = ", ".join(f"'{f}'" for f in (v.requirements, v.lock) if f)
+    key = prefix + (f"${{{{ hashFiles({files}) }}}}" if files else "")
+    return {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
+
+
+# Where uv keeps its cache on a runner (its default, spelled out for actions/cache).
+UV_CACHE_PATH = "~/.cache/uv"
 
 
 def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dict[str, Any]:
@@ -237,6 +261,8 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     if not isolated:
         steps.append({"uses": CHECKOUT, "with": {"persist-credentials": False}})
     steps.append(_setup_python(job, v))
+    if not isolated and v.installer == "uv" and not v.reusable:
+        steps.append(_uv_cache(v))
     if job.descriptor.model_cache:
         steps.append(_model_cache(v))
     if isolated:
@@ -351,6 +377,8 @@ def values_for(spec: Spec, model: str, spec_file: str) -> Values:
         requirements=rt.requirements,
         runs_on=rt.runs_on,
         default_branch=rt.default_branch,
+        installer=rt.installer,
+        lock=rt.lock,
     )
 
 

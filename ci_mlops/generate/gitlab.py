@@ -3,18 +3,21 @@ CI/CD components, and the components themselves (``templates/``)."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ci_mlops import __version__
 from ci_mlops.generate.kinds import Trigger, job_names, job_suffix
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
+    UV_REQUIREMENT,
     Job,
     ModelPlan,
     Plan,
-    pip_install,
+    install_commands,
     snapshot_spec_path,
     templated_pip_install,
 )
@@ -38,6 +41,8 @@ class Values:
     tags: Any
     python: str
     component: bool = False
+    installer: str = "pip"  # what installs in the jobs: pip or uv
+    lock: str | None = None  # the hashed requirements file jobs with a checkout install
     # The plan job already chose the jobs (a child pipeline): no rules but manual ones.
     decided: bool = False
 
@@ -127,11 +132,12 @@ def _drop_on_success(rule: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rule.items() if not (k == "when" and v == "on_success")}
 
 
-def _install_lines(job: Job, v: Values) -> list[str]:
-    """One pip call per job: ci-mlops with the job's extras, plus the project's
+def install_lines(job: Job, v: Values) -> list[str]:
+    """One install call per job: ci-mlops with the job's extras, plus the project's
     requirements where the job runs its code. One call resolves both sets together (a
     conflict shows up here, not as a later call silently replacing what ci-mlops needs)
-    and pays pip's start-up and resolution once."""
+    and pays the installer's start-up and resolution once. A job with a checkout
+    installs the lock instead, when the spec has one."""
     extras = job.extras("gitlab")
     user_code = job.runs_user_code and bool(v.requirements)
     if v.component:
@@ -139,8 +145,13 @@ def _install_lines(job: Job, v: Values) -> list[str]:
         if user_code:
             line += ' ${MLOPS_REQUIREMENTS:+-r "$MLOPS_REQUIREMENTS"}'
         return ["set -f", line]
-    requirements = ["-r", str(v.requirements)] if user_code else []
-    return [pip_install(v.install, extras, *requirements)]
+    return install_commands(
+        v.install,
+        extras,
+        str(v.requirements) if user_code else None,
+        installer=v.installer,
+        lock=v.lock if job.descriptor.checks_out(PLATFORM) else None,
+    )
 
 
 def _system_install(job: Job) -> list[str]:
@@ -155,13 +166,45 @@ def _system_install(job: Job) -> list[str]:
     ]
 
 
+# Where each installer keeps its cache in the job, and the variable that tells it so. uv
+# is installed with pip, so a uv job keeps both: uv's own wheel is in pip's. GitLab keeps
+# only paths inside the project folder. The paths are relative, read from the folder the
+# install lines run in (the project folder): "$CI_PROJECT_DIR/..." names a folder
+# outside the job's copy where CI_PROJECT_DIR is not the folder the job runs in, as
+# under gitlab-ci-local's shell executor for jobs that name an image (there it is the
+# Docker path /builds/<group>/<project>), so the caches stayed empty and GitLab
+# reported that they matched no files.
+INSTALLER_CACHES = {
+    "pip": (("PIP_CACHE_DIR", ".cache/pip"),),
+    "uv": (("PIP_CACHE_DIR", ".cache/pip"), ("UV_CACHE_DIR", ".cache/uv")),
+}
+
+
+def cache_key_prefix(v: Values) -> str:
+    """The installer cache's key prefix: installer, Python, and a digest of what decides
+    the downloads besides the requirements files (the install setting with its pinned
+    ci-mlops version, the uv release), so a new pin starts a new cache instead of
+    growing the old one."""
+    if v.component:
+        # A component's inputs arrive at run time; the release is in the key instead.
+        return f"{v.installer}-{v.python}-ci-mlops-{__version__}"
+    basis = "\n".join([v.install, UV_REQUIREMENT if v.installer == "uv" else ""])
+    return f"{v.installer}-{v.python}-{hashlib.sha256(basis.encode()).hexdigest()[:12]}"
+
+
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if not job.descriptor.checks_out(PLATFORM):
         return []
-    pip: dict[str, Any] = {"key": f"pip-{v.python}", "paths": [".cache/pip"], "policy": "pull-push"}
-    if v.requirements and not v.component:
-        pip["key"] = {"files": [v.requirements], "prefix": f"pip-{v.python}"}
-    caches = [pip]
+    # uv's jobs keep the folder holding both caches: uv writes to its cache in every
+    # job, so the path always exists. pip writes only what it downloaded or built: a
+    # job image that holds every package leaves .cache/pip missing (GitLab then warns
+    # that it matched no files, and there was nothing to keep).
+    paths = [".cache/pip"] if v.installer == "pip" else [".cache"]
+    files = [f for f in (v.requirements, v.lock) if f] if not v.component else []
+    key: str | dict[str, Any] = cache_key_prefix(v)
+    if files:
+        key = {"files": files, "prefix": key}
+    caches: list[dict[str, Any]] = [{"key": key, "paths": paths, "policy": "pull-push"}]
     if job.descriptor.model_cache:
         # The train step decides by its own input hash whether the cached model is still
         # good, so one cache per model is enough.
@@ -191,7 +234,7 @@ def render_job(
         # No clone or fetch: the job works from its artifacts alone.
         variables["GIT_STRATEGY"] = "none"
     else:
-        variables["PIP_CACHE_DIR"] = "$CI_PROJECT_DIR/.cache/pip"
+        variables |= installer_setup(job, v)[0]
     variables |= {
         # No request for pip's latest version and no progress bars in the job log.
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
@@ -209,7 +252,7 @@ def render_job(
         out["cache"] = caches
     by_key = {j.key: j for j in model_jobs}
     out["needs"] = [_need(by_key[n], v) for n in job.needs]
-    out["before_script"] = [*_system_install(job), *_install_lines(job, v)]
+    out["before_script"] = [*_system_install(job), *install_lines(job, v)]
     if job.model:
         variables["MLOPS_MODEL"] = v.model
     variables["MLOPS_SPEC"] = snapshot_spec_path(v.model) if isolated else spec_file
@@ -312,22 +355,40 @@ def values_for(spec: Spec, mp: ModelPlan) -> Values:
         install=rt.install,
         tags=list(rt.tags),
         python=rt.python,
+        installer=rt.installer,
+        lock=rt.lock,
     )
 
 
 def validate_job(spec: Spec, plan: Plan, mode: str) -> dict[str, Any]:
     """The job that fails when the committed pipeline no longer matches the spec."""
     job = plan.validate_job("gitlab", mode)
-    v = Values(
-        model="",
-        changes=[plan.spec_file, ".gitlab-ci.yml"],
-        image=spec.runtime.image,
-        requirements=None,
-        install=spec.runtime.install,
-        tags=list(spec.runtime.tags),
-        python=spec.runtime.python,
-    )
+    v = spec_values(spec, changes=[plan.spec_file, ".gitlab-ci.yml"])
     return render_job(job, v, plan.spec_file)
+
+
+def spec_values(spec: Spec, changes: list[str]) -> Values:
+    """The values of a spec-wide job (no model, no requirements)."""
+    rt = spec.runtime
+    return Values(
+        model="",
+        changes=changes,
+        image=rt.image,
+        requirements=None,
+        install=rt.install,
+        tags=list(rt.tags),
+        python=rt.python,
+        installer=rt.installer,
+        lock=rt.lock,
+    )
+
+
+def installer_setup(job: Job, v: Values) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The installer's variables and the caches of a job that checks out the repository."""
+    # uv links files from its cache into the environment where both share a file system
+    # and copies them where not (a Docker executor's image and build volume).
+    variables = dict(INSTALLER_CACHES[v.installer])
+    return variables, _cache(job, v)
 
 
 def render_inline(spec: Spec, plan: Plan) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ci_mlops.generate.plan import (
     ModelPlan,
     Plan,
     build_plan,
-    pip_install,
+    install_commands,
 )
 from ci_mlops.generate.yamlout import dump
 from ci_mlops.spec.model import Spec
@@ -132,7 +132,12 @@ def github_plan_job(spec: Spec, plan: Plan, outputs: list[str]) -> dict[str, Any
             # The whole history: the change is measured from the merge base.
             {"uses": github.CHECKOUT, "with": {"persist-credentials": False, "fetch-depth": 0}},
             {"uses": github.SETUP_PYTHON, "with": {"python-version": rt.python}},
-            {"name": "Install ci-mlops", "run": pip_install(rt.install, ())},
+            {
+                "name": "Install ci-mlops",
+                "run": "\n".join(
+                    install_commands(rt.install, (), installer=rt.installer, lock=rt.lock)
+                ),
+            },
             {
                 "id": "plan",
                 "name": "Pick the models",
@@ -263,6 +268,9 @@ def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any
     if mode == "include":
         command += " --mode include"
     doc[GITLAB_WHEN] = {"rules": _gitlab_rules(plan)}
+    # The plan job installs ci-mlops alone, as the validate job does.
+    values = gitlab.spec_values(spec, changes=[])
+    installer_variables, caches = gitlab.installer_setup(plan.validate, values)
     job: dict[str, Any] = {"extends": GITLAB_WHEN, "stage": "plan", "image": rt.image}
     if rt.tags:
         job["tags"] = list(rt.tags)
@@ -272,14 +280,14 @@ def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any
         "variables": {
             # The whole history: the change is measured from the merge base.
             "GIT_DEPTH": "0",
-            "PIP_CACHE_DIR": "$CI_PROJECT_DIR/.cache/pip",
+            **installer_variables,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PIP_PROGRESS_BAR": "off",
             "MLOPS_SPEC": plan.spec_file,
         },
-        "cache": [{"key": f"pip-{rt.python}", "paths": [".cache/pip"], "policy": "pull-push"}],
+        "cache": caches,
         "needs": [],
-        "before_script": [pip_install(rt.install, ())],
+        "before_script": gitlab.install_lines(plan.validate, values),
         "script": [f"{command} --output {shlex.quote(CHILD_FILE)}"],
         "artifacts": {"paths": files, "expire_in": "30 days"},
         "retry": {

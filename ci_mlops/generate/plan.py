@@ -223,6 +223,48 @@ def templated_pip_install(extras: tuple[str, ...]) -> str:
     return f'{" ".join(PYTHON)} -m pip install $(echo "$MLOPS_INSTALL" | sed "{fill}; s/ *@ */@/g")'
 
 
+# The uv release jobs install with pip when ``runtime.installer`` is uv. Pinned, so that
+# the installer of a pipeline changes only with the ci-mlops release that generated it
+# (and so does the cache key that holds its wheel).
+UV_REQUIREMENT = "uv==0.13.8"
+
+# uv reads ``uv.toml`` and ``pyproject.toml`` of the folder it runs in: --no-config keeps
+# a committed one (or one among a job's artifacts) from choosing the index. The
+# interpreter is named by path, the one ``python`` is: uv's own discovery would skip a
+# virtualenv under --system, or a system Python without it.
+UV_PIP_INSTALL = '{python} -m uv pip install --no-config --python "$(command -v python)"'
+
+
+# What uv's cache keeps between pipelines: only wheels it built from source (ci-mlops from
+# a git URL or a folder, an sdist-only dependency). uv downloads a published wheel about
+# as fast as a runner restores it from a cache, while its cache of unpacked wheels for
+# this set is hundreds of MB that every job would restore and save (measured in
+# benchmarks/bench_pipeline_overhead.py).
+UV_PRUNE = " ".join((*PYTHON, "-m", "uv", "cache", "prune", "--ci"))
+
+
+def install_commands(
+    install: str,
+    extras: tuple[str, ...],
+    requirements: str | None = None,
+    *,
+    installer: str = "pip",
+    lock: str | None = None,
+) -> list[str]:
+    """The shell lines that install ci-mlops with ``extras`` in a job: with pip, or uv
+    (installed by pip first), from the spec's install setting plus the project's
+    ``requirements``, or, given a ``lock``, exactly the pinned and hashed set it lists."""
+    if lock:
+        args = ["--require-hashes", "--no-deps", "-r", lock]
+    else:
+        args = [*install_args(install, extras), *(["-r", requirements] if requirements else [])]
+    if installer == "pip":
+        return [shlex.join([*PYTHON, "-m", "pip", "install", *args])]
+    bootstrap = shlex.join([*PYTHON, "-m", "pip", "install", UV_REQUIREMENT])
+    uv = UV_PIP_INSTALL.format(python=" ".join(PYTHON))
+    return [bootstrap, f"{uv} {shlex.join(args)}", UV_PRUNE]
+
+
 def snapshot_spec_path(model: str) -> str:
     """Where a job without a checkout finds the spec: in the model folder it received
     as an artifact."""
@@ -248,6 +290,15 @@ def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
 
 
 TEMPLATE_ENVIRONMENTS = (("staging", "auto"), ("production", "manual"))
+
+
+def runtime_misfit(spec: Spec) -> str | None:
+    """Why the spec's runtime cannot use the released templates (include mode), or None."""
+    rt = spec.runtime
+    if rt.installer != "pip" or rt.lock:
+        # The templates take the install setting as one input and install with pip.
+        return "runtime.installer: uv and runtime.lock need --mode inline"
+    return None
 
 
 def template_misfit(model: Model) -> str | None:

@@ -258,9 +258,11 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
             problems += _file_problems(doc, here, model, root)
     problems += _branch_problems(doc)
     if check_files:
-        req = (doc.data.get("runtime") or {}).get("requirements")
-        if req and not (root / req).is_file():
-            problems.append(doc.problem(("runtime", "requirements"), f"file not found: {req}"))
+        runtime = doc.data.get("runtime") or {}
+        for key in ("requirements", "lock"):
+            name = runtime.get(key)
+            if name and not (root / name).is_file():
+                problems.append(doc.problem(("runtime", key), f"file not found: {name}"))
     return sorted(problems, key=lambda p: (p.line, p.column, p.path))
 
 

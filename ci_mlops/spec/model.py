@@ -336,6 +336,8 @@ class Runtime:
     templates: Templates
     default_branch: str = "main"
     layout: str = "auto"  # auto | per-model | matrix
+    installer: str = "pip"  # pip | uv
+    lock: str | None = None  # a requirements file with --hash lines, installed as it is
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,8 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
         ),
         default_branch=raw.get("default_branch", "main"),
         layout=raw.get("layout", "auto"),
+        installer=raw.get("installer", "pip"),
+        lock=raw.get("lock"),
     )
 
 

@@ -179,8 +179,11 @@ def run_workflow(
     run_id: int,
     local_repositories: Sequence[str] = (),
     timeout: float = 900,
+    base_env: Mapping[str, str] | None = None,
 ) -> WorkflowRun:
-    """Run the project's workflow for ``event_name`` with ``event`` as its payload.
+    """Run the project's workflow for ``event_name`` with ``event`` as its payload;
+    ``base_env`` takes the place of the offline pip settings laid over this environment
+    (the benchmark's jobs start from a fresh Python this way).
 
     Artifacts and caches live beside the project, so later runs of the same project see
     the caches earlier runs saved, as on GitHub."""
@@ -209,7 +212,11 @@ def run_workflow(
         variables=variables,
         secrets={"GITHUB_TOKEN": api.workflow_token},
         extra_args=local_repositories,
-        env={**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)},
+        env=(
+            dict(base_env)
+            if base_env is not None
+            else {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)}
+        ),
         timeout=timeout,
     )
     shutil.rmtree(tool_cache, ignore_errors=True)

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sysconfig
 import tempfile
@@ -37,6 +38,7 @@ from tests.linters import GITLAB_CI_LOCAL
 __all__ = [
     "CI_MLOPS_CALLS",
     "PIP_ENV",
+    "UV_ENV",
     "JobResult",
     "PipelineRun",
     "Project",
@@ -44,6 +46,7 @@ __all__ = [
     "job_env",
     "make_job_python",
     "make_project",
+    "make_uv_job_python",
     "run_pipeline",
     "safe_job_name",
     "signing_variables",
@@ -86,6 +89,31 @@ def dependencies_path(folder: Path) -> Path:
             if not (folder / entry.name).exists():
                 (folder / entry.name).symlink_to(entry)
     return folder
+
+
+def make_uv_job_python(folder: Path) -> Path:
+    """A jobs' python for ``runtime.installer: uv``; returns its ``bin`` folder. uv lists
+    only the environment's own site-packages (no ``.pth`` paths) and does not follow a
+    linked ``.dist-info`` folder, so each dependency is linked in with its metadata
+    copied; the uv binary sits beside ``python``, where ``python -m uv`` looks."""
+    job_bin = make_job_python(folder)
+    site = next(folder.glob("lib/python*/site-packages"))
+    for pth in site.glob("*.pth"):
+        pth.unlink()
+    for entry in dependencies_path(folder.parent / f"{folder.name}-deps").iterdir():
+        if (site / entry.name).exists():
+            continue  # the virtualenv's own pip
+        if entry.name.endswith(".dist-info"):
+            shutil.copytree(entry.resolve(), site / entry.name)
+        else:
+            (site / entry.name).symlink_to(entry.resolve())
+    (job_bin / "uv").symlink_to(Path(sysconfig.get_path("scripts")) / "uv")
+    return job_bin
+
+
+# uv's settings of the test machine's jobs, as PIP_ENV is pip's: offline, and ci-mlops
+# built with the build backend already installed.
+UV_ENV = {"UV_OFFLINE": "1", "UV_NO_BUILD_ISOLATION": "1"}
 
 
 def job_env(job_bin: Path) -> dict[str, str]:
@@ -241,6 +269,7 @@ def run_pipeline(
     jobs: Sequence[str] = (),
     extra_args: Sequence[str] = (),
     timeout: float = 900,
+    env: Mapping[str, str] | None = None,
 ) -> PipelineRun:
     """Run the project's pipeline (or ``jobs``) with gitlab-ci-local; ``manual`` jobs are
     played as a person would press their button."""
@@ -254,7 +283,7 @@ def run_pipeline(
     proc = subprocess.run(
         cmd,
         cwd=project.path,
-        env=job_env(job_bin),
+        env={**job_env(job_bin), **(env or {})},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -14,10 +14,12 @@ import pytest
 
 from tests.e2e.harness import (
     CI_MLOPS_CALLS,
+    UV_ENV,
     PipelineRun,
     Project,
     job_env,
     make_project,
+    make_uv_job_python,
     run_pipeline,
     safe_job_name,
     signing_variables,
@@ -420,3 +422,35 @@ def _commands(log: str) -> list[str]:
         for line in log.splitlines()
         if line.startswith(tuple(f"$ {call}" for call in CI_MLOPS_CALLS))
     ]
+
+
+def test_uv_jobs_fill_the_installer_cache_and_the_next_pipeline_restores_it(
+    tmp_path: Path, gitlab_api: FakeGitLab
+) -> None:
+    """runtime.installer: uv. Every job installs through uv (after pip installed uv),
+    uv's cache lands in the GitLab cache (no "no matching files" warning), and the next
+    pipeline restores it."""
+    job_bin = make_uv_job_python(tmp_path / "uv-python")
+    project = make_project(
+        MODEL, tmp_path / "project", change=lambda d: d["runtime"].update(installer="uv")
+    )
+    project.commit("train.py", "# tuned\n", "tune the model")
+    variables = ci_variables(gitlab_api)
+    jobs = [*CHECKS, f"{MODEL}:deploy-staging"]
+
+    first = run_pipeline(project, job_bin, variables, env=UV_ENV)
+    assert_passed(first, jobs)
+    second = run_pipeline(project, job_bin, variables, env=UV_ENV)
+    assert_passed(second, jobs)
+
+    for job in jobs:
+        log = first.log(job)
+        assert "$ python -I -m pip install uv==" in log
+        assert '$ python -I -m uv pip install --no-config --python "$(command -v python)"' in log
+    for run in (first, second):
+        assert "no matching files" not in run.output, run.explain()
+    (kept,) = project.state().glob("cache/*uv-3.11-*")
+    assert any((kept / ".cache" / "uv").iterdir())
+    # The first job of the first pipeline starts cold; the next pipeline's starts warm.
+    assert f"{MODEL}:data-test imported cache" not in first.output
+    assert f"{MODEL}:data-test imported cache '" in second.output

@@ -255,7 +255,7 @@ def test_jobs_install_the_mlflow_client_only_where_the_spec_needs_it(tmp_path: P
 
     jobs = {j.key: j.extras("github") for j in build_plan(load_spec(spec_file)).jobs()}
 
-    assert jobs["breast-cancer:evaluate"] == ("ml", "github", "mlflow", "gitlab")
+    assert jobs["breast-cancer:evaluate"] == ("ml", "plots", "github", "mlflow", "gitlab")
     assert jobs["breast-cancer:deploy-staging"] == ("github", "sign", "serve", "mlflow", "gitlab")
     # The report reads the deployed versions' metric history from the registry.
     assert jobs["breast-cancer:report"] == ("github", "mlflow", "gitlab")

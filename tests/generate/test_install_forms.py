@@ -2,13 +2,20 @@
 generator writes into a job (inline, and the templates' ``$MLOPS_INSTALL`` form) goes
 through the shell into a fresh virtualenv and must leave ci-mlops installed there.
 
+The same forms run through uv's line (``runtime.installer: uv``), and a lock with
+hashes (``runtime.lock``) through both installers, tampered with once to see it refused.
+
 The project is built once into a wheel, served from a local simple index (PEP 503) and
 from a git repository; the virtualenvs see the project's dependencies through a ``.pth``
-line (but not ci-mlops), so pip installs ci-mlops alone and nothing is downloaded."""
+line (but not ci-mlops), so pip installs ci-mlops alone and nothing is downloaded. uv
+reads only the environment's own site-packages, so its virtualenvs hold the
+dependencies' metadata folders as copies and their code as links."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ci_mlops import __version__
-from ci_mlops.generate.plan import pip_install, templated_pip_install
+from ci_mlops.generate.plan import install_commands, pip_install, templated_pip_install
 from tests.e2e.harness import dependencies_path
 from tests.helpers import REPO, git
 
@@ -76,6 +83,36 @@ def fresh_venv(folder: Path, deps: Path) -> Path:
     subprocess.run(cmd, check=True, capture_output=True)
     (next(folder.glob("lib/python*/site-packages")) / "deps.pth").write_text(f"{deps}\n")
     return folder / "bin"
+
+
+def uv_venv(folder: Path, deps: Path) -> Path:
+    """A virtualenv as uv must see it to install ci-mlops alone: each dependency linked
+    into site-packages, its ``.dist-info`` copied (uv does not follow linked folders when
+    it lists what is installed), and the uv binary beside ``python``, where
+    ``python -m uv`` looks for it."""
+    venv_bin = fresh_venv(folder, deps)
+    site = next(folder.glob("lib/python*/site-packages"))
+    (site / "deps.pth").unlink()
+    for entry in deps.iterdir():
+        if entry.name.endswith(".dist-info"):
+            shutil.copytree(entry.resolve(), site / entry.name)
+        else:
+            (site / entry.name).symlink_to(entry.resolve())
+    (venv_bin / "uv").symlink_to(Path(sys.executable).parent / "uv")
+    return venv_bin
+
+
+def uv_env(venv_bin: Path, cache: Path, **extra: str) -> dict[str, str]:
+    """Nothing from the network or this machine's configuration: offline, a cache of the
+    test's own, ci-mlops built from source with the hatchling already installed."""
+    env = {k: v for k, v in pip_env(venv_bin).items() if not k.startswith("UV_")}
+    return env | {
+        "UV_OFFLINE": "1",
+        "UV_CACHE_DIR": str(cache),
+        "UV_NO_BUILD_ISOLATION": "1",
+        "PIP_NO_INDEX": "1",  # the bootstrap line finds uv installed already
+        **extra,
+    }
 
 
 def pip_env(venv_bin: Path, **extra: str) -> dict[str, str]:
@@ -164,3 +201,109 @@ def test_a_direct_reference_stays_one_argument() -> None:
         "ci-mlops[{extras}] @ git+https://git.example.com/ci-mlops.git@v0.1.0", EXTRAS
     )
     assert line.endswith("'ci-mlops[data,gitlab]@git+https://git.example.com/ci-mlops.git@v0.1.0'")
+
+
+# uv reads no PIP_* setting: an index comes through UV_INDEX_URL or the install setting.
+UV_SETTINGS = {
+    "version pin from an index": lambda s: {"UV_INDEX_URL": s.index.as_uri()},
+}
+UV_FORMS = list(FORMS)
+
+
+def run_lines(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = "set -f\n" + "\n".join(lines)
+    return subprocess.run(["sh", "-ec", script], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("form", UV_FORMS)
+def test_every_documented_install_form_installs_ci_mlops_with_uv(
+    sources: Sources, tmp_path: Path, form: str
+) -> None:
+    install, _ = FORMS[form](sources)
+    venv_bin = uv_venv(tmp_path / "venv", sources.deps)
+    settings = UV_SETTINGS.get(form, lambda s: {})(sources)
+    lines = install_commands(install, EXTRAS, installer="uv")
+
+    result = run_lines(lines, uv_env(venv_bin, tmp_path / "uv-cache", **settings))
+
+    assert result.returncode == 0, f"{lines}\n{result.stdout}\n{result.stderr}"
+    assert lines[0] == "python -I -m pip install uv==0.13.8"
+    assert lines[1].startswith("python -I -m uv pip install --no-config --python ")
+    assert lines[2] == "python -I -m uv cache prune --ci"
+    where, version = installed_in(venv_bin).split()
+    assert where.startswith(str(venv_bin.parent)) and version == __version__
+    # What the job keeps between pipelines: uv's cache, pruned to what uv built itself.
+    assert any((tmp_path / "uv-cache").iterdir())
+
+
+def test_uv_ignores_a_uv_toml_in_the_job_folder(sources: Sources, tmp_path: Path) -> None:
+    """A job's folder may hold files of a merge request: a uv.toml there that sends uv to
+    another index must not be read."""
+    install, _ = FORMS["local wheel"](sources)
+    venv_bin = uv_venv(tmp_path / "venv", sources.deps)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "uv.toml").write_text(
+        'index-url = "https://attacker.invalid/simple"\nno-build = true\n'
+    )
+    (folder / "pyproject.toml").write_text('[tool.uv]\nconstraint-dependencies = ["ci-mlops<0"]\n')
+    lines = install_commands(install, EXTRAS, installer="uv")
+    env = uv_env(venv_bin, tmp_path / "uv-cache")
+
+    result = subprocess.run(
+        ["sh", "-ec", "\n".join(lines)], env=env, cwd=folder, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert installed_in(venv_bin).split()[1] == __version__
+
+
+def write_lock(sources: Sources, folder: Path, *, tamper: bool = False) -> Path:
+    """A lock as `uv pip compile --generate-hashes` writes one, for the wheel: its one
+    requirement pinned by URL with the wheel's sha256 (the dependencies, installed
+    already, are left out; a real lock lists them too)."""
+    digest = hashlib.sha256(sources.wheel.read_bytes()).hexdigest()
+    if tamper:
+        digest = digest[::-1]
+    lock = folder / "requirements.lock"
+    lock.write_text(
+        f"ci-mlops[{','.join(EXTRAS)}] @ {sources.wheel.as_uri()} \\\n    --hash=sha256:{digest}\n"
+    )
+    return lock
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_lock_installs_only_with_matching_hashes(
+    sources: Sources, tmp_path: Path, installer: str
+) -> None:
+    make_venv = uv_venv if installer == "uv" else fresh_venv
+    results = {}
+    for tamper in (False, True):
+        folder = tmp_path / ("tampered" if tamper else "good")
+        folder.mkdir()
+        venv_bin = make_venv(folder / "venv", sources.deps)
+        lock = write_lock(sources, folder, tamper=tamper)
+        # The install setting is ignored when there is a lock: an index that does not
+        # exist proves it.
+        lines = install_commands(
+            "--index-url https://nowhere.invalid/simple ci-mlops[{extras}]",
+            EXTRAS,
+            "requirements-that-do-not-exist.txt",
+            installer=installer,
+            lock=str(lock),
+        )
+        env = (
+            uv_env(venv_bin, folder / "uv-cache")
+            if installer == "uv"
+            else pip_env(venv_bin, PIP_NO_INDEX="1")
+        )
+        results[tamper] = (run_lines(lines, env), venv_bin, lines)
+
+    good, venv_bin, lines = results[False]
+    assert good.returncode == 0, f"{lines}\n{good.stdout}\n{good.stderr}"
+    assert any("--require-hashes --no-deps -r" in line for line in lines)
+    assert installed_in(venv_bin).split()[1] == __version__
+    tampered, venv_bin, _ = results[True]
+    assert tampered.returncode != 0
+    assert "hash" in (tampered.stdout + tampered.stderr).lower()
+    assert not list(next(venv_bin.parent.glob("lib/python*/site-packages")).glob("ci_mlops*"))

@@ -23,7 +23,7 @@ from ci_mlops.spec.model import Spec
 EXTRAS = {
     "data-test": "data",
     "train": "",
-    "evaluate": "ml,{platform}",
+    "evaluate": "ml,plots,{platform}",
     "export": "onnx,ml",
     "report": "{platform}",
     "deploy": "{platform},sign,serve",
@@ -50,6 +50,8 @@ DEPLOY_LINE = re.compile(
 )
 ISOLATED = "python -I -m ci_mlops "
 PIP = ["python", "-I", "-m", "pip", "install"]
+# The uv release jobs install when the spec's installer is uv; written out, as EXTRAS are.
+UV_PIN = "uv==0.13.8"
 WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy", "image")}
 # The one system install a job may run: buildah, for the GitLab image job (the spec's
 # Python image has none; GitHub's runners do).
@@ -126,8 +128,22 @@ def _extras(spec: Spec, platform: str) -> set[str]:
 
 
 def pip_lines(spec: Spec, platform: str) -> set[str]:
-    """Every pip line a job of ``spec`` may run: ci-mlops with each kind's extras, and the
-    project's requirements."""
+    """Every install line a job of ``spec`` may run: ci-mlops with each kind's extras, and
+    the project's requirements, or the lock; by pip, or by uv after pip installed it."""
+    lines = _pip_lines(spec, platform)
+    if spec.runtime.lock:
+        lines.add(shlex.join([*PIP, "--require-hashes", "--no-deps", "-r", spec.runtime.lock]))
+    if spec.runtime.installer == "pip":
+        return lines
+    # uv's line: the same arguments after its fixed head, which names the interpreter by
+    # the path of `python` and reads no configuration file of the job's folder.
+    uv_head = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
+    pip_head = shlex.join(PIP) + " "
+    uv = {uv_head + line.removeprefix(pip_head) for line in lines}
+    return uv | {shlex.join([*PIP, UV_PIN]), "python -I -m uv cache prune --ci"}
+
+
+def _pip_lines(spec: Spec, platform: str) -> set[str]:
     install = spec.runtime.install
     out = set()
     for extras in _extras(spec, platform):
@@ -191,8 +207,6 @@ def gitlab_problems(text: str, spec: Spec, mode: str) -> list[str]:
             continue
         if (path[-1] == "if" and "rules" in path) or path[1:2] in (("script",), ("before_script",)):
             continue  # rules:if reads only predefined variables; scripts are checked above
-        if path[-2:] == ("variables", "PIP_CACHE_DIR") and leaf == "$CI_PROJECT_DIR/.cache/pip":
-            continue
         if mode == "include" and path[-1] == "component":
             continue  # the component address: $CI_SERVER_FQDN by default
         out.append(f"{'/'.join(map(str, path))}: GitLab expands variables in {leaf!r}")
@@ -264,6 +278,8 @@ GITHUB_EXPRESSIONS = re.compile(
     r"|ci-mlops-\$\{\{ github\.ref \}\}"
     r"|\$\{\{ github\.event_name == 'pull_request' \}\}"
     r"|ci-mlops-[a-z0-9-]+-model-\$\{\{ github\.run_id \}\}"
+    # uv's cache key: the requirements and lock files' digest.
+    r"|uv-3\.[0-9]+-[0-9a-f]{12}-\$\{\{ hashFiles\('[^']+'(?:, '[^']+')?\) \}\}"
     # The matrix layout: the plan job's outputs and schedule, the matrix they fill, and
     # names, paths and keys made of the matrix's model name.
     r"|\$\{\{ steps\.plan\.outputs\.[a-z0-9-]+ \}\}"

@@ -1,0 +1,350 @@
+"""What a generated pipeline costs on top of the work: ``ci-mlops run`` of the
+breast-cancer example against its default-branch GitLab pipeline run by gitlab-ci-local
+(shell executor), cold (empty installer cache) and warm (the cache the cold run left),
+with pip and with uv as ``runtime.installer``, all in one session.
+
+Each job starts from a fresh Python, as a job image gives one: the ``python`` the jobs
+find on PATH is a stand-in that creates a new virtualenv at the job's first call,
+holding nothing but pip (through a ``.pth`` line, as an image's Python holds it). So
+every job installs ci-mlops, its extras and the project's requirements for real, from
+PyPI, through the generated install lines, with this machine's pip configuration left
+out so that pip and uv read the same index. ci-mlops itself comes from a wheel of this
+working tree (``runtime.install``), as from a private index.
+
+The cold run is a new repository's first pipeline: gitlab-ci-local's cache store is
+empty, so the first job downloads everything and each later job restores what the jobs
+before it cached (the installer cache and, for training, the model folder), as on
+GitLab. The warm run is the same pipeline again.
+
+Per job the time splits into *setup* (gitlab-ci-local copying the project, restoring
+caches and artifacts, until the job's first line), *install* (the install lines) and
+*work* (the ``ci-mlops`` step, the training command inside it, and saving caches and
+artifacts), from gitlab-ci-local's timestamps.
+
+The same for the GitHub workflow run by act in host mode (``act``): a push to the
+default branch, cold (a new repository: act's cache server and the runner's home are
+empty) and warm (the same push again). setup-python's tool cache holds the same
+stand-in, so each job gets a fresh Python there too; act's jobs share one home folder,
+which is what restoring the one cache key in every job gives on GitHub.
+
+Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [gitlab] [act]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ci_mlops.local_ci import gitlab_ci_local_command, seconds  # noqa: E402
+from tests.e2e.harness import (  # noqa: E402
+    CI_MLOPS_CALLS,
+    SUMMARY,
+    make_project,
+    signing_variables,
+)
+from tests.fakes.env import start_gitlab  # noqa: E402
+from tests.helpers import cli_command, copy_example  # noqa: E402
+from tests.linters import GITLAB_CI_LOCAL  # noqa: E402
+
+EXAMPLE = "breast-cancer"
+STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
+INSTALLERS = ("pip", "uv")
+
+# The job image's python: a new virtualenv per job (its id is new in every pipeline),
+# with pip from a folder of its own. ``ci-mlops`` runs the script the job installed.
+PYTHON_SHIM = """#!/bin/sh
+env="$BENCH_JOB_PYTHONS/$CI_PIPELINE_ID-$CI_JOB_ID-$GITHUB_RUN_ID-$GITHUB_JOB"
+if [ ! -x "$env/bin/python" ]; then
+  "$BENCH_BASE_PYTHON" -m venv --without-pip "$env" >/dev/null || exit 1
+  for site in "$env"/lib/python*/site-packages; do echo "$BENCH_PIP_SITE" > "$site/image-pip.pth"; done
+fi
+exec {command} "$@"
+"""
+SHIMS = {"python": '"$env/bin/python"', "ci-mlops": '"$env/bin/ci-mlops"'}
+# setup-python asks `pip cache dir` where pip's cache is, for `cache: pip`.
+ACT_SHIMS = {**SHIMS, "pip": '"$env/bin/python" -m pip'}
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    total: float
+    setup: float  # until the first install line
+    install: float  # the install lines, until the ci-mlops step
+    work: float
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    jobs: list[Job]
+
+
+def job_image(
+    folder: Path, shims: Path | None = None, commands: dict[str, str] = SHIMS
+) -> tuple[Path, dict[str, str]]:
+    """The stand-in ``python``/``ci-mlops`` folder (``shims``) and the variables it reads."""
+    import pip
+
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    pip_site = folder / "image-pip"
+    # This environment's pip, as the image's: copied, nothing downloaded.
+    shutil.copytree(Path(pip.__file__).parent, pip_site / "pip")
+    shims = shims or folder / "image-bin"
+    shims.mkdir(parents=True)
+    for name, command in commands.items():
+        (shims / name).write_text(PYTHON_SHIM.replace("{command}", command))
+        (shims / name).chmod(0o755)
+    pythons = folder / "job-pythons"
+    pythons.mkdir()
+    return shims, {
+        "BENCH_JOB_PYTHONS": str(pythons),
+        "BENCH_BASE_PYTHON": str(base),
+        "BENCH_PIP_SITE": str(pip_site),
+    }
+
+
+def build_wheel(folder: Path) -> Path:
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*build, "-w", str(folder), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = folder.glob("ci_mlops-*.whl")
+    return wheel
+
+
+def job_env(shims: Path, image: dict[str, str]) -> dict[str, str]:
+    """The runner's environment: no pip or uv setting of this machine, so both read
+    PyPI; the job image's python first on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "UV_")) and k != "VIRTUAL_ENV"
+    }
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin]
+    return (
+        env
+        | image
+        | {
+            "PATH": os.pathsep.join([str(shims), *path]),
+            "PIP_CONFIG_FILE": os.devnull,
+        }
+    )
+
+
+def parse(stdout: str) -> list[Job]:
+    """Each job's total from the summary; the first line of its before_script and of its
+    ci-mlops step from the timestamps."""
+    first_line: dict[str, float] = {}
+    first_step: dict[str, float] = {}
+    for line in stdout.splitlines():
+        match = STEP_LINE.match(line)
+        if not match or match.group(4) != "$":
+            continue
+        at, name, text = seconds(match.group(1), match.group(2)), match.group(3), match.group(5)
+        first_line.setdefault(name, at)
+        if text.startswith(CI_MLOPS_CALLS):
+            first_step.setdefault(name, at)
+    jobs = []
+    for line in stdout.splitlines():
+        match = SUMMARY.match(line)
+        if match:
+            _, value, unit, name = match.groups()
+            total = seconds(value, unit)
+            setup, step = first_line.get(name, 0.0), first_step.get(name, total)
+            jobs.append(Job(name, total, setup, step - setup, total - step))
+    return jobs
+
+
+def pipeline(project_dir: Path, env: dict[str, str], variables: dict[str, str]) -> Run:
+    home = project_dir.parent / "gcl-home"
+    home.mkdir(exist_ok=True)
+    cmd = gitlab_ci_local_command(GITLAB_CI_LOCAL, home, variables)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=project_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    jobs = parse(proc.stdout)
+    if proc.returncode != 0 or not jobs or any(not j.name for j in jobs):
+        raise SystemExit(f"pipeline failed:\n{(proc.stdout + proc.stderr)[-6000:]}")
+    return Run(wall, jobs)
+
+
+def local_run(folder: Path) -> float:
+    """Seconds of the first ``ci-mlops run`` in a fresh copy of the example: data test,
+    training, evaluation, export, report, the pre-deploy check and the staging deploy,
+    in this environment, where everything is installed (a developer's machine)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [*cli_command(), "run"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"ci-mlops run failed:\n{proc.stdout}{proc.stderr}")
+    return time.perf_counter() - start
+
+
+def bench(installer: str, tmp: Path, wheel: Path, api_vars: dict[str, str]) -> tuple[Run, Run]:
+    shims, image = job_image(tmp / f"image-{installer}")
+
+    def choose(data: dict[str, object]) -> None:
+        runtime = data.setdefault("runtime", {})
+        assert isinstance(runtime, dict)
+        runtime["installer"] = installer
+
+    project = make_project(
+        EXAMPLE, tmp / f"project-{installer}", install=f"{wheel}[{{extras}}]", change=choose
+    )
+    project.commit("train.py", "# tuned\n", "tune the model")
+    env = job_env(shims, image)
+    cold = pipeline(project.path, env, api_vars)
+    warm = pipeline(project.path, env, api_vars)
+    return cold, warm
+
+
+def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
+    print(
+        f"\n{label}: cold {cold.wall:.1f} s ({cold.wall / baseline:.2f}x), "
+        f"warm {warm.wall:.1f} s ({warm.wall / baseline:.2f}x)"
+    )
+    print("| job | cold: total | setup | install | work | warm: total | setup | install | work |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    warm_jobs = {j.name: j for j in warm.jobs}
+    for j in cold.jobs:
+        w = warm_jobs.get(j.name)
+        right = (
+            f"{w.total:.1f} s | {w.setup:.1f} s | {w.install:.1f} s | {w.work:.1f} s"
+            if w
+            else "| | |"
+        )
+        print(
+            f"| `{j.name}` | {j.total:.1f} s | {j.setup:.1f} s | {j.install:.1f} s "
+            f"| {j.work:.1f} s | {right} |"
+        )
+    for label, run in (("cold", cold), ("warm", warm)):
+        jobs = sum(j.total for j in run.jobs)
+        installs = sum(j.install for j in run.jobs)
+        setups = sum(j.setup for j in run.jobs)
+        works = sum(j.work for j in run.jobs)
+        print(
+            f"{label}: jobs {jobs:.1f} s = setup {setups:.1f} s + install {installs:.1f} s "
+            f"+ work {works:.1f} s; the runner outside jobs {run.wall - jobs:.1f} s"
+        )
+
+
+# --- GitHub, through act -----------------------------------------------------------
+
+
+def act_tools(folder: Path, wheel: Path) -> tuple[Any, dict[str, str]]:
+    """act's set-up with a tool cache whose Python is the stand-in."""
+    from tests.e2e.act_harness import ActTools, make_act_tools
+
+    shared = make_act_tools(folder / "act")
+    version = ".".join(map(str, sys.version_info[:3]))
+    tool_cache = folder / "tool-cache"
+    home = tool_cache / "Python" / version
+    _, image = job_image(folder / "image", home / "x64" / "bin", ACT_SHIMS)
+    (home / "x64.complete").write_text("")
+    pip_cache = folder / "pip-cache"
+    pip_cache.mkdir()
+    return ActTools(shared.actions, tool_cache, wheel, pip_cache), image
+
+
+def act_bench(installer: str, tmp: Path, wheel: Path) -> tuple[Run, Run]:
+    from tests.e2e.act_harness import new_repository, push_event, run_workflow, step_seconds
+    from tests.fakes.env import start_github
+
+    tools, image = act_tools(tmp / f"act-{installer}", wheel)
+    api = start_github()
+    try:
+        repository = new_repository(
+            tmp / f"gh-{installer}",
+            tools,
+            api,
+            change=lambda d: d["runtime"].update(installer=installer),
+        )
+        repository.project.commit("train.py", "# tuned\n", "tune the model")
+        env = job_env(Path(os.devnull), image)
+        env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
+        env["PIP_CACHE_DIR"] = str(tools.pip_cache)
+        runs = []
+        for n in (1, 2):
+            run = run_workflow(
+                repository.project,
+                tools,
+                api,
+                "push",
+                push_event(api),
+                run_id=8000 + n,
+                base_env=env,
+            )
+            if run.code != 0 or run.failed():
+                raise SystemExit(f"workflow failed:\n{run.explain()}")
+            jobs = [
+                Job(
+                    job,
+                    sum(kinds.values()),
+                    kinds.get("act", 0.0) + kinds.get("python", 0.0) + kinds.get("artifacts", 0.0),
+                    kinds.get("install", 0.0),
+                    kinds.get("work", 0.0),
+                )
+                for job, kinds in step_seconds(run.output).items()
+            ]
+            runs.append(Run(run.wall_seconds, jobs))
+    finally:
+        api.stop()
+    return runs[0], runs[1]
+
+
+def main() -> None:
+    installers = [a for a in sys.argv[1:] if a in INSTALLERS] or list(INSTALLERS)
+    platforms = [a for a in sys.argv[1:] if a in ("gitlab", "act")] or ["gitlab", "act"]
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
+        print(f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s", flush=True)
+        wheel = build_wheel(tmp / "wheel")
+        if "gitlab" in platforms:
+            api = start_gitlab()
+            try:
+                api_vars = {
+                    "GITLAB_CI": "true",
+                    "CI_API_V4_URL": f"{api.origin}/api/v4",
+                    "CI_PROJECT_ID": api.project_id,
+                    "CI_JOB_TOKEN": api.job_token,
+                    "CI_PIPELINE_SOURCE": "push",
+                    **signing_variables("push"),
+                }
+                for installer in installers:
+                    cold, warm = bench(installer, tmp, wheel, api_vars)
+                    table(f"GitLab, {installer}", cold, warm, baseline)
+            finally:
+                api.stop()
+        if "act" in platforms:
+            for installer in installers:
+                cold, warm = act_bench(installer, tmp, wheel)
+                table(f"GitHub (act), {installer}", cold, warm, baseline)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
