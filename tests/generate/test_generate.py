@@ -344,7 +344,7 @@ def test_evaluate_installs_the_shap_extra_only_for_scikit_learn_shap_values(
 
     jobs = {j.key: j.extras("gitlab") for j in build_plan(load_spec(spec_file)).jobs()}
 
-    assert jobs["breast-cancer:evaluate"] == ("ml", "gitlab", "shap")
+    assert jobs["breast-cancer:evaluate"] == ("ml", "plots", "gitlab", "shap")
     assert [k for k, extras in jobs.items() if "shap" in extras] == ["breast-cancer:evaluate"]
 
 
