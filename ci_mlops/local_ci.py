@@ -355,21 +355,9 @@ def run_gitlab(
     path = f"{job_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     full_env = {**os.environ, **pip_settings(), **(env or {})}
     full_env |= {"PATH": path, "VIRTUAL_ENV": str(job_bin.parent)}
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        cwd=folder,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc, seconds = _timed_run(cmd, folder, full_env, timeout)
     output = proc.stdout + proc.stderr
-    return LocalRun(
-        folder, proc.returncode, output, time.perf_counter() - start, parse_summary(proc.stdout)
-    )
+    return LocalRun(folder, proc.returncode, output, seconds, parse_summary(proc.stdout))
 
 
 def parse_summary(stdout: str) -> dict[str, JobResult]:
@@ -534,20 +522,9 @@ def run_act(
         **(env or {}),
     }
     full_env.pop("VIRTUAL_ENV", None)  # setup-python's python comes first on PATH
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd,
-        cwd=folder,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    wall = time.perf_counter() - start
+    proc, seconds = _timed_run(cmd, folder, full_env, timeout)
     jobs = act_jobs(proc.stdout, state / "logs")
-    return LocalRun(folder, proc.returncode, proc.stdout + proc.stderr, wall, jobs)
+    return LocalRun(folder, proc.returncode, proc.stdout + proc.stderr, seconds, jobs)
 
 
 # act's job results, as try prints them
@@ -744,3 +721,22 @@ def report(run: LocalRun) -> int:
     if all(j.status == "SKIP" for j in run.jobs.values()):
         raise CheckFailed(f"no job ran (exit code {run.code}): the runner's output is above")
     raise CheckFailed(f"the run failed (exit code {run.code}) with no job failed")
+
+
+def _timed_run(
+    cmd: list[str], folder: Path, env: Mapping[str, str], timeout: float | None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a local CI runner in ``folder`` with no stdin, its output captured; the
+    finished process and its wall time in seconds."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd,
+        cwd=folder,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc, time.perf_counter() - start

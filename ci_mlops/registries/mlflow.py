@@ -224,21 +224,12 @@ class MlflowRegistry(Registry):
         """The metrics of the evaluation run the version's ``ci_mlops.evaluation_run``
         tag names (two calls: the version, the run); a version published without
         tracking has no such run, and then its metrics.json is read instead."""
-        client = self.connection.client
-        try:
-            found = self.call(
-                f"get_model_version({model.name}, {version})",
-                lambda: client.get_model_version(model.name, version),
-            )
-        except PlatformError as exc:
-            if error_code(exc) in _MISSING:
-                raise UsageError(self._not_there(model, version)) from None
-            raise
+        found = self._model_version(model, version)
         run_id = (found.tags or {}).get("ci_mlops.evaluation_run")
         if not run_id:
             return self._published_metrics(model, version, str(found.source))
         try:
-            run = self.call(f"get_run({run_id})", lambda: client.get_run(run_id))
+            run = self.call(f"get_run({run_id})", lambda: self.connection.client.get_run(run_id))
         except PlatformError as exc:
             # Evaluations may be tracked on another server than this registry.
             if error_code(exc) not in _MISSING:
@@ -287,9 +278,14 @@ class MlflowRegistry(Registry):
         return self._download(f"{self._source(model, version)}/{MANIFEST}", into)
 
     def _source(self, model: Model, version: str) -> str:
+        return str(self._model_version(model, version).source)
+
+    def _model_version(self, model: Model, version: str) -> Any:
+        """The MLflow model version ``version`` of ``model``; a UsageError naming it
+        when the registry does not hold it."""
         client = self.connection.client
         try:
-            found = self.call(
+            return self.call(
                 f"get_model_version({model.name}, {version})",
                 lambda: client.get_model_version(model.name, version),
             )
@@ -297,7 +293,6 @@ class MlflowRegistry(Registry):
             if error_code(exc) in _MISSING:
                 raise UsageError(self._not_there(model, version)) from None
             raise
-        return str(found.source)
 
     def _not_there(self, model: Model, version: str) -> str:
         return (
