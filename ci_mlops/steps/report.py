@@ -928,19 +928,25 @@ def _shap_section(data: Any, top_k: Any) -> str:
     if not top:
         return ""
     comparison = _mapping(data.get("comparison"))
-    ranks = _mapping(comparison.get("ranks"))
     rows = ["| rank | feature | mean \\|SHAP\\| | baseline rank |", "|---:|---|---:|---:|"]
     for index, feature in enumerate(top, 1):
-        before = _mapping(ranks.get(str(feature.get("name")))).get("baseline_rank")
-        shown = (
-            "—" if not comparison.get("baseline") else ("new" if before is None else text(before))
-        )
+        shown = _baseline_rank(comparison, feature)
         value = _fmt(_number(feature.get("mean_abs")))
         rows.append(f"| {index} | {code(feature.get('name', '?'))} | {value} | {shown} |")
     method = f"{text(data.get('method', 'TreeSHAP'))} on {text(data.get('rows', '?'))} rows"
     parts = ["\n".join(rows), *_importance_moves(comparison), f"<sub>{method}</sub>"]
     # The summary line is raw HTML, where Markdown escapes do not apply: no names.
     return _details(f"<b>Mean |SHAP| per feature</b> (top {len(top)})", "\n\n".join(parts))
+
+
+def _baseline_rank(comparison: Mapping[str, Any], feature: Mapping[str, Any]) -> str:
+    """A feature's rank in the baseline's run: "—" without a baseline, "new" when the
+    baseline did not rank it."""
+    if not comparison.get("baseline"):
+        return "—"
+    ranks = _mapping(comparison.get("ranks"))
+    before = _mapping(ranks.get(str(feature.get("name")))).get("baseline_rank")
+    return "new" if before is None else text(before)
 
 
 def _permutation_section(data: dict[str, Any]) -> str:
@@ -951,13 +957,9 @@ def _permutation_section(data: dict[str, Any]) -> str:
         return ""
     metric = str(data.get("metric", "metric"))
     comparison = _mapping(data.get("comparison"))
-    ranks = _mapping(comparison.get("ranks"))
     rows = ["| rank | feature | importance | baseline rank |", "|---:|---|---:|---:|"]
     for index, feature in enumerate(top, 1):
-        before = _mapping(ranks.get(str(feature.get("name")))).get("baseline_rank")
-        shown = (
-            "—" if not comparison.get("baseline") else ("new" if before is None else text(before))
-        )
+        shown = _baseline_rank(comparison, feature)
         mean, std = _number(feature.get("mean")), _number(feature.get("std"))
         spread = f" ± {std:.2g}" if std else ""
         rows.append(
