@@ -62,10 +62,21 @@ def tried() -> Iterator[tuple[Path, str, bytes, str]]:
         root = committed_repo(base / "repo")
         spec, before = (root / "mlops.yaml").read_bytes(), refs(root)
         result = run_cli("try", cwd=root, env=TRY_ENV, timeout=1200)
-        assert result.code == 0, result.output
+        assert result.code == 0, failed_logs(result.output)
         yield root, result.stdout, spec, before
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def failed_logs(output: str, lines: int = 60) -> str:
+    """``try``'s output with the end of each failed job's log it names: the logs live in
+    the fixture's folder, which is removed afterwards."""
+    parts = [output]
+    for match in re.finditer(r"^\s*log of (\S+): (.+)$", output, re.MULTILINE):
+        log = Path(match.group(2).strip())
+        tail = log.read_text(errors="replace").splitlines()[-lines:] if log.is_file() else []
+        parts.append(f"--- {match.group(1)} ({log}) ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 @pytest.mark.slow
@@ -259,7 +270,7 @@ def tried_github(act_tools: ActTools) -> Iterator[tuple[Path, str, str, bytes, s
         root = committed_repo(base / "repo")
         spec, before = (root / "mlops.yaml").read_bytes(), refs(root)
         stdout, stderr, code = try_github(root, act_tools.actions)
-        assert code == 0, stdout + stderr
+        assert code == 0, failed_logs(stdout + stderr)
         yield root, stdout, stderr, spec, before
     finally:
         shutil.rmtree(base, ignore_errors=True)
