@@ -14,8 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from ci_mlops.generate.matrix import CHILD_FILE, GITLAB_PLAN, GITLAB_TRIGGER
-from tests.e2e.act_harness import ActTools, new_repository, pr_event
+from ci_mlops.generate.github import REUSABLE_FILE
+from ci_mlops.generate.matrix import CALLS, CHILD_FILE, GITLAB_PLAN, GITLAB_TRIGGER
+from tests.e2e.act_harness import (
+    TEMPLATES_SHA,
+    ActTools,
+    GitHubRepository,
+    WorkflowRun,
+    new_repository,
+    pr_event,
+)
 from tests.e2e.harness import Project, make_project, run_pipeline, safe_job_name
 from tests.e2e.test_gitlab_pipelines import ci_variables
 from tests.fakes.env import GITLAB_TOKEN, start_github
@@ -189,10 +197,16 @@ def github_api() -> Iterator[FakeGitHub]:
     api.stop()
 
 
-def test_github_matrix_runs_one_leg_per_job_for_the_touched_model(
-    tmp_path: Path, act_tools: ActTools, github_api: FakeGitHub
-) -> None:
-    repository = new_repository(tmp_path, act_tools, github_api, change=three_models)
+PR_NUMBER = 8
+
+
+def github_monorepo(
+    tmp_path: Path, tools: ActTools, api: FakeGitHub, *, include: bool = False
+) -> tuple[GitHubRepository, dict[str, Any]]:
+    """The three-model repository on the fake GitHub, on a branch that changes the
+    touched model's script, and the pull request event of that branch (its base the
+    default branch's head, which the plan job measures the change from)."""
+    repository = new_repository(tmp_path, tools, api, include=include, change=three_models)
     project = repository.project
     for name in MODELS:
         shutil.copy(project.path / "train.py", project.path / script(name))
@@ -201,8 +215,23 @@ def test_github_matrix_runs_one_leg_per_job_for_the_touched_model(
     base = base_sha(project)
     project.branch("tune-b")
     project.commit(script(TOUCHED), "# tuned\n", "tune one model")
-    event = pr_event(github_api, 8)
+    event = pr_event(api, PR_NUMBER)
     event["pull_request"]["base"]["sha"] = base
+    return repository, event
+
+
+def assert_touched_model_commented(api: FakeGitHub, run: WorkflowRun) -> None:
+    """The report of the touched model, and no other, reached the pull request."""
+    (comment,) = api.comments[PR_NUMBER]
+    assert comment["body"].startswith(f"<!-- ci-mlops:report model={TOUCHED} -->")
+    assert f"/actions/runs/{run.run_id}" in comment["body"]
+    assert api.workflow_token not in run.output
+
+
+def test_github_matrix_runs_one_leg_per_job_for_the_touched_model(
+    tmp_path: Path, act_tools: ActTools, github_api: FakeGitHub
+) -> None:
+    repository, event = github_monorepo(tmp_path, act_tools, github_api)
 
     run = repository.run("pull_request", event, branch="tune-b")
 
@@ -212,17 +241,69 @@ def test_github_matrix_runs_one_leg_per_job_for_the_touched_model(
     # Each matrix job ran one leg, for the touched model; no other model's leg started.
     assert legs_run(run.output) == sorted((k, TOUCHED) for k in MR_JOBS), run.explain()
     assert run.artifact_json(f"{TOUCHED}-evaluate", "gates.json")["passed"] is True
-    assert github_api.workflow_token not in run.output
+    assert_touched_model_commented(github_api, run)
 
 
-def legs_run(output: str) -> list[tuple[str, str]]:
-    """The matrix legs act finished, as (job id, model), from its JSON log."""
+def test_github_include_mode_matrix_calls_the_reusable_workflow_for_the_touched_model(
+    tmp_path: Path, act_tools: ActTools, github_api: FakeGitHub
+) -> None:
+    # The caller runs as generated; only the reusable workflow it pins
+    # (ci-mlops/ci-mlops/.github/workflows/mlops.yml@<sha>) comes from this working tree,
+    # through act's --local-repository, as in the per-model include-mode scenario.
+    repository, event = github_monorepo(tmp_path, act_tools, github_api, include=True)
+    caller = yaml.safe_load(
+        (repository.project.path / ".github" / "workflows" / "mlops.yml").read_text("utf-8")
+    )
+    assert set(caller["jobs"]) == {"ci-mlops-validate", "plan", CALLS}
+    assert caller["jobs"][CALLS]["uses"] == f"ci-mlops/ci-mlops/{REUSABLE_FILE}@{TEMPLATES_SHA}"
+
+    run = repository.run("pull_request", event, branch="tune-b")
+
+    assert run.code == 0, run.explain()
+    assert run.failed() == [], run.explain()
+    assert sorted(run.jobs) == sorted(["ci-mlops-validate", "plan", *MR_JOBS]), run.explain()
+    assert "1 of 3 models (bc-b)" in run.output, run.explain()
+    # One leg of the calling matrix job, for the touched model; no other model's leg
+    # started, and the reusable workflow's jobs ran for that model alone.
+    assert legs_run(run.output, finished=False) == [(CALLS, TOUCHED)], run.explain()
+    names = job_names(run.output)
+    for job in MR_JOBS:
+        assert names[job].startswith(f"{CALLS}/") and f"{TOUCHED}:" in names[job], names
+    assert run.artifacts is not None
+    made = {p.name for p in (run.artifacts / str(run.run_id)).iterdir()}
+    assert made == {f"{TOUCHED}-{k}" for k in MR_JOBS}, made
+    assert run.artifact_json(f"{TOUCHED}-evaluate", "gates.json")["passed"] is True
+    assert_touched_model_commented(github_api, run)
+
+
+def legs_run(output: str, *, finished: bool = True) -> list[tuple[str, str]]:
+    """The matrix legs act finished (or, ``finished=False``, started: act reports no
+    result for a job that calls a reusable workflow), as (job id, model), from its JSON
+    log."""
     legs = set()
+    for entry in log_entries(output):
+        if entry.get("matrix") and (entry.get("jobResult") or not finished):
+            legs.add((str(entry["jobID"]), str(entry["matrix"].get("model"))))
+    return sorted(legs)
+
+
+def job_names(output: str) -> dict[str, str]:
+    """Each finished job's id and the name act ran it under: a called workflow's job is
+    named after the calling job (``models/...``), with the model in its own name."""
+    return {
+        str(entry["jobID"]): str(entry["job"]).strip()
+        for entry in log_entries(output)
+        if entry.get("jobResult")
+    }
+
+
+def log_entries(output: str) -> list[dict[str, Any]]:
+    entries = []
     for line in output.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and entry.get("jobResult") and entry.get("matrix"):
-            legs.add((str(entry["jobID"]), str(entry["matrix"].get("model"))))
-    return sorted(legs)
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
