@@ -1,7 +1,8 @@
 """The matrix layout run for real: a repository of three models where a merge/pull
 request touches one. The plan job picks that model; on GitLab its child pipeline (the
 jobs written out, or includes of the pipeline component) runs just that model's jobs
-with gitlab-ci-local, on GitHub the matrix jobs run one leg each with act."""
+with gitlab-ci-local, on GitHub the matrix jobs (in include mode the one matrix job that
+calls the reusable workflow) run one leg each with act."""
 
 from __future__ import annotations
 
