@@ -24,6 +24,7 @@ from tests.e2e.act_harness import (
     WorkflowRun,
     new_repository,
     pr_event,
+    push_event,
 )
 from tests.e2e.harness import Project, make_project, run_pipeline, safe_job_name
 from tests.e2e.test_gitlab_pipelines import ci_variables
@@ -37,7 +38,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 EXAMPLE = "breast-cancer"
 MODELS = ("bc-a", "bc-b", "bc-c")
 TOUCHED = "bc-b"
-MR_JOBS = ("data-test", "train", "evaluate", "export", "report")
+CHANGE_JOBS = ("data-test", "train", "evaluate", "export")
+MR_JOBS = (*CHANGE_JOBS, "report")
 MR_IID = "7"
 # The component the generated child pipeline names, and where gitlab-ci-local finds it.
 RELEASED = "$CI_SERVER_FQDN/ci-mlops/ci-mlops/pipeline@0.1.0"
@@ -69,13 +71,18 @@ def monorepo(tmp_path: Path, **options: Any) -> Project:
     """The three-model repository on main, with a branch whose one commit changes the
     touched model's training script."""
     project = make_project(EXAMPLE, tmp_path, change=three_models, **options)
+    one_script_per_model(project)
+    project.branch("tune-b")
+    project.commit(script(TOUCHED), "# tuned\n", "tune one model")
+    return project
+
+
+def one_script_per_model(project: Project) -> None:
+    """Each model's training script, a copy of the example's, committed and pushed."""
     for name in MODELS:
         shutil.copy(project.path / "train.py", project.path / script(name))
     project.commit("train.py", "", "one training script per model")
     project.push()
-    project.branch("tune-b")
-    project.commit(script(TOUCHED), "# tuned\n", "tune one model")
-    return project
 
 
 def base_sha(project: Project) -> str:
@@ -209,10 +216,7 @@ def github_monorepo(
     default branch's head, which the plan job measures the change from)."""
     repository = new_repository(tmp_path, tools, api, include=include, change=three_models)
     project = repository.project
-    for name in MODELS:
-        shutil.copy(project.path / "train.py", project.path / script(name))
-    project.commit("train.py", "", "one training script per model")
-    project.push()
+    one_script_per_model(project)
     base = base_sha(project)
     project.branch("tune-b")
     project.commit(script(TOUCHED), "# tuned\n", "tune one model")
@@ -275,6 +279,32 @@ def test_github_include_mode_matrix_calls_the_reusable_workflow_for_the_touched_
     assert made == {f"{TOUCHED}-{k}" for k in MR_JOBS}, made
     assert run.artifact_json(f"{TOUCHED}-evaluate", "gates.json")["passed"] is True
     assert_touched_model_commented(github_api, run)
+
+
+def test_github_include_mode_matrix_retrains_only_the_model_a_dispatch_names(
+    tmp_path: Path, act_tools: ActTools, github_api: FakeGitHub
+) -> None:
+    """A run by hand asking to retrain one model: the plan job reads the request (the
+    caller passes it to the plan job as it passes it to the reusable workflow), so the
+    workflow is called for that model alone, which retrains although nothing changed
+    and deploys."""
+    repository = new_repository(tmp_path, act_tools, github_api, include=True, change=three_models)
+    one_script_per_model(repository.project)
+    requested = "bc-c"
+    event = {**push_event(github_api), "inputs": {"retrain": requested}}
+
+    run = repository.run("workflow_dispatch", event)
+
+    assert run.code == 0, run.explain()
+    assert run.failed() == [], run.explain()
+    assert f"1 of 3 models ({requested})" in run.output, run.explain()
+    assert legs_run(run.output, finished=False) == [(CALLS, requested)], run.explain()
+    deploys = ["deploy-staging", "deploy-production"]
+    assert sorted(run.jobs) == sorted(["ci-mlops-validate", "plan", *CHANGE_JOBS, *deploys])
+    assert run.artifact_json(f"{requested}-train", "train.json")["skipped"] is False
+    assert {d["task"] for d in github_api.deployments} == {f"deploy:{requested}"}
+    assert [r["tag_name"] for r in github_api.releases] == [f"{requested}-v1.0.0-run.{run.run_id}"]
+    assert github_api.workflow_token not in run.output
 
 
 def legs_run(output: str, *, finished: bool = True) -> list[tuple[str, str]]:
