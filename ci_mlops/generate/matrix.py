@@ -190,6 +190,10 @@ def github_caller(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
     call = doc["jobs"][plan.models[0].model.name]
     jobs = {k: v for k, v in doc["jobs"].items() if k not in names}
     jobs[GITHUB_PLAN] = github_plan_job(spec, plan, [CALLS])
+    # The caller has no workflow-level env (the reusable workflow takes the retrain
+    # request as an input), so the plan job is given it itself: without it a request to
+    # retrain one model reads as a run by hand and calls the workflow for every model.
+    jobs[GITHUB_PLAN]["env"]["MLOPS_RETRAIN"] = f"${{{{ {github.RETRAIN} }}}}"
     call["with"] |= {
         "model": MATRIX_MODEL,
         "schedule": "${{ matrix.schedule }}",

@@ -51,6 +51,7 @@ __all__ = [
     "ACTIONS_TGZ",
     "CRON",
     "MODEL",
+    "TEMPLATES_SHA",
     "ActTools",
     "GitHubRepository",
     "WorkflowRun",

@@ -100,6 +100,19 @@ def test_two_hundred_models_pass_schemas_zizmor_and_actionlint(
     assert sum(1 for k in child if k.startswith("model-")) == COUNT * 6
 
 
+def test_the_github_plan_job_reads_a_retrain_request_in_both_modes(many: Spec) -> None:
+    """Without the request a run by hand picks every model: inline the plan job reads
+    it from the workflow's env; the include-mode caller has none, so its plan job gets
+    the very expression the call of the reusable workflow gets."""
+    inline = load(render_files(many, platform="github")[GITHUB_FILE])
+    caller = load(render_files(many, platform="github", mode="include")[GITHUB_FILE])
+    asked = caller["jobs"]["models"]["with"]["retrain"]
+    assert "inputs.retrain" in asked and "client_payload.model" in asked
+    assert inline["env"]["MLOPS_RETRAIN"] == asked
+    assert "env" not in caller
+    assert caller["jobs"]["plan"]["env"]["MLOPS_RETRAIN"] == asked
+
+
 def test_a_change_to_one_models_files_selects_only_that_model(many: Spec) -> None:
     mr = Event(source="merge-request", default_branch=False, changed=("models/model-042/train.py",))
     assert picked(many, mr) == {"model-042": list(MR_JOBS)}
