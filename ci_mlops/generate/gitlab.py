@@ -445,7 +445,9 @@ def component_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
             "description": "A requirements file with hashes that jobs with a checkout install "
             "instead of install and requirements, or a folder of per-job locks ending in / "
             "(<folder><job>.txt, written by `ci-mlops lock`).",
-            "regex": "^[^$`'\"\\\\;&|<>]*$",
+            # As runtime.lock allows: no $ (GitLab would expand it in the variable that
+            # carries the value), no quotes or backslashes; the shell reads it quoted.
+            "regex": "^[^$`'\"\\\\]*$",
         },
         "tags": {"type": "array", "default": [], "description": "Runner tags."},
         "jobs": {
