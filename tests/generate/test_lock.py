@@ -272,3 +272,14 @@ def test_a_component_job_installs_its_own_lock_with_pip(
         assert result.returncode != 0
         assert "hash" in (result.stdout + result.stderr).lower()
         assert not [p for p in site_packages(venv_bin) if p.startswith(("ci_mlops", "click"))]
+
+
+def test_validate_names_a_missing_folder_of_locks(tmp_path: Path, wheel: Path) -> None:
+    path = project(tmp_path, wheel)  # runtime.lock: locks/, not written yet
+
+    result = run_cli("validate", cwd=path)
+
+    assert result.code == 2, result.output
+    assert "$.runtime.lock: folder not found: locks/ (write the locks with `ci-mlops lock`)" in (
+        result.output
+    )
