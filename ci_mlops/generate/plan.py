@@ -224,11 +224,6 @@ def templated_args(extras: tuple[str, ...]) -> str:
     return f'$(echo "$MLOPS_INSTALL" | sed "{fill}; s/ *@ */@/g")'
 
 
-def templated_pip_install(extras: tuple[str, ...]) -> str:
-    """The pip call of :func:`templated_args`."""
-    return f"{' '.join(PYTHON)} -m pip install {templated_args(extras)}"
-
-
 def templated_install(
     kind: str, extras: tuple[str, ...], *, requirements: bool, lock: bool
 ) -> list[str]:
