@@ -283,3 +283,31 @@ def test_validate_names_a_missing_folder_of_locks(tmp_path: Path, wheel: Path) -
     assert "$.runtime.lock: folder not found: locks/ (write the locks with `ci-mlops lock`)" in (
         result.output
     )
+
+
+def test_a_private_index_in_the_install_setting_is_written_into_the_locks(
+    tmp_path: Path, wheel: Path
+) -> None:
+    """ci-mlops from an index of its own (a PEP 503 folder holding the wheel), every
+    dependency from PyPI: the locks pin ci-mlops by the wheel's hash and name both
+    indexes, which the jobs' pip and uv then read from the lock."""
+    index = tmp_path / "simple"
+    (index / "ci-mlops").mkdir(parents=True)
+    (index / "ci-mlops" / "index.html").write_text(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
+    (index / "index.html").write_text('<a href="ci-mlops/">ci-mlops</a>\n')
+    install = (
+        f"--index-url {index.as_uri()} --extra-index-url https://pypi.org/simple "
+        "ci-mlops[{extras}]==0.1.0"
+    )
+    path = project(tmp_path / "project", wheel, install=install)
+
+    result = run_cli("lock", "--platform", "gitlab", cwd=path)
+
+    assert result.code == 0, result.output
+    lock = path / LOCKS / "validate.txt"
+    lines = lock.read_text("utf-8").splitlines()
+    assert f"--index-url {index.as_uri()}" in lines
+    assert "--extra-index-url https://pypi.org/simple" in lines
+    pinned = packages(lock)["ci-mlops"]
+    assert pinned.startswith("ci-mlops==0.1.0 ")
+    assert f"--hash=sha256:{sha256_file(wheel)}" in pinned
