@@ -284,3 +284,19 @@ def test_per_job_locks_inline_each_job_installs_its_own(per_job_locks: Path) -> 
     )
     workflow = per_job_locks / ".github/workflows/mlops.yml"
     assert zizmor_findings([workflow]) == [] and actionlint_findings([workflow]) == []
+
+
+def test_per_job_locks_in_the_matrix_layout(tmp_path: Path) -> None:
+    """The plan job installs ci-mlops alone, as validate does: validate's lock; each
+    matrix job its kind's."""
+    project = project_with(tmp_path, lock=LOCKS, layout="matrix")
+    gitlab = load(project / ".gitlab-ci.yml")
+    assert gitlab["ci-mlops:plan"]["before_script"] == [
+        f"python -I -m pip install --require-hashes --no-deps -r {LOCKS}validate.txt"
+    ]
+    jobs = load(project / ".github/workflows/mlops.yml")["jobs"]
+    for job, kind in (("plan", "validate"), ("evaluate", "evaluate"), ("train", "train")):
+        (install,) = (s for s in jobs[job]["steps"] if s.get("name") == "Install ci-mlops")
+        assert install["run"] == (
+            f"python -I -m pip install --require-hashes --no-deps -r {LOCKS}{kind}.txt"
+        ), job
