@@ -213,6 +213,8 @@ def _uv_cache(job: Job, v: Values) -> dict[str, Any]:
     The reusable workflow learns these at run time: its key names the release, and its
     step runs only when the installer input is uv."""
     if v.reusable:
+        # hashFiles skips an empty pattern (an input left empty) and hashes every file
+        # under a folder (a folder of per-job locks): @actions/glob, which it runs.
         prefix = f"uv-{v.python}-ci-mlops-{__version__}-"
         key = prefix + "${{ hashFiles(inputs.requirements, inputs.lock) }}"
         step = {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
