@@ -245,6 +245,55 @@ def generate(
     return generate_files(spec, platform=platform, mode=mode, check=check, output=output)
 
 
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--platform",
+    type=click.Choice([*CI_PLATFORM_NAMES, "all"]),
+    default="all",
+    show_default=True,
+    help="Whose jobs the locks serve: all holds both platforms' clients (one set of locks "
+    "for both pipelines); gitlab or github leaves the other's out.",
+)
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 when a lock is missing or stale."
+)
+@click.option(
+    "--upgrade", is_flag=True, help="Take the newest versions, not those the locks pin now."
+)
+@common
+def lock(spec_path: Path, debug: bool, platform: str, check: bool, upgrade: bool) -> int:
+    """Write the hashed locks that runtime.lock names, with uv.
+
+    A lock pins every package a job installs, each with its hashes; jobs with a checkout
+    install it with pip's (or uv's) --require-hashes --no-deps instead of runtime.install
+    and runtime.requirements, so a pipeline installs the same files every time and a
+    changed file on the index installs nothing.
+
+    \b
+    runtime.lock: requirements.lock   one lock with what every job needs
+    runtime.lock: locks/              one lock per kind of job, locks/<job>.txt
+                                      (validate, data-test, train, evaluate, ...), so a
+                                      job installs only its own set
+
+    Each lock holds ci-mlops with the job's extras (from runtime.install, which must name
+    a version on an index or a wheel file) and, for jobs that run your code, your
+    requirements, resolved by `uv pip compile --generate-hashes` for runtime.python on
+    Linux. Versions the locks pin already are kept unless --upgrade: running it again
+    changes a lock only when what it must hold changed. Needs uv (`pip install uv`).
+
+    \b
+    Examples:
+      ci-mlops lock                  # write or update the locks
+      ci-mlops lock --check          # in CI: exit 1 when a lock is stale
+      ci-mlops lock --upgrade        # newest versions
+    """
+    from ci_mlops.generate.lock import write_locks
+
+    spec = _load(spec_path, check_files=False)
+    platforms = tuple(CI_PLATFORM_NAMES) if platform == "all" else (platform,)
+    return write_locks(spec, platforms=platforms, check=check, upgrade=upgrade)
+
+
 @main.command("plan", context_settings=CONTEXT)
 @click.option(
     "--platform",

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ci_mlops.generate.gitlab import command_line
+from ci_mlops import __version__
+from ci_mlops.generate.gitlab import command_line, installer_inputs
 from ci_mlops.generate.kinds import (
     KINDS,
     JobKind,
@@ -30,8 +31,9 @@ from ci_mlops.generate.plan import (
     ModelPlan,
     Plan,
     install_commands,
+    lock_file,
     snapshot_spec_path,
-    templated_pip_install,
+    templated_install,
 )
 from ci_mlops.spec.model import Spec
 
@@ -165,14 +167,19 @@ _TRIGGER_CONDITIONS: dict[Trigger, Callable[[str, str, Values], str]] = {
 def _install_step(job: Job, v: Values) -> dict[str, Any]:
     extras = job.extras("github")
     env: dict[str, str] = {}
+    checks_out = job.descriptor.checks_out(PLATFORM)
     if v.reusable:
-        lines = ["set -f", templated_pip_install(extras)]
+        # One call for ci-mlops and the project's requirements, as inline; the installer
+        # and the lock are inputs, read by the shell from the step's environment.
+        lines = templated_install(
+            job.kind, extras, requirements=job.runs_user_code, lock=checks_out
+        )
         env["MLOPS_INSTALL"] = v.install
+        env["MLOPS_INSTALLER"] = v.installer
+        if checks_out:
+            env["MLOPS_LOCK"] = v.lock or ""
         if job.runs_user_code:
             env["MLOPS_REQUIREMENTS"] = v.requirements or ""
-            lines.append(
-                'if [ -n "$MLOPS_REQUIREMENTS" ]; then python -I -m pip install -r "$MLOPS_REQUIREMENTS"; fi'
-            )
     else:
         # One call for ci-mlops and the project's requirements, as on GitLab: one
         # resolution, one start-up. A job with a checkout installs the lock instead.
@@ -181,7 +188,7 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
             extras,
             v.requirements if job.runs_user_code else None,
             installer=v.installer,
-            lock=v.lock if job.descriptor.checks_out(PLATFORM) else None,
+            lock=lock_file(v.lock, job.kind) if checks_out else None,
         )
     step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
     if env:
@@ -194,18 +201,27 @@ def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     # Jobs with a write token use no cache, so a cache filled by a job that ran
     # pull-request code cannot reach a release or a comment.
     if job.descriptor.checks_out(PLATFORM) and v.installer == "pip" and not v.reusable:
-        files = [f for f in (v.requirements, v.lock) if f]
+        files = [f for f in (v.requirements, lock_file(v.lock, job.kind)) if f]
         if files:
             step["with"].update({"cache": "pip", "cache-dependency-path": "\n".join(files)})
     return step
 
 
-def _uv_cache(v: Values) -> dict[str, Any]:
+def _uv_cache(job: Job, v: Values) -> dict[str, Any]:
     """uv's cache (setup-python caches pip's only), keyed like GitLab's: Python, the
-    install setting with its pinned versions, the uv release, the requirements files."""
+    install setting with its pinned versions, the uv release, the requirements files.
+    The reusable workflow learns these at run time: its key names the release, and its
+    step runs only when the installer input is uv."""
+    if v.reusable:
+        # hashFiles skips an empty pattern (an input left empty) and hashes every file
+        # under a folder (a folder of per-job locks): @actions/glob, which it runs.
+        prefix = f"uv-{v.python}-ci-mlops-{__version__}-"
+        key = prefix + "${{ hashFiles(inputs.requirements, inputs.lock) }}"
+        step = {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
+        return {"if": "inputs.installer == 'uv'", **step}
     basis = "\n".join([v.install, UV_REQUIREMENT])
     prefix = f"uv-{v.python}-{hashlib.sha256(basis.encode()).hexdigest()[:12]}-"
-    files = ", ".join(f"'{f}'" for f in (v.requirements, v.lock) if f)
+    files = ", ".join(f"'{f}'" for f in (v.requirements, lock_file(v.lock, job.kind)) if f)
     key = prefix + (f"${{{{ hashFiles({files}) }}}}" if files else "")
     return {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
 
@@ -261,8 +277,8 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     if not isolated:
         steps.append({"uses": CHECKOUT, "with": {"persist-credentials": False}})
     steps.append(_setup_python(job, v))
-    if not isolated and v.installer == "uv" and not v.reusable:
-        steps.append(_uv_cache(v))
+    if not isolated and (v.installer == "uv" or v.reusable):
+        steps.append(_uv_cache(job, v))
     if job.descriptor.model_cache:
         steps.append(_model_cache(v))
     if isolated:
@@ -430,6 +446,8 @@ def reusable_values(spec: Spec) -> Values:
         runs_on="${{ inputs.runs-on }}",
         default_branch="",
         reusable=True,
+        installer="${{ inputs.installer }}",
+        lock="${{ inputs.lock }}",
         switches="inputs",
     )
 
@@ -461,6 +479,15 @@ def reusable_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
             rt.install, "pip arguments that install ci-mlops; {extras} is replaced per job."
         ),
         "requirements": text("", "Your requirements file, if any."),
+        "installer": text(
+            "pip", "What installs ci-mlops and your requirements: pip, or uv (installed with pip)."
+        ),
+        "lock": text(
+            "",
+            "A requirements file with hashes that jobs with a checkout install instead of "
+            "install and requirements, or a folder of per-job locks ending in / "
+            "(<folder><job>.txt, written by `ci-mlops lock`).",
+        ),
         "runs-on": text(rt.runs_on, "Runner label."),
         "default-branch": text(rt.default_branch, "The branch that deploys."),
         "schedule": text(
@@ -525,6 +552,7 @@ def render_caller(spec: Spec, plan: Plan, workflow_file: str = REUSABLE_FILE) ->
                 "python-version": rt.python,
                 "install": rt.install,
                 "requirements": rt.requirements or "",
+                **installer_inputs(spec),
                 "runs-on": rt.runs_on,
                 "default-branch": rt.default_branch,
                 "schedule": mp.schedule or "",

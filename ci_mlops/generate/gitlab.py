@@ -18,8 +18,9 @@ from ci_mlops.generate.plan import (
     ModelPlan,
     Plan,
     install_commands,
+    lock_file,
     snapshot_spec_path,
-    templated_pip_install,
+    templated_install,
 )
 from ci_mlops.spec.model import Spec
 
@@ -140,17 +141,15 @@ def install_lines(job: Job, v: Values) -> list[str]:
     installs the lock instead, when the spec has one."""
     extras = job.extras("gitlab")
     user_code = job.runs_user_code and bool(v.requirements)
+    checks_out = job.descriptor.checks_out(PLATFORM)
     if v.component:
-        line = templated_pip_install(extras)
-        if user_code:
-            line += ' ${MLOPS_REQUIREMENTS:+-r "$MLOPS_REQUIREMENTS"}'
-        return ["set -f", line]
+        return templated_install(job.kind, extras, requirements=user_code, lock=checks_out)
     return install_commands(
         v.install,
         extras,
         str(v.requirements) if user_code else None,
         installer=v.installer,
-        lock=v.lock if job.descriptor.checks_out(PLATFORM) else None,
+        lock=lock_file(v.lock, job.kind) if checks_out else None,
     )
 
 
@@ -199,8 +198,11 @@ def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     # job, so the path always exists. pip writes only what it downloaded or built: a
     # job image that holds every package leaves .cache/pip missing (GitLab then warns
     # that it matched no files, and there was nothing to keep).
-    paths = [".cache/pip"] if v.installer == "pip" else [".cache"]
-    files = [f for f in (v.requirements, v.lock) if f] if not v.component else []
+    # A component learns its installer at run time: it keeps the folder, which holds
+    # pip's cache alone when pip installs.
+    paths = [".cache/pip"] if v.installer == "pip" and not v.component else [".cache"]
+    lock = lock_file(v.lock, job.kind)
+    files = [f for f in (v.requirements, lock) if f] if not v.component else []
     key: str | dict[str, Any] = cache_key_prefix(v)
     if files:
         key = {"files": files, "prefix": key}
@@ -244,6 +246,9 @@ def render_job(
     }
     if v.component:
         variables["MLOPS_INSTALL"] = v.install
+        variables["MLOPS_INSTALLER"] = v.installer
+        if not isolated:
+            variables["MLOPS_LOCK"] = v.lock or ""
         if job.runs_user_code:
             variables["MLOPS_REQUIREMENTS"] = v.requirements or ""
     out["variables"] = variables
@@ -386,8 +391,9 @@ def spec_values(spec: Spec, changes: list[str]) -> Values:
 def installer_setup(job: Job, v: Values) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The installer's variables and the caches of a job that checks out the repository."""
     # uv links files from its cache into the environment where both share a file system
-    # and copies them where not (a Docker executor's image and build volume).
-    variables = dict(INSTALLER_CACHES[v.installer])
+    # and copies them where not (a Docker executor's image and build volume). A
+    # component sets both folders: its installer is an input, read at run time.
+    variables = dict(INSTALLER_CACHES["uv" if v.component else v.installer])
     return variables, _cache(job, v)
 
 
@@ -428,6 +434,21 @@ def component_inputs(spec: Spec, plan: Plan) -> dict[str, Any]:
             "regex": "^[^$`'\"\\\\;&|<>]+$",
         },
         "requirements": {"default": "", "description": "Your requirements file, if any."},
+        "installer": {
+            "default": "pip",
+            "options": ["pip", "uv"],
+            "description": "What installs ci-mlops and your requirements: pip, or uv "
+            "(installed with pip first).",
+        },
+        "lock": {
+            "default": "",
+            "description": "A requirements file with hashes that jobs with a checkout install "
+            "instead of install and requirements, or a folder of per-job locks ending in / "
+            "(<folder><job>.txt, written by `ci-mlops lock`).",
+            # As runtime.lock allows: no $ (GitLab would expand it in the variable that
+            # carries the value), no quotes or backslashes; the shell reads it quoted.
+            "regex": "^[^$`'\"\\\\]*$",
+        },
         "tags": {"type": "array", "default": [], "description": "Runner tags."},
         "jobs": {
             "default": "",
@@ -449,6 +470,8 @@ def component_values(spec: Spec) -> Values:
         tags="$[[ inputs.tags ]]",
         python="$[[ inputs.python ]]",
         component=True,
+        installer="$[[ inputs.installer ]]",
+        lock="$[[ inputs.lock ]]",
     )
 
 
@@ -479,9 +502,19 @@ def caller_inputs(spec: Spec, mp: ModelPlan) -> dict[str, Any]:
         "python": rt.python,
         "install": rt.install,
         "requirements": rt.requirements or "",
+        **installer_inputs(spec),
         "tags": list(rt.tags),
         **mp.switches,
     }
+
+
+def installer_inputs(spec: Spec) -> dict[str, str]:
+    """The installer and lock inputs a caller passes, only where they differ from the
+    templates' defaults (pip, no lock): a caller of a default spec then also works
+    with a release of the templates that has no such inputs."""
+    rt = spec.runtime
+    out = {"installer": rt.installer} if rt.installer != "pip" else {}
+    return out | ({"lock": rt.lock} if rt.lock else {})
 
 
 def render_caller(spec: Spec, plan: Plan) -> dict[str, Any]:

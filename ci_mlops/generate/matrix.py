@@ -38,6 +38,7 @@ from ci_mlops.generate.plan import (
     Plan,
     build_plan,
     install_commands,
+    lock_file,
 )
 from ci_mlops.generate.yamlout import dump
 from ci_mlops.spec.model import Spec
@@ -135,7 +136,13 @@ def github_plan_job(spec: Spec, plan: Plan, outputs: list[str]) -> dict[str, Any
             {
                 "name": "Install ci-mlops",
                 "run": "\n".join(
-                    install_commands(rt.install, (), installer=rt.installer, lock=rt.lock)
+                    # ci-mlops alone, as the validate job installs it.
+                    install_commands(
+                        rt.install,
+                        (),
+                        installer=rt.installer,
+                        lock=lock_file(rt.lock, plan.validate.kind),
+                    )
                 ),
             },
             {

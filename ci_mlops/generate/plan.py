@@ -215,12 +215,61 @@ def pip_install(install: str, extras: tuple[str, ...], *more: str) -> str:
     return shlex.join([*PYTHON, "-m", "pip", "install", *install_args(install, extras), *more])
 
 
-def templated_pip_install(extras: tuple[str, ...]) -> str:
-    """The same call in a template, where the install setting arrives in $MLOPS_INSTALL
-    and its ``{extras}`` is filled in at run time; `` @ `` closes up, as in
-    :func:`install_args`, so a direct reference survives the shell's word splitting."""
+def templated_args(extras: tuple[str, ...]) -> str:
+    """The pip arguments that install ci-mlops with ``extras`` in a template, where the
+    install setting arrives in $MLOPS_INSTALL and its ``{extras}`` is filled in at run
+    time; `` @ `` closes up, as in :func:`install_args`, so a direct reference survives
+    the shell's word splitting (under ``set -f``, so nothing is globbed)."""
     fill = f"s/{{extras}}/{','.join(extras)}/g" if extras else "s/\\[{extras}\\]//g"
-    return f'{" ".join(PYTHON)} -m pip install $(echo "$MLOPS_INSTALL" | sed "{fill}; s/ *@ */@/g")'
+    return f'$(echo "$MLOPS_INSTALL" | sed "{fill}; s/ *@ */@/g")'
+
+
+def templated_install(
+    kind: str, extras: tuple[str, ...], *, requirements: bool, lock: bool
+) -> list[str]:
+    """The install lines of a template's job of ``kind``, which pick the installer and
+    the lock at run time: the values arrive in $MLOPS_INSTALLER (pip or uv), $MLOPS_LOCK
+    (empty, a file, or a folder of per-job locks ending in ``/``), $MLOPS_INSTALL and
+    $MLOPS_REQUIREMENTS, never spliced into the script, so no input can inject a
+    command. ``requirements``: the job installs the project's requirements with
+    ci-mlops; ``lock``: the job has a checkout, so it installs the lock when there is one.
+    The arguments go into the positional parameters (``set --``), the one list POSIX sh
+    has, so that a path with spaces stays one argument for whichever installer runs."""
+    python = " ".join(PYTHON)
+    args = templated_args(extras)
+    if requirements:
+        args += ' ${MLOPS_REQUIREMENTS:+-r "$MLOPS_REQUIREMENTS"}'
+    hashed = "--require-hashes --no-deps -r"
+    choose = (
+        f'case "$MLOPS_LOCK" in "") set -- {args};; '
+        f'*/) set -- {hashed} "${{MLOPS_LOCK}}{lock_name(kind)}";; '
+        f'*) set -- {hashed} "$MLOPS_LOCK";; esac'
+        if lock
+        else f"set -- {args}"
+    )
+    uv = 'if [ "$MLOPS_INSTALLER" = uv ]; then'
+    return [
+        "set -f",
+        'case "$MLOPS_INSTALLER" in pip|uv) ;; '
+        '*) echo "ci-mlops: the installer input is pip or uv" >&2; exit 2;; esac',
+        choose,
+        f"{uv} {python} -m pip install {UV_REQUIREMENT}; fi",
+        f'{uv} {UV_PIP_INSTALL.format(python=python)} "$@"; else {python} -m pip install "$@"; fi',
+        f"{uv} {UV_PRUNE}; fi",
+    ]
+
+
+def lock_name(kind: str) -> str:
+    """The file in a folder of per-job locks that a job of ``kind`` installs."""
+    return f"{kind}.txt"
+
+
+def lock_file(lock: str | None, kind: str) -> str | None:
+    """The hashed requirements file a job of ``kind`` installs: ``runtime.lock`` itself,
+    or, where it names a folder (ending in ``/``), that folder's lock of ``kind``."""
+    if not lock:
+        return None
+    return lock + lock_name(kind) if lock.endswith("/") else lock
 
 
 # The uv release jobs install with pip when ``runtime.installer`` is uv. Pinned, so that
@@ -290,15 +339,6 @@ def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
 
 
 TEMPLATE_ENVIRONMENTS = (("staging", "auto"), ("production", "manual"))
-
-
-def runtime_misfit(spec: Spec) -> str | None:
-    """Why the spec's runtime cannot use the released templates (include mode), or None."""
-    rt = spec.runtime
-    if rt.installer != "pip" or rt.lock:
-        # The templates take the install setting as one input and install with pip.
-        return "runtime.installer: uv and runtime.lock need --mode inline"
-    return None
 
 
 def template_misfit(model: Model) -> str | None:

@@ -261,7 +261,16 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
         runtime = doc.data.get("runtime") or {}
         for key in ("requirements", "lock"):
             name = runtime.get(key)
-            if name and not (root / name).is_file():
+            if name and name.endswith("/") and key == "lock":
+                # A folder of per-job locks; `ci-mlops lock --check` checks each file.
+                if not (root / name).is_dir():
+                    problems.append(
+                        doc.problem(
+                            ("runtime", key),
+                            f"folder not found: {name} (write the locks with `ci-mlops lock`)",
+                        )
+                    )
+            elif name and not (root / name).is_file():
                 problems.append(doc.problem(("runtime", key), f"file not found: {name}"))
     return sorted(problems, key=lambda p: (p.line, p.column, p.path))
 

@@ -4,9 +4,12 @@ talk to a fake GitLab API on 127.0.0.1 through python-gitlab."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -363,11 +366,48 @@ def include_locally(project: Project) -> str:
     return ours
 
 
+def locked_wheel(project: Project, folder: Path) -> str:
+    """A wheel of this working tree and, for each kind of job, a lock in ``locks/`` that
+    pins it by hash (the jobs' python holds every dependency already; a lock written by
+    ``ci-mlops lock`` lists those too). Returns the wheel's URL."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(folder),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"},
+    )
+    (wheel,) = folder.glob("ci_mlops-*.whl")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (project.path / "locks").mkdir()
+    for kind in ("validate", "data-test", "train", "evaluate", "export", "deploy", "drift"):
+        line = f"ci-mlops @ {wheel.as_uri()} \\\n    --hash=sha256:{digest}\n"
+        project.commit(f"locks/{kind}.txt", line, f"lock the {kind} job")
+    return wheel.as_uri()
+
+
 def test_include_mode_runs_the_same_jobs_with_the_same_result(
     tmp_path: Path, job_bin: Path, gitlab_api: FakeGitLab
 ) -> None:
+    """The same pipeline inline (pip, runtime.install) and through the released
+    component with uv and a folder of per-job locks: the component's shell lines pick
+    uv and each job's lock from its inputs at run time."""
     inline = make_project(MODEL, tmp_path / "inline")
-    included = make_project(MODEL, tmp_path / "include")
+    included = make_project(
+        MODEL,
+        tmp_path / "include",
+        change=lambda d: d["runtime"].update(installer="uv", lock="locks/"),
+    )
+    wheel = locked_wheel(included, tmp_path / "wheel")
     included.generate("--mode", "include")
     shutil.copytree(REPO / "templates", included.path / "templates")
     included.commit("templates/README.md", "CI/CD components\n", "include the pipeline component")
@@ -375,19 +415,21 @@ def test_include_mode_runs_the_same_jobs_with_the_same_result(
     for project in (inline, included):
         project.commit("train.py", "# tuned\n", "tune the model")
     include_locally(included)  # after the last commit: the include names it
+    uv_bin = make_uv_job_python(tmp_path / "uv-python")
     other_api = start_gitlab()
     try:
         runs = [
             run_pipeline(inline, job_bin, ci_variables(gitlab_api)),
             run_pipeline(
                 included,
-                job_bin,
+                uv_bin,
                 ci_variables(other_api),
                 # The component passes its `tags` input (default []) to every job. GitLab
                 # runs `tags: []` as an untagged job, but the pipeline editor's schema,
                 # which gitlab-ci-local validates against, wants at least one tag
                 # (gitlab-org/gitlab#551088). Only that rule is waived.
                 extra_args=["--ignore-schema-paths", "#/definitions/tags/minItems"],
+                env=UV_ENV,
             ),
         ]
     finally:
@@ -404,11 +446,19 @@ def test_include_mode_runs_the_same_jobs_with_the_same_result(
     assert all(
         p.artifact_json(f"{MODEL}:evaluate", "gates.json")["passed"] for p in (inline, included)
     )
-    # The included jobs are the component's (they install through its MLOPS_INSTALL input)...
-    assert 'echo "$MLOPS_INSTALL"' in runs[1].log(f"{MODEL}:data-test")
-    for run in runs:  # ...and installed the project's requirements with ci-mlops
-        assert "(from -r requirements.txt" in run.log(f"{MODEL}:train")
-    # ...and ran the same ci-mlops command lines as the inline ones.
+    # The inline jobs installed the project's requirements with ci-mlops...
+    assert "(from -r requirements.txt" in runs[0].log(f"{MODEL}:train")
+    # ...the included ones are the component's: uv installed in every job (the jobs
+    # share one python here, so after the first it finds ci-mlops there), and what it
+    # installed is the wheel only the lock names, by hash (the install input names this
+    # working tree's folder)...
+    for job in expected:
+        log = runs[1].log(job)
+        assert 'echo "$MLOPS_INSTALL"' in log and '$ if [ "$MLOPS_INSTALLER" = uv ]' in log, job
+        assert "Using Python 3.11" in log, job  # uv's line ran, not pip's
+    first = runs[1].log(f"{MODEL}:data-test")
+    assert f"+ ci-mlops==0.1.0 (from {wheel})" in first, first[-3000:]
+    # ...and every job ran the same ci-mlops command lines as the inline ones.
     for job in expected:
         ours, theirs = (r.log(job) for r in runs)
         assert _commands(ours) == _commands(theirs), job

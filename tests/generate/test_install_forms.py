@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ci_mlops import __version__
-from ci_mlops.generate.plan import install_commands, pip_install, templated_pip_install
+from ci_mlops.generate.plan import install_commands, pip_install, templated_install
 from tests.e2e.harness import dependencies_path
 from tests.helpers import REPO, git
 
@@ -182,16 +182,17 @@ def test_every_documented_install_form_installs_ci_mlops(
     install, settings = FORMS[form](sources)
     venv_bin = fresh_venv(tmp_path / "venv", sources.deps)
     if rendering == "inline":
-        line, env = pip_install(install, EXTRAS), pip_env(venv_bin, **settings)
+        lines, env = [pip_install(install, EXTRAS)], pip_env(venv_bin, **settings)
     else:
-        line = templated_pip_install(EXTRAS)
-        env = pip_env(venv_bin, MLOPS_INSTALL=install, **settings)
+        # The templates' lines as they are, with the inputs' defaults: pip, no lock.
+        lines = templated_install("data-test", EXTRAS, requirements=False, lock=True)
+        env = pip_env(
+            venv_bin, MLOPS_INSTALL=install, MLOPS_INSTALLER="pip", MLOPS_LOCK="", **settings
+        )
 
-    result = subprocess.run(
-        ["sh", "-c", f"set -f\n{line}"], env=env, capture_output=True, text=True, check=False
-    )
+    result = run_lines(lines, env)
 
-    assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{lines}\n{result.stdout}\n{result.stderr}"
     where, version = installed_in(venv_bin).split()
     assert where.startswith(str(venv_bin.parent)) and version == __version__
 
@@ -215,21 +216,31 @@ def run_lines(lines: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     return subprocess.run(["sh", "-ec", script], env=env, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("form", UV_FORMS)
+UV_CASES = [("inline", form) for form in UV_FORMS] + [
+    ("template", "direct URL with extras"),
+    ("template", "private index"),
+]
+
+
+@pytest.mark.parametrize(("rendering", "form"), UV_CASES)
 def test_every_documented_install_form_installs_ci_mlops_with_uv(
-    sources: Sources, tmp_path: Path, form: str
+    sources: Sources, tmp_path: Path, form: str, rendering: str
 ) -> None:
     install, _ = FORMS[form](sources)
     venv_bin = uv_venv(tmp_path / "venv", sources.deps)
     settings = UV_SETTINGS.get(form, lambda s: {})(sources)
-    lines = install_commands(install, EXTRAS, installer="uv")
+    if rendering == "inline":
+        lines = install_commands(install, EXTRAS, installer="uv")
+        assert lines[0] == "python -I -m pip install uv==0.13.8"
+        assert lines[1].startswith("python -I -m uv pip install --no-config --python ")
+        assert lines[2] == "python -I -m uv cache prune --ci"
+    else:
+        lines = templated_install("data-test", EXTRAS, requirements=False, lock=True)
+        settings |= {"MLOPS_INSTALL": install, "MLOPS_INSTALLER": "uv", "MLOPS_LOCK": ""}
 
     result = run_lines(lines, uv_env(venv_bin, tmp_path / "uv-cache", **settings))
 
     assert result.returncode == 0, f"{lines}\n{result.stdout}\n{result.stderr}"
-    assert lines[0] == "python -I -m pip install uv==0.13.8"
-    assert lines[1].startswith("python -I -m uv pip install --no-config --python ")
-    assert lines[2] == "python -I -m uv cache prune --ci"
     where, version = installed_in(venv_bin).split()
     assert where.startswith(str(venv_bin.parent)) and version == __version__
     # What the job keeps between pipelines: uv's cache, pruned to what uv built itself.

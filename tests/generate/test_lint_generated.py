@@ -106,7 +106,10 @@ def _projection(job: dict[str, object]) -> dict[str, object]:
     variables = {
         k: v
         for k, v in job["variables"].items()
-        if not k.startswith("MLOPS_INSTALL") and k != "MLOPS_REQUIREMENTS"
+        # How it installs: the install setting, installer, lock and requirements, and
+        # the installers' cache folders (a component keeps both: its installer is an input).
+        if not k.startswith("MLOPS_INSTALL")
+        and k not in ("MLOPS_REQUIREMENTS", "MLOPS_LOCK", "PIP_CACHE_DIR", "UV_CACHE_DIR")
     }  # type: ignore[attr-defined]
     return {
         "stage": job["stage"],

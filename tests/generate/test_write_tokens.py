@@ -11,6 +11,7 @@ with a merge request that commits a ``pip`` package, a ``ci_mlops`` shadow packa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,26 @@ from tests.hardening.checks import github_token_problems, gitlab_token_problems
 from tests.helpers import EXAMPLES, REPO
 
 ISOLATED = "python -I -m ci_mlops "
+
+# Each call of pip or uv in an install line: the interpreter and options before ``-m``.
+_INSTALLER_CALL = re.compile(r"(\S+(?: -\w)*) -m (?:pip|uv) ")
+# pip or uv started as a command of its own (a console script), not as a module.
+_BARE_INSTALLER = re.compile(r"(?:^|[;&|(]\s*|\bthen |\belse )(?:pip3?|uv) ", re.M)
+
+
+def installer_calls(lines: list[str]) -> list[str]:
+    return _INSTALLER_CALL.findall("\n".join(lines))
+
+
+def isolated_installs(lines: list[str]) -> bool:
+    """Every pip and uv call of ``lines`` is a module of the isolated interpreter (the
+    templates' lines choose between the two in the shell)."""
+    text = "\n".join(lines)
+    return all(c == "python -I" for c in installer_calls(lines)) and not _BARE_INSTALLER.search(
+        text
+    )
+
+
 REUSABLE = REPO / ".github" / "workflows" / "mlops.yml"
 
 
@@ -114,16 +135,14 @@ def test_the_gitlab_report_job_fetches_no_code_and_runs_isolated() -> None:
         assert "cache" not in job
         assert job["environment"] == {"name": "ci-mlops-report", "action": "prepare"}
         assert all(line.startswith(ISOLATED) for line in job["script"])
-        pip = [line for line in job["before_script"] if "pip" in line]
-        assert pip and all(line.startswith("python -I -m pip install ") for line in pip)
+        assert installer_calls(job["before_script"]) and isolated_installs(job["before_script"])
 
 
 def test_no_other_gitlab_job_receives_the_report_token_or_runs_pip_unisolated() -> None:
     for where, key, job in gitlab_jobs():
         if not key.endswith(":report"):
             assert (job.get("environment") or {}).get("name") != "ci-mlops-report", (where, key)
-        pips = [line for line in job.get("before_script", []) if "pip" in line]
-        assert all(line.startswith("python -I -m pip install ") for line in pips), (where, key)
+        assert isolated_installs(job.get("before_script", [])), (where, key)
     evaluate = [j for _, k, j in gitlab_jobs() if k.endswith(":evaluate")]
     assert evaluate and all("environment" not in j for j in evaluate)
 

@@ -18,6 +18,10 @@ import yaml
 
 from ci_mlops.spec.model import Spec
 
+# The kinds of job with a lock of their own in a folder of per-job locks, spelled out
+# like the extras below.
+KIND_NAMES = ("validate", "data-test", "train", "evaluate", "export", "deploy", "image", "drift")
+
 # Extras per job kind, written out here rather than read from the generator, so a
 # change there has to be a change here too.
 EXTRAS = {
@@ -131,8 +135,11 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
     """Every install line a job of ``spec`` may run: ci-mlops with each kind's extras, and
     the project's requirements, or the lock; by pip, or by uv after pip installed it."""
     lines = _pip_lines(spec, platform)
-    if spec.runtime.lock:
-        lines.add(shlex.join([*PIP, "--require-hashes", "--no-deps", "-r", spec.runtime.lock]))
+    lock = spec.runtime.lock
+    if lock:
+        # A folder of per-job locks: each kind of job installs <folder><kind>.txt.
+        files = [lock + f"{kind}.txt" for kind in KIND_NAMES] if lock.endswith("/") else [lock]
+        lines |= {shlex.join([*PIP, "--require-hashes", "--no-deps", "-r", f]) for f in files}
     if spec.runtime.installer == "pip":
         return lines
     # uv's line: the same arguments after its fixed head, which names the interpreter by

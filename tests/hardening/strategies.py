@@ -225,7 +225,8 @@ def runtime_doc(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         rt["installer"] = draw(st.sampled_from(["pip", "uv"]))
     if draw(st.booleans()):
-        rt["lock"] = draw(path_text)
+        # One lock, or a folder of per-job locks (a path ending in /).
+        rt["lock"] = draw(path_text) + draw(st.sampled_from(["", "/"]))
     if draw(st.booleans()):
         tag_chars = string.ascii_letters + string.digits + "._:/ -"
         rt["tags"] = draw(st.lists(st.text(tag_chars, min_size=1, max_size=12), max_size=3))
