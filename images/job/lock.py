@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "images" / "job" / "locks"
 COMMAND = "make job-image-locks"
 UNION = "the resolution of every job image's extras"
+UV_INPUT = "UV_REQUIREMENT in ci_mlops/generate/plan.py"
 
 
 def compile_lock(extras: tuple[str, ...], inputs: list[Path], output: Path, *more: str) -> None:
@@ -56,7 +57,8 @@ def main() -> int:
             target = LOCKS / f"{image.name}.txt"
             compile_lock(image.extras, [uv], Path(tmp, target.name), "-c", str(union))
             # The constraint's temporary path, named for what it is: stable locks.
-            text = Path(tmp, target.name).read_text("utf-8").replace(str(union), UNION)
+            text = Path(tmp, target.name).read_text("utf-8")
+            text = text.replace(str(union), UNION).replace(str(uv), UV_INPUT)
             target.write_text(header(image) + text, "utf-8")
             print(f"{target.relative_to(ROOT)}: written")
     for stale in sorted(set(LOCKS.glob("*.txt")) - {LOCKS / f"{n}.txt" for n in images}):
