@@ -16,6 +16,8 @@ import yaml
 
 from ci_mlops import __version__
 from ci_mlops.generate.kinds import KINDS, PLATFORMS, job_images
+from ci_mlops.local_ci import prepare
+from ci_mlops.spec import load_spec
 from ci_mlops.spec.model import DEFAULT_JOB_IMAGES, DEFAULT_TEMPLATES_GITHUB, JOB_IMAGE_PYTHONS
 from tests.helpers import REPO, copy_example, run_cli
 from tests.linters import (
@@ -222,6 +224,19 @@ def test_digests_without_job_images_and_include_mode_are_refused(tmp_path: Path)
     )
     result = run_cli("validate", cwd=bad)
     assert result.code == 2 and "trian" in result.output
+
+
+def test_try_runs_this_ci_mlops_rather_than_the_images(tmp_path: Path) -> None:
+    """``ci-mlops try`` installs this ci-mlops in its copy's jobs: the images would hold
+    the released one (and the copy's install setting would be refused with them)."""
+    folder = project_with(tmp_path, {"job_images": "published", "job_image_digests": {}})
+    install = f"{REPO}[{{extras}}]"
+    copy = prepare(load_spec(folder / "mlops.yaml"), "gitlab", tmp_path / "try", install)
+    runtime = yaml.safe_load(copy.read_text("utf-8"))["runtime"]
+    assert "job_images" not in runtime and "job_image_digests" not in runtime
+    pipeline = (tmp_path / "try" / ".gitlab-ci.yml").read_text("utf-8")
+    assert "ci-mlops-job" not in pipeline
+    assert f"pip install '{REPO}[data]'" in pipeline
 
 
 # --- the images the generator names are the ones the project builds -------------------
