@@ -136,10 +136,7 @@ class Values:
 
 def job_image(job: Job, v: Values) -> str | None:
     """The container image ``job`` runs in, or None when it runs on the runner."""
-    image = job.descriptor.job_image
-    if v.job_images is None or image is None:
-        return None
-    return image_reference(v.job_images, v.python, image)
+    return image_reference(job.descriptor, v.job_images, v.python)
 
 
 def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:

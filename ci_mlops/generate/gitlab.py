@@ -50,10 +50,7 @@ class Values:
 
 def job_image(job: Job, v: Values) -> str | None:
     """The job image ``job`` runs in, or None when it runs in ``v.image``."""
-    image = job.descriptor.job_image
-    if v.job_images is None or image is None:
-        return None
-    return image_reference(v.job_images, v.python, image)
+    return image_reference(job.descriptor, v.job_images, v.python)
 
 
 def workflow_rules() -> dict[str, Any]:

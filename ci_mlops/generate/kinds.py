@@ -112,15 +112,6 @@ class JobImage:
     extras: tuple[str, ...]
 
 
-def image_reference(images: JobImages, python: str, image: JobImage) -> str:
-    """What jobs run ``image`` by: its tag, which names this release of ci-mlops and the
-    Python, and its digest where the spec pins one."""
-    digest = images.digests.get(image.name)
-    return f"{images.repository}:{__version__}-py{python}-{image.name}" + (
-        f"@{digest}" if digest else ""
-    )
-
-
 # The images. A kind's image holds its extras on both platforms (a test checks it);
 # extras a model adds (a framework other than scikit-learn, MLflow, Spark) and the
 # project's requirements are still installed by the job's install line.
@@ -456,6 +447,18 @@ KINDS: dict[str, JobKind] = _table(
         ),
     ]
 )
+
+
+def image_reference(kind: JobKind, images: JobImages | None, python: str) -> str | None:
+    """The job image a job of ``kind`` runs in, or None (no ``runtime.job_images``, or a
+    kind without one): its tag, which names this release of ci-mlops and the Python, and
+    its digest where the spec pins one."""
+    image = kind.job_image
+    if images is None or image is None:
+        return None
+    digest = images.digests.get(image.name)
+    tag = f"{images.repository}:{__version__}-py{python}-{image.name}"
+    return f"{tag}@{digest}" if digest else tag
 
 
 def job_images(kinds: Mapping[str, JobKind] = KINDS) -> dict[str, JobImage]:
