@@ -319,3 +319,17 @@ def test_the_schema_lists_the_images_that_take_a_digest() -> None:
     schema = json.loads((REPO / "ci_mlops/spec/schema.json").read_text("utf-8"))
     digests = schema["properties"]["runtime"]["properties"]["job_image_digests"]
     assert digests["propertyNames"]["enum"] == sorted(job_images())
+
+
+def test_the_projects_gitlab_pipeline_publishes_the_same_images_on_a_release_tag() -> None:
+    doc = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text("utf-8"))
+    job = doc["job-images"]
+    assert job["rules"] == [{"if": "$CI_COMMIT_TAG =~ /^v/"}]
+    (matrix,) = job["parallel"]["matrix"]
+    assert matrix == {"PYTHON": list(JOB_IMAGE_PYTHONS), "IMAGE": sorted(job_images())}
+    script = "\n".join(job["script"])
+    assert "-f images/job/Containerfile" in script
+    assert "${CI_REGISTRY_IMAGE}/job:${version}-py${PYTHON}-${IMAGE}" in script
+    # The registry password reaches buildah on its standard input, never a command line.
+    assert '"$CI_REGISTRY_PASSWORD" | buildah login' in script
+    assert "--password-stdin" in script
