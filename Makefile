@@ -23,7 +23,7 @@ INSTALLED := $(VENV)/.ci-mlops-installed
 TOOLS_STAMP := tools/node_modules/.ci-mlops-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv install tools mlflow-server lint test demo bench fuzz clean
+.PHONY: venv install tools mlflow-server lint test demo bench fuzz clean job-image-locks
 
 venv: $(PY)
 
@@ -108,6 +108,11 @@ bench: install
 	@shopt -s nullglob; scripts=(benchmarks/*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks in benchmarks/"; fi; \
 	for script in "$${scripts[@]}"; do echo "== $$script"; $(PY) "$$script"; done
+
+# The job images' hashed locks (images/job/locks/), after a change to the extras or to
+# the images the job kinds run in; resolves against PyPI with uv.
+job-image-locks: install
+	$(PY) images/job/lock.py
 
 # Many more hypothesis examples for the property tests (profile set in tests/conftest.py).
 fuzz: install

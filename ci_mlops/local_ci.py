@@ -237,6 +237,9 @@ def prepare(
     # honours and uv does not; a lock would fetch the released ci-mlops, not this one.
     runtime["installer"] = "pip"
     runtime.pop("lock", None)
+    # Job images hold the released ci-mlops, not this one; the jobs run here anyway.
+    runtime.pop("job_images", None)
+    runtime.pop("job_image_digests", None)
     if python:
         runtime["python"] = python
     if registry is not None:

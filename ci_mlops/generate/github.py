@@ -21,6 +21,7 @@ from ci_mlops.generate.kinds import (
     JobKind,
     Trigger,
     github_job_id,
+    image_reference,
     job_names,
     job_suffix,
     permission_reasons,
@@ -35,7 +36,7 @@ from ci_mlops.generate.plan import (
     snapshot_spec_path,
     templated_install,
 )
-from ci_mlops.spec.model import Spec
+from ci_mlops.spec.model import JobImages, Spec
 
 # Actions are pinned by full commit SHA; the comment names the release it is.
 PINS = {
@@ -86,9 +87,27 @@ def annotate_permissions(text: str, kinds: Mapping[str, JobKind] = KINDS) -> str
     return "".join(lines)
 
 
+_TAGGED_IMAGE = re.compile(r"^\s+image: [^\s@]+:[^\s@]+$")
+# A job image without a digest is pinned by its tag, which names the ci-mlops release
+# and the Python; zizmor's pedantic persona asks for a digest, which the spec gives
+# through runtime.job_image_digests (then this comment is not written).
+TAG_PINNED = (
+    "# zizmor: ignore[unpinned-images] a release tag; runtime.job_image_digests pins digests"
+)
+
+
+def annotate_images(text: str) -> str:
+    """Say beside each container image pinned by tag alone why it is not by digest."""
+    return "".join(
+        f"{line.rstrip(chr(10))} {TAG_PINNED}\n" if _TAGGED_IMAGE.match(line.rstrip("\n")) else line
+        for line in text.splitlines(keepends=True)
+    )
+
+
 def annotate(text: str, spec: Spec | None = None, kinds: Mapping[str, JobKind] = KINDS) -> str:
-    """The comments a generated workflow carries: action releases and permission reasons."""
-    return annotate_permissions(annotate_pins(text, spec), kinds)
+    """The comments a generated workflow carries: action releases, permission reasons,
+    and why a job image has no digest."""
+    return annotate_images(annotate_permissions(annotate_pins(text, spec), kinds))
 
 
 RETRAIN = "format('{0}{1}', inputs.retrain, github.event.client_payload.model)"
@@ -114,6 +133,12 @@ class Values:
     # Where a job finds whether the model has a switchable kind (``inputs`` of the
     # reusable workflow, ``matrix`` of a matrix job), or None where that is known.
     switches: str | None = None
+    job_images: JobImages | None = None  # runtime.job_images
+
+
+def job_image(job: Job, v: Values) -> str | None:
+    """The container image ``job`` runs in, or None when it runs on the runner."""
+    return image_reference(job.descriptor, v.job_images, v.python)
 
 
 def _condition(job: Job, mp: ModelPlan | None, v: Values) -> str | None:
@@ -189,6 +214,7 @@ def _install_step(job: Job, v: Values) -> dict[str, Any]:
             v.requirements if job.runs_user_code else None,
             installer=v.installer,
             lock=lock_file(v.lock, job.kind) if checks_out else None,
+            in_job_image=job_image(job, v) is not None,
         )
     step: dict[str, Any] = {"name": "Install ci-mlops", "run": "\n".join(lines)}
     if env:
@@ -241,6 +267,10 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     out["runs-on"] = v.runs_on
     out["timeout-minutes"] = job.timeout_minutes
     out["permissions"] = job.descriptor.github_grants
+    image = job_image(job, v)
+    if image:
+        # The image's Python, with ci-mlops and the job's extras installed.
+        out["container"] = {"image": image}
     if job.environment:
         out["environment"] = (
             {"name": job.environment, "url": job.environment_url}
@@ -276,8 +306,11 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     steps: list[dict[str, Any]] = []
     if not isolated:
         steps.append({"uses": CHECKOUT, "with": {"persist-credentials": False}})
-    steps.append(_setup_python(job, v))
-    if not isolated and (v.installer == "uv" or v.reusable):
+    in_image = job_image(job, v) is not None
+    if not in_image:
+        # A job image brings its Python, and what the install line would download.
+        steps.append(_setup_python(job, v))
+    if not isolated and (v.installer == "uv" or v.reusable) and not in_image:
         steps.append(_uv_cache(job, v))
     if job.descriptor.model_cache:
         steps.append(_model_cache(v))
@@ -395,6 +428,7 @@ def values_for(spec: Spec, model: str, spec_file: str) -> Values:
         default_branch=rt.default_branch,
         installer=rt.installer,
         lock=rt.lock,
+        job_images=rt.job_images,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_mlops import __version__
-from ci_mlops.generate.kinds import Trigger, job_names, job_suffix
+from ci_mlops.generate.kinds import Trigger, image_reference, job_names, job_suffix
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
     UV_REQUIREMENT,
@@ -22,7 +22,7 @@ from ci_mlops.generate.plan import (
     snapshot_spec_path,
     templated_install,
 )
-from ci_mlops.spec.model import Spec
+from ci_mlops.spec.model import JobImages, Spec
 
 PLATFORM = "gitlab"
 RETRAIN_UNSET = '($MLOPS_RETRAIN == null || $MLOPS_RETRAIN == "")'
@@ -46,6 +46,12 @@ class Values:
     lock: str | None = None  # the hashed requirements file jobs with a checkout install
     # The plan job already chose the jobs (a child pipeline): no rules but manual ones.
     decided: bool = False
+    job_images: JobImages | None = None  # runtime.job_images
+
+
+def job_image(job: Job, v: Values) -> str | None:
+    """The job image ``job`` runs in, or None when it runs in ``v.image``."""
+    return image_reference(job.descriptor, v.job_images, v.python)
 
 
 def workflow_rules() -> dict[str, Any]:
@@ -150,6 +156,7 @@ def install_lines(job: Job, v: Values) -> list[str]:
         str(v.requirements) if user_code else None,
         installer=v.installer,
         lock=lock_file(v.lock, job.kind) if checks_out else None,
+        in_job_image=job_image(job, v) is not None,
     )
 
 
@@ -194,6 +201,10 @@ def cache_key_prefix(v: Values) -> str:
 def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if not job.descriptor.checks_out(PLATFORM):
         return []
+    if job_image(job, v):
+        # The image holds what the job installs: an installer cache would only cost
+        # its restore and save.
+        return _model_cache(job, v)
     # uv's jobs keep the folder holding both caches: uv writes to its cache in every
     # job, so the path always exists. pip writes only what it downloaded or built: a
     # job image that holds every package leaves .cache/pip missing (GitLab then warns
@@ -207,17 +218,21 @@ def _cache(job: Job, v: Values) -> list[dict[str, Any]]:
     if files:
         key = {"files": files, "prefix": key}
     caches: list[dict[str, Any]] = [{"key": key, "paths": paths, "policy": "pull-push"}]
-    if job.descriptor.model_cache:
-        # The train step decides by its own input hash whether the cached model is still
-        # good, so one cache per model is enough.
-        caches.append(
-            {
-                "key": f"ci-mlops-{v.model}-model",
-                "paths": [f".ci-mlops/{v.model}/"],
-                "policy": "pull-push",
-            }
-        )
-    return caches
+    return caches + _model_cache(job, v)
+
+
+def _model_cache(job: Job, v: Values) -> list[dict[str, Any]]:
+    if not job.descriptor.model_cache:
+        return []
+    # The train step decides by its own input hash whether the cached model is still
+    # good, so one cache per model is enough.
+    return [
+        {
+            "key": f"ci-mlops-{v.model}-model",
+            "paths": [f".ci-mlops/{v.model}/"],
+            "policy": "pull-push",
+        }
+    ]
 
 
 def render_job(
@@ -225,7 +240,7 @@ def render_job(
 ) -> dict[str, Any]:
     """One GitLab job; ``model_jobs`` are the jobs of its model (those it may need)."""
     name = v.model if job.model else None
-    out: dict[str, Any] = {"stage": job.stage, "image": v.image}
+    out: dict[str, Any] = {"stage": job.stage, "image": job_image(job, v) or v.image}
     if v.tags:
         out["tags"] = v.tags
     out["interruptible"] = job.descriptor.interruptible
@@ -362,6 +377,7 @@ def values_for(spec: Spec, mp: ModelPlan) -> Values:
         python=rt.python,
         installer=rt.installer,
         lock=rt.lock,
+        job_images=rt.job_images,
     )
 
 
@@ -385,6 +401,7 @@ def spec_values(spec: Spec, changes: list[str]) -> Values:
         python=rt.python,
         installer=rt.installer,
         lock=rt.lock,
+        job_images=rt.job_images,
     )
 
 
@@ -392,8 +409,12 @@ def installer_setup(job: Job, v: Values) -> tuple[dict[str, str], list[dict[str,
     """The installer's variables and the caches of a job that checks out the repository."""
     # uv links files from its cache into the environment where both share a file system
     # and copies them where not (a Docker executor's image and build volume). A
-    # component sets both folders: its installer is an input, read at run time.
-    variables = dict(INSTALLER_CACHES["uv" if v.component else v.installer])
+    # component sets both folders: its installer is an input, read at run time. A job
+    # image holds the packages: nothing to cache.
+    if job_image(job, v):
+        variables: dict[str, str] = {}
+    else:
+        variables = dict(INSTALLER_CACHES["uv" if v.component else v.installer])
     return variables, _cache(job, v)
 
 

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ci_mlops.spec.model import Model
+from ci_mlops import __version__
+from ci_mlops.spec.model import JobImages, Model
 
 # When a job runs, in terms both platforms can express:
 # change          a push or merge/pull request that changes the model's files, a retrain
@@ -97,6 +98,31 @@ def _data_test_extras(model: Model) -> tuple[str, ...]:
 def _drift_extras(model: Model) -> tuple[str, ...]:
     reference = model.train_data or model.eval_data
     return ("spark",) if reference is not None and reference.engine == "spark" else ()
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """One of the published job images (``runtime.job_images``): ci-mlops with these
+    extras, uv and git on Debian's Python image. Its lock, its build in the release
+    workflow and the generator's image references all come from this one entry. Both
+    platforms' extras are in every image that needs one, so one image serves GitLab and
+    GitHub jobs."""
+
+    name: str  # the tag's last part: <repository>:<version>-py<python>-<name>
+    extras: tuple[str, ...]
+
+
+# The images. A kind's image holds its extras on both platforms (a test checks it);
+# extras a model adds (a framework other than scikit-learn, MLflow, Spark) and the
+# project's requirements are still installed by the job's install line.
+BASE_IMAGE = JobImage("base", ())
+DATA_TEST_IMAGE = JobImage("data-test", ("data",))
+# scikit-learn and pandas: what the default framework's training commands import.
+TRAIN_IMAGE = JobImage("train", ("ml",))
+EVALUATE_IMAGE = JobImage("evaluate", ("ml", "plots", "gitlab", "github"))
+EXPORT_IMAGE = JobImage("export", ("onnx", "ml"))
+REPORT_IMAGE = JobImage("report", ("gitlab", "github"))
+DEPLOY_IMAGE = JobImage("deploy", ("gitlab", "github", "sign", "serve"))
 
 
 @dataclass(frozen=True)
@@ -184,6 +210,9 @@ class JobKind:
     # The module that runs it in ``ci-mlops run`` (its ``run_local``), or None when it
     # runs only in CI.
     local_step: str | None = None
+    # The job image it runs in under ``runtime.job_images``; None: the spec's image (and
+    # on GitHub the runner itself), as without job images.
+    job_image: JobImage | None = BASE_IMAGE
 
     @property
     def github_grants(self) -> dict[str, str]:
@@ -242,6 +271,7 @@ KINDS: dict[str, JobKind] = _table(
             name="data-test",
             stage="data",
             title="Data tests",
+            job_image=DATA_TEST_IMAGE,
             extras=("data",),
             model_extras=_data_test_extras,
             keep_failed_artifacts=True,
@@ -255,6 +285,7 @@ KINDS: dict[str, JobKind] = _table(
             name="train",
             stage="train",
             title="Train",
+            job_image=TRAIN_IMAGE,
             needs=("data-test",),
             timeout=_train_timeout,
             user_code=True,
@@ -265,6 +296,7 @@ KINDS: dict[str, JobKind] = _table(
             name="evaluate",
             stage="evaluate",
             title="Evaluate and apply quality gates",
+            job_image=EVALUATE_IMAGE,
             extras=("ml", "plots", "platform"),
             model_extras=_evaluate_extras,
             needs=("train",),
@@ -287,6 +319,7 @@ KINDS: dict[str, JobKind] = _table(
             name="export",
             stage="evaluate",
             title="Export to ONNX and check parity",
+            job_image=EXPORT_IMAGE,
             extras=("onnx", "ml"),
             present=_exports,
             needs=("train",),
@@ -302,6 +335,7 @@ KINDS: dict[str, JobKind] = _table(
             name="report",
             stage="report",
             title="Report on the merge request",
+            job_image=REPORT_IMAGE,
             extras=("platform",),
             # It reads the metric history of the deployed versions from the registry.
             model_extras=_deploy_extras,
@@ -334,6 +368,7 @@ KINDS: dict[str, JobKind] = _table(
             name="deploy",
             stage="deploy",
             title="Deploy",
+            job_image=DEPLOY_IMAGE,
             # Deploys sign what they publish, verify what they promote, and check the
             # candidate in the real prediction service (serve) before publishing it.
             extras=("platform", "sign", "serve"),
@@ -359,6 +394,9 @@ KINDS: dict[str, JobKind] = _table(
             name="image",
             stage="deploy",
             title="Build and push the container image",
+            # It runs buildah, which needs the runner's user namespaces (GitHub) or
+            # Debian's package (GitLab): it keeps the spec's image and the runner.
+            job_image=None,
             # Verifies the version (signature included) before packaging it.
             extras=("platform", "sign"),
             present=_builds_image,
@@ -389,6 +427,7 @@ KINDS: dict[str, JobKind] = _table(
             name="drift",
             stage="monitor",
             title="Check data drift",
+            job_image=EVALUATE_IMAGE,
             extras=("ml", "platform"),
             model_extras=_drift_extras,
             present=_checks_drift,
@@ -408,6 +447,24 @@ KINDS: dict[str, JobKind] = _table(
         ),
     ]
 )
+
+
+def image_reference(kind: JobKind, images: JobImages | None, python: str) -> str | None:
+    """The job image a job of ``kind`` runs in, or None (no ``runtime.job_images``, or a
+    kind without one): its tag, which names this release of ci-mlops and the Python, and
+    its digest where the spec pins one."""
+    image = kind.job_image
+    if images is None or image is None:
+        return None
+    digest = images.digests.get(image.name)
+    tag = f"{images.repository}:{__version__}-py{python}-{image.name}"
+    return f"{tag}@{digest}" if digest else tag
+
+
+def job_images(kinds: Mapping[str, JobKind] = KINDS) -> dict[str, JobImage]:
+    """Every job image the kinds run in, by name: what the release builds and
+    publishes, one lock each (images/job/)."""
+    return dict(sorted((k.job_image.name, k.job_image) for k in kinds.values() if k.job_image))
 
 
 def stages(kinds: Mapping[str, JobKind] = KINDS) -> tuple[str, ...]:

@@ -120,38 +120,39 @@ def _slot_condition(job: Job, slot: str, spec: Spec) -> str:
 
 
 def github_plan_job(spec: Spec, plan: Plan, outputs: list[str]) -> dict[str, Any]:
-    """The job that reads the change and lists each matrix job's models."""
+    """The job that reads the change and lists each matrix job's models. It installs
+    ci-mlops alone, as the validate job does, and runs where that one does."""
     rt = spec.runtime
-    return {
+    image = github.job_image(plan.validate, github.values_for(spec, "", plan.spec_file))
+    install = install_commands(
+        rt.install,
+        (),
+        installer=rt.installer,
+        lock=lock_file(rt.lock, plan.validate.kind),
+        in_job_image=image is not None,
+    )
+    job: dict[str, Any] = {
         "name": "Pick the models this run concerns",
         "runs-on": rt.runs_on,
         "timeout-minutes": PLAN_TIMEOUT,
         "permissions": {p.scope: p.level for p in READ_ONLY},
         "outputs": {o: f"${{{{ steps.plan.outputs.{o} }}}}" for o in outputs},
         "env": {"MLOPS_SPEC": plan.spec_file, "MLOPS_SCHEDULE": "${{ github.event.schedule }}"},
-        "steps": [
-            # The whole history: the change is measured from the merge base.
-            {"uses": github.CHECKOUT, "with": {"persist-credentials": False, "fetch-depth": 0}},
-            {"uses": github.SETUP_PYTHON, "with": {"python-version": rt.python}},
-            {
-                "name": "Install ci-mlops",
-                "run": "\n".join(
-                    # ci-mlops alone, as the validate job installs it.
-                    install_commands(
-                        rt.install,
-                        (),
-                        installer=rt.installer,
-                        lock=lock_file(rt.lock, plan.validate.kind),
-                    )
-                ),
-            },
-            {
-                "id": "plan",
-                "name": "Pick the models",
-                "run": 'ci-mlops plan --spec "$MLOPS_SPEC" --platform github',
-            },
-        ],
     }
+    if image:
+        job["container"] = {"image": image}
+    job["steps"] = [
+        # The whole history: the change is measured from the merge base.
+        {"uses": github.CHECKOUT, "with": {"persist-credentials": False, "fetch-depth": 0}},
+        *([] if image else [{"uses": github.SETUP_PYTHON, "with": {"python-version": rt.python}}]),
+        {"name": "Install ci-mlops", "run": "\n".join(install)},
+        {
+            "id": "plan",
+            "name": "Pick the models",
+            "run": 'ci-mlops plan --spec "$MLOPS_SPEC" --platform github',
+        },
+    ]
+    return job
 
 
 def github_inline(spec: Spec, plan: Plan, workflow_file: str) -> dict[str, Any]:
@@ -282,7 +283,8 @@ def gitlab_parent(spec: Spec, plan: Plan, mode: str = "inline") -> dict[str, Any
     # The plan job installs ci-mlops alone, as the validate job does.
     values = gitlab.spec_values(spec, changes=[])
     installer_variables, caches = gitlab.installer_setup(plan.validate, values)
-    job: dict[str, Any] = {"extends": GITLAB_WHEN, "stage": "plan", "image": rt.image}
+    image = gitlab.job_image(plan.validate, values) or rt.image
+    job: dict[str, Any] = {"extends": GITLAB_WHEN, "stage": "plan", "image": image}
     if rt.tags:
         job["tags"] = list(rt.tags)
     job |= {

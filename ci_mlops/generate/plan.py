@@ -299,10 +299,12 @@ def install_commands(
     *,
     installer: str = "pip",
     lock: str | None = None,
+    in_job_image: bool = False,
 ) -> list[str]:
     """The shell lines that install ci-mlops with ``extras`` in a job: with pip, or uv
     (installed by pip first), from the spec's install setting plus the project's
-    ``requirements``, or, given a ``lock``, exactly the pinned and hashed set it lists."""
+    ``requirements``, or, given a ``lock``, exactly the pinned and hashed set it lists.
+    ``in_job_image``: the job runs in a job image, which holds uv and keeps no cache."""
     if lock:
         args = ["--require-hashes", "--no-deps", "-r", lock]
     else:
@@ -311,6 +313,10 @@ def install_commands(
         return [shlex.join([*PYTHON, "-m", "pip", "install", *args])]
     bootstrap = shlex.join([*PYTHON, "-m", "pip", "install", UV_REQUIREMENT])
     uv = UV_PIP_INSTALL.format(python=" ".join(PYTHON))
+    if in_job_image:
+        # The image's uv answers in milliseconds; pip starts only where it is missing.
+        check = shlex.join([*PYTHON, "-m", "uv", "--version"])
+        return [f"{check} >/dev/null 2>&1 || {bootstrap}", f"{uv} {shlex.join(args)}"]
     return [bootstrap, f"{uv} {shlex.join(args)}", UV_PRUNE]
 
 
@@ -339,6 +345,14 @@ def install_args(install: str, extras: tuple[str, ...]) -> list[str]:
 
 
 TEMPLATE_ENVIRONMENTS = (("staging", "auto"), ("production", "manual"))
+
+
+def runtime_misfit(spec: Spec) -> str | None:
+    """Why the spec's runtime cannot use the released templates (include mode), or None."""
+    if spec.runtime.job_images:
+        # The templates run every job in the image they are given.
+        return "runtime.job_images needs --mode inline"
+    return None
 
 
 def template_misfit(model: Model) -> str | None:

@@ -10,7 +10,7 @@ from ci_mlops import atomic
 from ci_mlops.errors import UsageError
 from ci_mlops.generate import github, gitlab, matrix
 from ci_mlops.generate.affected import uses_matrix
-from ci_mlops.generate.plan import build_plan, template_misfit
+from ci_mlops.generate.plan import build_plan, runtime_misfit, template_misfit
 from ci_mlops.generate.yamlout import dump, header
 from ci_mlops.spec.model import Spec
 
@@ -33,6 +33,9 @@ def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> 
     spec_file = spec.path.name
     plan = build_plan(spec, spec_file)
     if mode == "include":
+        misfit = runtime_misfit(spec)
+        if misfit:
+            raise UsageError(misfit)
         for mp in plan.models:
             reason = template_misfit(mp.model)
             if reason:

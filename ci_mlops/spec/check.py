@@ -12,9 +12,10 @@ from typing import Any
 
 import jsonschema
 
+from ci_mlops import __version__
 from ci_mlops.errors import Problem, SpecError
 from ci_mlops.spec.load import JsonPath, Located, read_spec, schema
-from ci_mlops.spec.model import TASK_METRICS, Spec, build_spec
+from ci_mlops.spec.model import JOB_IMAGE_PYTHONS, TASK_METRICS, Spec, build_spec
 from ci_mlops.spec.sniff import is_number, sniff
 
 _TYPE_NAMES = {
@@ -257,6 +258,7 @@ def meaning_problems(doc: Located, root: Path, *, check_files: bool = True) -> l
         if check_files:
             problems += _file_problems(doc, here, model, root)
     problems += _branch_problems(doc)
+    problems += _job_image_problems(doc)
     if check_files:
         runtime = doc.data.get("runtime") or {}
         for key in ("requirements", "lock"):
@@ -479,6 +481,55 @@ def _branch_problems(doc: Located) -> list[Problem]:
         return []
     message = f"{branch!r} is not a valid git branch name (see git check-ref-format)"
     return [doc.problem(("runtime", "default_branch"), message)]
+
+
+# What a job image holds: ci-mlops of this release, which the install line must name.
+RELEASE_INSTALL = f"ci-mlops[{{extras}}]=={__version__}"
+
+
+def _job_image_problems(doc: Located) -> list[Problem]:
+    """runtime.job_images fixes each job's image and the ci-mlops in it: a second image
+    setting, another ci-mlops (a git URL, a folder) or a Python the release builds no
+    image for cannot go with it."""
+    runtime = doc.data.get("runtime") or {}
+    if "job_images" not in runtime:
+        if "job_image_digests" in runtime:
+            message = "job_image_digests pins job images: set job_images too"
+            return [doc.problem(("runtime", "job_image_digests"), message, key=True)]
+        return []
+    problems = []
+    if "image" in runtime:
+        message = "give image or job_images, not both: job_images chooses each job's image"
+        problems.append(doc.problem(("runtime", "image"), message))
+    install = runtime.get("install")
+    if isinstance(install, str) and not _installs_release(install):
+        message = (
+            f"job images hold ci-mlops {__version__} as released: with job_images, install "
+            f"names {RELEASE_INSTALL} (index options may come with it), not {install!r}"
+        )
+        problems.append(doc.problem(("runtime", "install"), message))
+    python = runtime.get("python", "3.11")
+    if python not in JOB_IMAGE_PYTHONS:
+        message = (
+            f"job images are built for Python {', '.join(JOB_IMAGE_PYTHONS)}, not {python}: "
+            "choose one of them or drop job_images"
+        )
+        problems.append(doc.problem(("runtime", "python"), message))
+    return problems
+
+
+def _installs_release(install: str) -> bool:
+    """Whether ``install`` names this release of ci-mlops and nothing else to install:
+    every other word is an option or an option's value (an index URL)."""
+    words = install.split()
+    if RELEASE_INSTALL not in words:
+        return False
+    after_option = False
+    for word in words:
+        if word != RELEASE_INSTALL and not word.startswith("-") and not after_option:
+            return False
+        after_option = word.startswith("-") and "=" not in word
+    return True
 
 
 def _file_problems(

@@ -34,6 +34,11 @@ TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSI
 DEFAULT_INSTALL = f"ci-mlops[{{extras}}]=={__version__}"
 DEFAULT_TEMPLATES_GITLAB = "$CI_SERVER_FQDN/ci-mlops/ci-mlops"
 DEFAULT_TEMPLATES_GITHUB = "ci-mlops/ci-mlops"
+# Where the release publishes its job images (``runtime.job_images: published``): the
+# GitHub container registry of the project that holds the reusable workflow.
+DEFAULT_JOB_IMAGES = f"ghcr.io/{DEFAULT_TEMPLATES_GITHUB}-job"
+# The Python versions the release builds job images for.
+JOB_IMAGE_PYTHONS = ("3.11", "3.12", "3.13")
 MODEL_FILE_NAMES = {name: framework.model_file for name, framework in FRAMEWORKS.items()}
 
 
@@ -323,6 +328,15 @@ class Templates:
 
 
 @dataclass(frozen=True)
+class JobImages:
+    """The job images jobs run in (runtime.job_images): their repository, and the
+    digest of each image the spec pins (runtime.job_image_digests), by image name."""
+
+    repository: str
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Where and how pipeline jobs run."""
 
@@ -338,6 +352,9 @@ class Runtime:
     layout: str = "auto"  # auto | per-model | matrix
     installer: str = "pip"  # pip | uv
     lock: str | None = None  # a requirements file with --hash lines, installed as it is
+    # The repository of the job images jobs run in (runtime.job_images), or None: every
+    # job runs in ``image`` (GitLab) or on the runner's Python (GitHub).
+    job_images: JobImages | None = None
 
 
 @dataclass(frozen=True)
@@ -378,6 +395,15 @@ def build_spec(data: dict[str, Any], path: Path) -> Spec:
 def _runtime(raw: dict[str, Any]) -> Runtime:
     python = raw.get("python", "3.11")
     tpl = raw.get("templates") or {}
+    repository = raw.get("job_images")
+    job_images = (
+        JobImages(
+            DEFAULT_JOB_IMAGES if repository == "published" else repository,
+            dict(raw.get("job_image_digests") or {}),
+        )
+        if repository
+        else None
+    )
     return Runtime(
         python=python,
         image=raw.get("image", f"python:{python}-slim"),
@@ -394,8 +420,10 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
         ),
         default_branch=raw.get("default_branch", "main"),
         layout=raw.get("layout", "auto"),
-        installer=raw.get("installer", "pip"),
+        # Job images hold uv: its check that everything is there takes ~0.1 s.
+        installer=raw.get("installer", "uv" if job_images else "pip"),
         lock=raw.get("lock"),
+        job_images=job_images,
     )
 
 

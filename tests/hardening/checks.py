@@ -147,7 +147,11 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
     uv_head = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
     pip_head = shlex.join(PIP) + " "
     uv = {uv_head + line.removeprefix(pip_head) for line in lines}
-    return uv | {shlex.join([*PIP, UV_PIN]), "python -I -m uv cache prune --ci"}
+    bootstrap = shlex.join([*PIP, UV_PIN])
+    if spec.runtime.job_images:
+        # A job image holds uv: pip starts only where it is missing.
+        uv.add(f"python -I -m uv --version >/dev/null 2>&1 || {bootstrap}")
+    return uv | {bootstrap, "python -I -m uv cache prune --ci"}
 
 
 def _pip_lines(spec: Spec, platform: str) -> set[str]:

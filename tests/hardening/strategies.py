@@ -15,9 +15,17 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
+from ci_mlops import __version__
+from ci_mlops.generate.kinds import job_images as kind_images
 from ci_mlops.spec.check import meaning_problems, schema_problems
 from ci_mlops.spec.load import parse_spec
-from ci_mlops.spec.model import CLASSIFICATION_METRICS, REGRESSION_METRICS, Spec, build_spec
+from ci_mlops.spec.model import (
+    CLASSIFICATION_METRICS,
+    JOB_IMAGE_PYTHONS,
+    REGRESSION_METRICS,
+    Spec,
+    build_spec,
+)
 
 NAME_RE = r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?"
 HOSTILE_FRAGMENTS = (
@@ -242,7 +250,32 @@ def runtime_doc(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         rt["templates"] = {"github_sha": draw(st.from_regex(r"[0-9a-f]{40}", fullmatch=True))}
+    if draw(st.integers(0, 3)) == 0:
+        job_images(draw, rt)
     return rt
+
+
+def job_images(draw: st.DrawFn, rt: dict[str, Any]) -> None:
+    """runtime.job_images, with what it needs: the released install (maybe behind an
+    index option), no image setting, a Python the images are built for, and sometimes
+    digests for some images."""
+    rt["job_images"] = draw(
+        st.sampled_from(["published", "registry.example.com:5000/ci/ci-mlops-job"])
+    )
+    rt.pop("image", None)
+    release = f"ci-mlops[{{extras}}]=={__version__}"
+    installs = [None, release, f"--index-url https://pypi.example.com/simple {release}"]
+    install = draw(st.sampled_from(installs))
+    if install is None:
+        rt.pop("install", None)
+    else:
+        rt["install"] = install
+    if rt.get("python", "3.11") not in JOB_IMAGE_PYTHONS:
+        rt["python"] = draw(st.sampled_from(JOB_IMAGE_PYTHONS))
+    names = sorted(kind_images())
+    pinned = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    if pinned:
+        rt["job_image_digests"] = {n: "sha256:" + draw(st.sampled_from("0af")) * 64 for n in pinned}
 
 
 @st.composite

@@ -20,7 +20,7 @@ from ci_mlops.cli import main
 from ci_mlops.errors import UsageError
 from ci_mlops.generate.affected import Event
 from ci_mlops.generate.matrix import choose, gitlab_child, gitlab_children_included
-from ci_mlops.generate.plan import build_plan, template_misfit
+from ci_mlops.generate.plan import build_plan, runtime_misfit, template_misfit
 from ci_mlops.generate.write import GITHUB_FILE, GITLAB_FILE, render_files
 from ci_mlops.generate.yamlout import dump
 from tests.hardening.checks import github_problems, gitlab_problems, schema_errors, walk
@@ -49,7 +49,7 @@ def modes(doc: dict[str, Any]) -> list[str]:
     """inline always; include when every model fits the released templates and the
     GitHub caller can pin the reusable workflow."""
     spec = load_doc(doc, SPEC_PATH)
-    fits = all(template_misfit(m) is None for m in spec.models)
+    fits = runtime_misfit(spec) is None and all(template_misfit(m) is None for m in spec.models)
     return ["inline", "include"] if fits and spec.runtime.templates.github_sha else ["inline"]
 
 
