@@ -294,6 +294,37 @@ def lock(spec_path: Path, debug: bool, platform: str, check: bool, upgrade: bool
     return write_locks(spec, platforms=platforms, check=check, upgrade=upgrade)
 
 
+@main.command("pin-images", context_settings=CONTEXT)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 when the spec's digests differ from the registry's.",
+)
+@common
+def pin_images(spec_path: Path, debug: bool, check: bool) -> int:
+    """Pin the job images by digest: write runtime.job_image_digests from the registry.
+
+    For each job image the spec's jobs run in (runtime.job_images), asks its registry
+    which digest the tag <repository>:<ci-mlops version>-py<python>-<image> points at
+    (OCI distribution API; anonymous pull tokens, as ghcr.io gives for public images),
+    prints one line per image and writes the digests into the spec, keeping its comments
+    and layout. The pipelines then run each image by tag and digest, so a tag pushed
+    again cannot change what runs. Run it again after upgrading ci-mlops.
+
+    Registries are reached over https only, except localhost and 127.0.0.1 (plain http,
+    for a local mirror). For a private mirror set MLOPS_REGISTRY_TOKEN (and
+    MLOPS_REGISTRY_USER where the registry wants the token's owner); it is never printed.
+
+    \b
+    Examples:
+      ci-mlops pin-images            # write runtime.job_image_digests
+      ci-mlops pin-images --check    # in CI: exit 1 when a tag now has another digest
+    """
+    from ci_mlops.generate.pin import pin_images as pin
+
+    return pin(_load(spec_path, check_files=False), check=check)
+
+
 @main.command("plan", context_settings=CONTEXT)
 @click.option(
     "--platform",

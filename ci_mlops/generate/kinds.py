@@ -457,8 +457,13 @@ def image_reference(kind: JobKind, images: JobImages | None, python: str) -> str
     if images is None or image is None:
         return None
     digest = images.digests.get(image.name)
-    tag = f"{images.repository}:{__version__}-py{python}-{image.name}"
+    tag = image_tag(image.name, images.repository, python)
     return f"{tag}@{digest}" if digest else tag
+
+
+def image_tag(name: str, repository: str, python: str) -> str:
+    """The tag of job image ``name``: it names this release of ci-mlops and the Python."""
+    return f"{repository}:{__version__}-py{python}-{name}"
 
 
 def job_images(kinds: Mapping[str, JobKind] = KINDS) -> dict[str, JobImage]:

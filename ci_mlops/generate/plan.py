@@ -122,6 +122,12 @@ class Plan:
     def jobs(self) -> list[Job]:
         return [self.validate, *(j for m in self.models for j in m.jobs)]
 
+    def job_image_names(self) -> tuple[str, ...]:
+        """The names of the job images the plan's jobs run in (under
+        ``runtime.job_images``), sorted: what ``ci-mlops pin-images`` pins."""
+        images = (j.descriptor.job_image for j in self.jobs())
+        return tuple(sorted({i.name for i in images if i is not None}))
+
 
 def model_jobs(
     model: Model, spec_file: str, *, timeout: int, kinds: dict[str, JobKind] = KINDS

@@ -28,6 +28,15 @@ def regenerate_command(spec_file: str, platform: str, mode: str) -> str:
     return " ".join(parts)
 
 
+def pin_tip(spec_file: str) -> str:
+    """What to run so that the GitHub workflow's job images carry digests."""
+    spec = "" if spec_file == "mlops.yaml" else f" --spec {spec_file}"
+    return (
+        f"job images run by tag alone; `ci-mlops pin-images{spec}` pins their digests "
+        "(runtime.job_image_digests), then generate again"
+    )
+
+
 def render_files(spec: Spec, *, platform: str = "all", mode: str = "inline") -> dict[str, str]:
     """The generated files' paths (relative to the output folder) and texts."""
     spec_file = spec.path.name
@@ -139,6 +148,8 @@ def generate_files(
             continue
         atomic.write_text(target, text)
         print(f"{target}: {'written' if current is None else 'updated'}")
+    if not check and github.TAG_PINNED in files.get(GITHUB_FILE, ""):
+        print(f"ci-mlops: tip: {pin_tip(spec.path.name)}", file=sys.stderr)
     if stale:
         print(
             f"ci-mlops: {len(stale)} file(s) out of date with {spec.path.name}; "

@@ -114,3 +114,81 @@ def _check_same_but_gates(before: str, after: str, edits: list[GateEdit], name: 
         raise UsageError(f"{name}: the edit would not parse ({exc}); nothing written") from None
     if actual != expected:
         raise UsageError(f"{name}: the edit would change more than the gates; nothing written")
+
+
+def set_job_image_digests(path: Path, digests: dict[str, str]) -> None:
+    """Make ``runtime.job_image_digests`` of the spec at ``path`` exactly ``digests``,
+    keeping every other character; atomic, and only if the file still holds what was
+    read."""
+    before = path.read_text("utf-8")
+    after = job_image_digests_edited(before, digests, str(path))
+    if path.read_text("utf-8") != before:
+        raise UsageError(f"{path}: changed while it was being edited; run the command again")
+    atomic.write_text(path, after)
+
+
+def job_image_digests_edited(text: str, digests: dict[str, str], name: str = "mlops.yaml") -> str:
+    """``text`` with ``runtime.job_image_digests`` set to ``digests`` (see
+    :func:`set_job_image_digests`): the old entry, key and value, is replaced, or a new
+    one goes on the line after ``runtime.job_images``, as a block mapping at its indent."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    runtime = _child(root, "runtime", name)
+    if not isinstance(runtime, yaml.MappingNode) or runtime.flow_style:
+        line = runtime.start_mark.line + 1
+        raise UsageError(
+            f"{name}:{line}: runtime is not a block mapping, so it cannot be edited safely; "
+            "write runtime.job_image_digests there by hand"
+        )
+    entries = {k.value: (k, v) for k, v in runtime.value if isinstance(k, yaml.ScalarNode)}
+    replaced = entries.get("job_image_digests")
+    if not (replaced or "job_images" in entries):
+        raise UsageError(
+            f"{name}: no runtime.job_images line to write runtime.job_image_digests after; "
+            "write it there by hand"
+        )
+    key, value = replaced or entries["job_images"]
+    indent = " " * key.start_mark.column
+    block = f"{indent}job_image_digests:" + (
+        "".join(f"\n{indent}  {image}: {digest}" for image, digest in sorted(digests.items()))
+        if digests
+        else " {}"
+    )
+    if replaced:
+        # The old entry's lines go, up to the end of its last value's line.
+        start, end = _line_start(text, key.start_mark.index), _line_end(text, _last_end(value))
+        out = text[:start] + block + text[end:]
+    else:
+        end = _line_end(text, value.end_mark.index)
+        out = text[:end] + "\n" + block + text[end:]
+    _check_same_but_digests(text, out, digests, name)
+    return out
+
+
+def _line_start(text: str, index: int) -> int:
+    return text.rfind("\n", 0, index) + 1
+
+
+def _line_end(text: str, index: int) -> int:
+    end = text.find("\n", index)
+    return len(text) if end < 0 else end
+
+
+def _last_end(node: yaml.Node) -> int:
+    """Where the last character of ``node`` is: a block mapping's own end mark lies
+    beyond the comments and blank lines after it, which must stay."""
+    if isinstance(node, yaml.MappingNode) and not node.flow_style and node.value:
+        return _last_end(node.value[-1][1])
+    return int(node.end_mark.index)
+
+
+def _check_same_but_digests(before: str, after: str, digests: dict[str, str], name: str) -> None:
+    expected: Any = copy.deepcopy(yaml.safe_load(before))
+    expected["runtime"]["job_image_digests"] = digests
+    try:
+        actual = yaml.safe_load(after)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{name}: the edit would not parse ({exc}); nothing written") from None
+    if actual != expected:
+        raise UsageError(
+            f"{name}: the edit would change more than runtime.job_image_digests; nothing written"
+        )

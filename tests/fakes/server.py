@@ -78,7 +78,7 @@ class FakeServer:
             def _serve(self) -> None:
                 api._handle(self)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
