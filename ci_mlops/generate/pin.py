@@ -100,6 +100,9 @@ class Registry:
 
     user: str = DEFAULT_USER
     token: str | None = field(default=None, repr=False)
+    # Pull tokens by realm and scope: the images share one repository, so one token.
+    _tokens: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    _authorizations: dict[str, str] = field(default_factory=dict, repr=False)
     _opener: urllib.request.OpenerDirector = field(
         default_factory=lambda: urllib.request.build_opener(_NoRedirect), repr=False
     )
@@ -112,10 +115,15 @@ class Registry:
         """The digest ``reference`` (``registry/name:tag``) points at now."""
         ref = ImageRef.parse(reference)
         url = ref.manifest_url
-        status, headers, _ = self._request("HEAD", url, image, None)
-        authorization = None
+        # What the last image of this registry was read with: a challenge per image
+        # would double the requests.
+        authorization = self._authorizations.get(ref.registry)
+        status, headers, _ = self._request("HEAD", url, image, authorization)
         if status == 401:
+            if authorization:
+                self._tokens.clear()  # it expired: ask the realm again
             authorization = self._authorize(headers, ref, image, url)
+            self._authorizations[ref.registry] = authorization
             status, headers, _ = self._request("HEAD", url, image, authorization)
         if status == 404:
             raise UsageError(f"job image {image}: no tag {ref.tag} at {url} (404)")
@@ -151,6 +159,12 @@ class Registry:
         query = {"scope": params.get("scope", f"repository:{ref.name}:pull")}
         if "service" in params:
             query["service"] = params["service"]
+        cached = self._tokens.get((realm, query["scope"]))
+        if cached is None:
+            cached = self._tokens[realm, query["scope"]] = self._fetch_token(realm, query, image)
+        return cached
+
+    def _fetch_token(self, realm: str, query: dict[str, str], image: str) -> str:
         url = f"{realm}?{urllib.parse.urlencode(query)}"
         authorization = f"Basic {self._basic()}" if self.token else None
         status, _, body = self._request("GET", url, image, authorization)
