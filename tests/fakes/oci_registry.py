@@ -59,6 +59,10 @@ class FakeOciRegistry(FakeServer):
         self.repositories.setdefault(name, Repository()).tags[tag] = manifest
         return digest_of(manifest)
 
+    def expire_tokens(self) -> None:
+        """Every token handed out so far stops working, as at the end of its lifetime."""
+        self._tokens.clear()
+
     def _challenge(self, name: str) -> Reply:
         scope = f"repository:{name}:pull"
         header = f'Bearer realm="{self.origin}/token",service="{SERVICE}",scope="{scope}"'

@@ -283,3 +283,25 @@ def test_the_digests_edit_touches_only_their_own_lines(digests: str) -> None:
 def test_a_flow_runtime_is_refused_rather_than_rewritten() -> None:
     with pytest.raises(UsageError, match=r"mlops.yaml:1: runtime is not a block mapping"):
         job_image_digests_edited("runtime: {job_images: published}\nmodels: []\n", NEW)
+
+
+def test_an_expired_token_is_replaced_by_a_new_one_from_the_realm(
+    registry: FakeOciRegistry,
+) -> None:
+    from ci_mlops.generate.pin import Registry
+
+    base, train = (
+        image_tag(n, f"127.0.0.1:{registry.port}/{NAME}", "3.11") for n in ("base", "train")
+    )
+    pushed = [registry.push(NAME, ref.rsplit(":", 1)[1]) for ref in (base, train)]
+    client = Registry()
+    assert client.digest("base", base) == pushed[0]
+    registry.expire_tokens()
+    assert client.digest("train", train) == pushed[1]
+    assert len(registry.calls("token")) == 2
+    assert [r.headers.get("authorization", "")[:7] for r in registry.calls("manifest-head")] == [
+        "",
+        "Bearer ",
+        "Bearer ",  # the expired one: refused with a new challenge
+        "Bearer ",
+    ]
