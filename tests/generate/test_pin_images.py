@@ -6,6 +6,7 @@ each image by digest and passes zizmor and actionlint without a suppression comm
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,13 @@ def test_a_private_mirror_takes_the_token_from_the_environment_and_never_prints_
     anonymous = run_cli("pin-images", cwd=folder)
     assert anonymous.code == 2, anonymous.output
     assert "token request to" in anonymous.stderr and "answered 401" in anonymous.stderr
+
+    wrong = {"MLOPS_REGISTRY_TOKEN": secret[::-1], "MLOPS_REGISTRY_USER": "deployer"}
+    refused = run_cli("pin-images", "--debug", cwd=folder, env=wrong)
+    assert refused.code != 0 and "answered 401" in refused.output
+    assert "Traceback" in refused.stderr  # --debug shows it, and still no token in it
+    assert secret[::-1] not in refused.output
+    assert base64.b64encode(f"deployer:{secret[::-1]}".encode()).decode() not in refused.output
 
     env = {"MLOPS_REGISTRY_TOKEN": secret, "MLOPS_REGISTRY_USER": "deployer"}
     result = run_cli("pin-images", "--debug", cwd=folder, env=env)
