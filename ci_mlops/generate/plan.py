@@ -226,7 +226,13 @@ def templated_pip_install(extras: tuple[str, ...]) -> str:
 # The uv release jobs install with pip when ``runtime.installer`` is uv. Pinned, so that
 # the installer of a pipeline changes only with the ci-mlops release that generated it
 # (and so does the cache key that holds its wheel).
-UV_REQUIREMENT = "uv==0.13.8"
+UV_VERSION = "0.13.8"
+UV_REQUIREMENT = f"uv=={UV_VERSION}"
+
+# pip takes one to two seconds to find that release installed already (in a job image,
+# a runner's own Python), uv a tenth of that to say its version, "uv 0.13.8 (<build>)":
+# only another release, or none, starts pip.
+UV_PRESENT = f"{' '.join(PYTHON)} -m uv --version 2>/dev/null | grep -qF 'uv {UV_VERSION} '"
 
 # uv reads ``uv.toml`` and ``pyproject.toml`` of the folder it runs in: --no-config keeps
 # a committed one (or one among a job's artifacts) from choosing the index. The
@@ -252,7 +258,7 @@ def install_commands(
     lock: str | None = None,
 ) -> list[str]:
     """The shell lines that install ci-mlops with ``extras`` in a job: with pip, or uv
-    (installed by pip first), from the spec's install setting plus the project's
+    (installed by pip first unless the pinned release is there), from the spec's install setting plus the project's
     ``requirements``, or, given a ``lock``, exactly the pinned and hashed set it lists."""
     if lock:
         args = ["--require-hashes", "--no-deps", "-r", lock]
@@ -260,7 +266,7 @@ def install_commands(
         args = [*install_args(install, extras), *(["-r", requirements] if requirements else [])]
     if installer == "pip":
         return [shlex.join([*PYTHON, "-m", "pip", "install", *args])]
-    bootstrap = shlex.join([*PYTHON, "-m", "pip", "install", UV_REQUIREMENT])
+    bootstrap = f"{UV_PRESENT} || {shlex.join([*PYTHON, '-m', 'pip', 'install', UV_REQUIREMENT])}"
     uv = UV_PIP_INSTALL.format(python=" ".join(PYTHON))
     return [bootstrap, f"{uv} {shlex.join(args)}", UV_PRUNE]
 
