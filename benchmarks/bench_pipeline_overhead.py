@@ -43,7 +43,7 @@ way; the union adds no package that the example's libraries import when present 
 Spark extra, which Great Expectations would import, is not among them).
 
 Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
-[gitlab] [act]
+[gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
 """
 
 from __future__ import annotations
@@ -381,6 +381,23 @@ def act_tools(folder: Path, wheel: Path, image: Path | None) -> tuple[Any, dict[
     return ActTools(shared.actions, tool_cache, wheel, pip_cache), variables
 
 
+def act_steps(stdout: str) -> dict[str, float]:
+    """Seconds per step over every job of an act run, by the step's name (an action by
+    its name without the pinned commit), from the ``executionTime`` act logs."""
+    import json
+
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "executionTime" in entry and "jobID" in entry:
+            name = re.sub(r"@[0-9a-f]{40}", "", str(entry.get("step", "")))
+            totals[name] = totals.get(name, 0.0) + float(entry["executionTime"]) / 1e9
+    return totals
+
+
 def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Run, Run]:
     from tests.e2e.act_harness import new_repository, push_event, run_workflow, step_seconds
     from tests.fakes.env import start_github
@@ -425,6 +442,11 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
                 for job, kinds in step_seconds(run.output).items()
             ]
             runs.append(Run(run.wall_seconds, jobs))
+            steps = sorted(act_steps(run.output).items(), key=lambda kv: -kv[1])
+            print(
+                f"act run {n}, steps over all jobs: "
+                + "; ".join(f"{k} {v:.1f} s" for k, v in steps)
+            )
     finally:
         api.stop()
     return runs[0], runs[1]
@@ -433,8 +455,11 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
 def main() -> None:
     modes = [a for a in sys.argv[1:] if a in MODES] or list(MODES)
     platforms = [a for a in sys.argv[1:] if a in ("gitlab", "act")] or ["gitlab", "act"]
+    keep = "keep" in sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-")) if keep else Path(tmp_name)
+        if keep:
+            print(f"projects and logs in {tmp}", flush=True)
         baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
         print(f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s", flush=True)
         wheel = build_wheel(tmp / "wheel")
