@@ -27,7 +27,23 @@ empty) and warm (the same push again). setup-python's tool cache holds the same
 stand-in, so each job gets a fresh Python there too; act's jobs share one home folder,
 which is what restoring the one cache key in every job gives on GitHub.
 
-Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [gitlab] [act]
+*preinstalled* runs the uv pipeline with the stand-in ``python`` of a job image that
+already holds what the jobs install: ci-mlops (the same wheel) with every extra the
+example's jobs name, the project's requirements and uv (the release the install lines
+pin), installed once per session into one virtualenv and byte-compiled, as an image's
+build leaves it. Every job of both platforms runs that one environment rather than a
+copy of it: a copy per job would cost seconds an image does not (a container starts
+from the image's layers without copying them), and a virtualenv cannot be moved. A
+job's writes into an image are lost when it ends, so sharing it is honest only if no
+job writes into it: the benchmark compares a listing of every file (size and time)
+before and after each pipeline and fails if anything changed, so the install lines
+were no-op checks and every module imported was compiled already. One environment for
+all jobs rather than one per job kind: a job imports the same modules by name either
+way; the union adds no package that the example's libraries import when present (the
+Spark extra, which Great Expectations would import, is not among them).
+
+Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
+[gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
 """
 
 from __future__ import annotations
@@ -59,7 +75,9 @@ from tests.linters import GITLAB_CI_LOCAL  # noqa: E402
 
 EXAMPLE = "breast-cancer"
 STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
-INSTALLERS = ("pip", "uv")
+# Each mode: the spec's runtime.installer, and whether the jobs' Python holds
+# everything already (a job image) or starts empty.
+MODES = {"pip": ("pip", False), "uv": ("uv", False), "preinstalled": ("uv", True)}
 
 # The job image's python: a new virtualenv per job (its id is new in every pipeline),
 # with pip from a folder of its own. ``ci-mlops`` runs the script the job installed.
@@ -69,6 +87,11 @@ if [ ! -x "$env/bin/python" ]; then
   "$BENCH_BASE_PYTHON" -m venv --without-pip "$env" >/dev/null || exit 1
   for site in "$env"/lib/python*/site-packages; do echo "$BENCH_PIP_SITE" > "$site/image-pip.pth"; done
 fi
+exec {command} "$@"
+"""
+# The job image's python when the image holds everything: that one environment.
+IMAGE_SHIM = """#!/bin/sh
+env="$BENCH_IMAGE"
 exec {command} "$@"
 """
 SHIMS = {"python": '"$env/bin/python"', "ci-mlops": '"$env/bin/ci-mlops"'}
@@ -92,9 +115,20 @@ class Run:
 
 
 def job_image(
-    folder: Path, shims: Path | None = None, commands: dict[str, str] = SHIMS
+    folder: Path,
+    shims: Path | None = None,
+    commands: dict[str, str] = SHIMS,
+    image: Path | None = None,
 ) -> tuple[Path, dict[str, str]]:
-    """The stand-in ``python``/``ci-mlops`` folder (``shims``) and the variables it reads."""
+    """The stand-in ``python``/``ci-mlops`` folder (``shims``) and the variables it reads:
+    a fresh Python per job, or the environment ``image`` that holds everything."""
+    if image is not None:
+        shims = shims or folder / "image-bin"
+        shims.mkdir(parents=True)
+        for name, command in commands.items():
+            (shims / name).write_text(IMAGE_SHIM.replace("{command}", command))
+            (shims / name).chmod(0o755)
+        return shims, {"BENCH_IMAGE": str(image)}
     import pip
 
     base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
@@ -124,6 +158,78 @@ def build_wheel(folder: Path) -> Path:
     )
     (wheel,) = folder.glob("ci_mlops-*.whl")
     return wheel
+
+
+def image_extras(spec_path: Path) -> tuple[str, ...]:
+    """Every extra a job of the spec installs, on either platform."""
+    from ci_mlops.generate.plan import build_plan
+    from ci_mlops.spec.check import load_spec
+
+    plan = build_plan(load_spec(spec_path))
+    jobs = [job for model in plan.models for job in model.jobs]
+    return tuple(
+        sorted({extra for job in jobs for p in ("gitlab", "github") for extra in job.extras(p)})
+    )
+
+
+def preinstalled_image(folder: Path, wheel: Path) -> Path:
+    """The job image's environment: ci-mlops from ``wheel`` with every extra the
+    example's jobs install, the project's requirements and the pinned uv, installed from
+    PyPI and byte-compiled."""
+    from uv import find_uv_bin
+
+    from ci_mlops.generate.plan import UV_REQUIREMENT
+
+    example = copy_example(EXAMPLE, folder / "spec")
+    extras = ",".join(image_extras(example / "mlops.yaml"))
+    venv = folder / "image-env"
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    subprocess.run([str(base), "-m", "venv", str(venv)], check=True, capture_output=True)
+    start = time.perf_counter()
+    install = [find_uv_bin(), "pip", "install", "--no-config", "--compile-bytecode"]
+    proc = subprocess.run(
+        [
+            *install,
+            "--python",
+            str(venv / "bin" / "python"),
+            f"ci-mlops[{extras}] @ {wheel.as_uri()}",
+            "-r",
+            str(example / "requirements.txt"),
+            UV_REQUIREMENT,
+        ],
+        env=job_env(Path(os.devnull), {}),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"building the job image failed:\n{proc.stderr[-4000:]}")
+    print(
+        f"job image: ci-mlops[{extras}], requirements, {UV_REQUIREMENT}: "
+        f"{time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return venv
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time; uv's lock file,
+    which it touches on every call, aside."""
+    return {
+        str(path.relative_to(folder)): (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.name != ".lock" and not path.is_dir()
+    }
+
+
+def check_unchanged(image: Path | None, before: dict[str, tuple[int, int]]) -> None:
+    """Fail unless the jobs left the image's environment as they found it."""
+    if image is None:
+        return
+    after = listing(image)
+    changed = sorted(set(before.items()) ^ set(after.items()))
+    if changed:
+        names = sorted({name for name, _ in changed})
+        raise SystemExit(f"the jobs changed the job image: {', '.join(names[:20])}")
 
 
 def job_env(shims: Path, image: dict[str, str]) -> dict[str, str]:
@@ -203,8 +309,11 @@ def local_run(folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def bench(installer: str, tmp: Path, wheel: Path, api_vars: dict[str, str]) -> tuple[Run, Run]:
-    shims, image = job_image(tmp / f"image-{installer}")
+def bench(
+    mode: str, tmp: Path, wheel: Path, api_vars: dict[str, str], image: Path | None
+) -> tuple[Run, Run]:
+    installer = MODES[mode][0]
+    shims, variables = job_image(tmp / f"image-{mode}", image=image)
 
     def choose(data: dict[str, object]) -> None:
         runtime = data.setdefault("runtime", {})
@@ -212,13 +321,16 @@ def bench(installer: str, tmp: Path, wheel: Path, api_vars: dict[str, str]) -> t
         runtime["installer"] = installer
 
     project = make_project(
-        EXAMPLE, tmp / f"project-{installer}", install=f"{wheel}[{{extras}}]", change=choose
+        EXAMPLE, tmp / f"project-{mode}", install=f"{wheel}[{{extras}}]", change=choose
     )
     project.commit("train.py", "# tuned\n", "tune the model")
-    env = job_env(shims, image)
-    cold = pipeline(project.path, env, api_vars)
-    warm = pipeline(project.path, env, api_vars)
-    return cold, warm
+    env = job_env(shims, variables)
+    runs = []
+    for _ in ("cold", "warm"):
+        before = listing(image) if image else {}
+        runs.append(pipeline(project.path, env, api_vars))
+        check_unchanged(image, before)
+    return runs[0], runs[1]
 
 
 def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
@@ -254,7 +366,7 @@ def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
 # --- GitHub, through act -----------------------------------------------------------
 
 
-def act_tools(folder: Path, wheel: Path) -> tuple[Any, dict[str, str]]:
+def act_tools(folder: Path, wheel: Path, image: Path | None) -> tuple[Any, dict[str, str]]:
     """act's set-up with a tool cache whose Python is the stand-in."""
     from tests.e2e.act_harness import ActTools, make_act_tools
 
@@ -262,32 +374,51 @@ def act_tools(folder: Path, wheel: Path) -> tuple[Any, dict[str, str]]:
     version = ".".join(map(str, sys.version_info[:3]))
     tool_cache = folder / "tool-cache"
     home = tool_cache / "Python" / version
-    _, image = job_image(folder / "image", home / "x64" / "bin", ACT_SHIMS)
+    _, variables = job_image(folder / "image", home / "x64" / "bin", ACT_SHIMS, image)
     (home / "x64.complete").write_text("")
     pip_cache = folder / "pip-cache"
     pip_cache.mkdir()
-    return ActTools(shared.actions, tool_cache, wheel, pip_cache), image
+    return ActTools(shared.actions, tool_cache, wheel, pip_cache), variables
 
 
-def act_bench(installer: str, tmp: Path, wheel: Path) -> tuple[Run, Run]:
+def act_steps(stdout: str) -> dict[str, float]:
+    """Seconds per step over every job of an act run, by the step's name (an action by
+    its name without the pinned commit), from the ``executionTime`` act logs."""
+    import json
+
+    totals: dict[str, float] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "executionTime" in entry and "jobID" in entry:
+            name = re.sub(r"@[0-9a-f]{40}", "", str(entry.get("step", "")))
+            totals[name] = totals.get(name, 0.0) + float(entry["executionTime"]) / 1e9
+    return totals
+
+
+def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Run, Run]:
     from tests.e2e.act_harness import new_repository, push_event, run_workflow, step_seconds
     from tests.fakes.env import start_github
 
-    tools, image = act_tools(tmp / f"act-{installer}", wheel)
+    installer = MODES[mode][0]
+    tools, variables = act_tools(tmp / f"act-{mode}", wheel, image)
     api = start_github()
     try:
         repository = new_repository(
-            tmp / f"gh-{installer}",
+            tmp / f"gh-{mode}",
             tools,
             api,
             change=lambda d: d["runtime"].update(installer=installer),
         )
         repository.project.commit("train.py", "# tuned\n", "tune the model")
-        env = job_env(Path(os.devnull), image)
+        env = job_env(Path(os.devnull), variables)
         env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
         env["PIP_CACHE_DIR"] = str(tools.pip_cache)
         runs = []
         for n in (1, 2):
+            before = listing(image) if image else {}
             run = run_workflow(
                 repository.project,
                 tools,
@@ -299,6 +430,7 @@ def act_bench(installer: str, tmp: Path, wheel: Path) -> tuple[Run, Run]:
             )
             if run.code != 0 or run.failed():
                 raise SystemExit(f"workflow failed:\n{run.explain()}")
+            check_unchanged(image, before)
             jobs = [
                 Job(
                     job,
@@ -310,19 +442,33 @@ def act_bench(installer: str, tmp: Path, wheel: Path) -> tuple[Run, Run]:
                 for job, kinds in step_seconds(run.output).items()
             ]
             runs.append(Run(run.wall_seconds, jobs))
+            steps = sorted(act_steps(run.output).items(), key=lambda kv: -kv[1])
+            print(
+                f"act run {n}, steps over all jobs: "
+                + "; ".join(f"{k} {v:.1f} s" for k, v in steps)
+            )
     finally:
         api.stop()
     return runs[0], runs[1]
 
 
 def main() -> None:
-    installers = [a for a in sys.argv[1:] if a in INSTALLERS] or list(INSTALLERS)
+    modes = [a for a in sys.argv[1:] if a in MODES] or list(MODES)
     platforms = [a for a in sys.argv[1:] if a in ("gitlab", "act")] or ["gitlab", "act"]
+    keep = "keep" in sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
-        tmp = Path(tmp_name)
+        tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-")) if keep else Path(tmp_name)
+        if keep:
+            print(f"projects and logs in {tmp}", flush=True)
         baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
         print(f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s", flush=True)
         wheel = build_wheel(tmp / "wheel")
+        image = (
+            preinstalled_image(tmp / "job-image", wheel)
+            if any(MODES[m][1] for m in modes)
+            else None
+        )
+        images = {m: image if MODES[m][1] else None for m in modes}
         if "gitlab" in platforms:
             api = start_gitlab()
             try:
@@ -334,15 +480,15 @@ def main() -> None:
                     "CI_PIPELINE_SOURCE": "push",
                     **signing_variables("push"),
                 }
-                for installer in installers:
-                    cold, warm = bench(installer, tmp, wheel, api_vars)
-                    table(f"GitLab, {installer}", cold, warm, baseline)
+                for mode in modes:
+                    cold, warm = bench(mode, tmp, wheel, api_vars, images[mode])
+                    table(f"GitLab, {mode}", cold, warm, baseline)
             finally:
                 api.stop()
         if "act" in platforms:
-            for installer in installers:
-                cold, warm = act_bench(installer, tmp, wheel)
-                table(f"GitHub (act), {installer}", cold, warm, baseline)
+            for mode in modes:
+                cold, warm = act_bench(mode, tmp, wheel, images[mode])
+                table(f"GitHub (act), {mode}", cold, warm, baseline)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -281,7 +281,13 @@ def lock_file(lock: str | None, kind: str) -> str | None:
 # The uv release jobs install with pip when ``runtime.installer`` is uv. Pinned, so that
 # the installer of a pipeline changes only with the ci-mlops release that generated it
 # (and so does the cache key that holds its wheel).
-UV_REQUIREMENT = "uv==0.13.8"
+UV_VERSION = "0.13.8"
+UV_REQUIREMENT = f"uv=={UV_VERSION}"
+
+# pip takes one to two seconds to find that release installed already (in a job image,
+# a runner's own Python), uv a tenth of that to say its version, "uv 0.13.8 (<build>)":
+# only another release, or none, starts pip.
+UV_PRESENT = f"{' '.join(PYTHON)} -m uv --version 2>/dev/null | grep -qF 'uv {UV_VERSION} '"
 
 # uv reads ``uv.toml`` and ``pyproject.toml`` of the folder it runs in: --no-config keeps
 # a committed one (or one among a job's artifacts) from choosing the index. The
@@ -308,21 +314,21 @@ def install_commands(
     in_job_image: bool = False,
 ) -> list[str]:
     """The shell lines that install ci-mlops with ``extras`` in a job: with pip, or uv
-    (installed by pip first), from the spec's install setting plus the project's
-    ``requirements``, or, given a ``lock``, exactly the pinned and hashed set it lists.
-    ``in_job_image``: the job runs in a job image, which holds uv and keeps no cache."""
+    (installed by pip first unless the pinned release is there), from the spec's install
+    setting plus the project's ``requirements``, or, given a ``lock``, exactly the pinned
+    and hashed set it lists. ``in_job_image``: the job runs in a job image, which holds uv
+    and keeps no cache."""
     if lock:
         args = ["--require-hashes", "--no-deps", "-r", lock]
     else:
         args = [*install_args(install, extras), *(["-r", requirements] if requirements else [])]
     if installer == "pip":
         return [shlex.join([*PYTHON, "-m", "pip", "install", *args])]
-    bootstrap = shlex.join([*PYTHON, "-m", "pip", "install", UV_REQUIREMENT])
+    bootstrap = f"{UV_PRESENT} || {shlex.join([*PYTHON, '-m', 'pip', 'install', UV_REQUIREMENT])}"
     uv = UV_PIP_INSTALL.format(python=" ".join(PYTHON))
     if in_job_image:
-        # The image's uv answers in milliseconds; pip starts only where it is missing.
-        check = shlex.join([*PYTHON, "-m", "uv", "--version"])
-        return [f"{check} >/dev/null 2>&1 || {bootstrap}", f"{uv} {shlex.join(args)}"]
+        # No cache to prune: the image's packages are not downloaded.
+        return [bootstrap, f"{uv} {shlex.join(args)}"]
     return [bootstrap, f"{uv} {shlex.join(args)}", UV_PRUNE]
 
 

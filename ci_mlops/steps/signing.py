@@ -164,11 +164,16 @@ def sign(
 
 
 def _signer(env: Mapping[str, str], folder: Path) -> Any | None:
+    key = env.get("MLOPS_SIGNING_KEY", "").strip()
+    token = env.get("SIGSTORE_ID_TOKEN", "").strip()
+    if not (key or token or env.get("ACTIONS_ID_TOKEN_REQUEST_URL")):
+        # Nothing to sign with: model_signing pulls in Sigstore, pydantic and
+        # cryptography (about a second), which an unsigned deploy does not need.
+        return None
     from model_signing import hashing, signing
 
     hashes = hashing.Config().set_ignored_paths(paths=list(UNSIGNED))
     config = signing.Config().set_hashing_config(hashes)
-    key = env.get("MLOPS_SIGNING_KEY", "").strip()
     if key:
         path = _key_file(key, folder)
         password = env.get("MLOPS_SIGNING_KEY_PASSWORD") or None
@@ -179,13 +184,10 @@ def _signer(env: Mapping[str, str], folder: Path) -> Any | None:
                 "MLOPS_SIGNING_KEY is not an elliptic-curve private key in PEM "
                 "(or MLOPS_SIGNING_KEY_PASSWORD is wrong)"
             ) from None
-    token = env.get("SIGSTORE_ID_TOKEN", "").strip()
     if token:
         _check_token(token)
         return _keyless(config, identity_token=token)
-    if env.get("ACTIONS_ID_TOKEN_REQUEST_URL"):
-        return _keyless(config, use_ambient_credentials=True)
-    return None
+    return _keyless(config, use_ambient_credentials=True)
 
 
 def _keyless(config: Any, **how: Any) -> Any:

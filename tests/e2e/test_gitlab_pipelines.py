@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ci_mlops.generate.plan import UV_PRESENT, UV_REQUIREMENT
 from tests.e2e.harness import (
     CI_MLOPS_CALLS,
     UV_ENV,
@@ -477,9 +478,9 @@ def _commands(log: str) -> list[str]:
 def test_uv_jobs_fill_the_installer_cache_and_the_next_pipeline_restores_it(
     tmp_path: Path, gitlab_api: FakeGitLab
 ) -> None:
-    """runtime.installer: uv. Every job installs through uv (after pip installed uv),
-    uv's cache lands in the GitLab cache (no "no matching files" warning), and the next
-    pipeline restores it."""
+    """runtime.installer: uv. Every job installs through uv (pip is not started: the
+    jobs' Python holds the pinned uv already), uv's cache lands in the GitLab cache (no
+    "no matching files" warning), and the next pipeline restores it."""
     job_bin = make_uv_job_python(tmp_path / "uv-python")
     project = make_project(
         MODEL, tmp_path / "project", change=lambda d: d["runtime"].update(installer="uv")
@@ -495,7 +496,8 @@ def test_uv_jobs_fill_the_installer_cache_and_the_next_pipeline_restores_it(
 
     for job in jobs:
         log = first.log(job)
-        assert "$ python -I -m pip install uv==" in log
+        assert f"$ {UV_PRESENT} || python -I -m pip install {UV_REQUIREMENT}" in log
+        assert "Requirement already satisfied: uv" not in log
         assert '$ python -I -m uv pip install --no-config --python "$(command -v python)"' in log
     for run in (first, second):
         assert "no matching files" not in run.output, run.explain()

@@ -231,7 +231,10 @@ def test_every_documented_install_form_installs_ci_mlops_with_uv(
     settings = UV_SETTINGS.get(form, lambda s: {})(sources)
     if rendering == "inline":
         lines = install_commands(install, EXTRAS, installer="uv")
-        assert lines[0] == "python -I -m pip install uv==0.13.8"
+        assert lines[0] == (
+            "python -I -m uv --version 2>/dev/null | grep -qF 'uv 0.13.8 ' "
+            "|| python -I -m pip install uv==0.13.8"
+        )
         assert lines[1].startswith("python -I -m uv pip install --no-config --python ")
         assert lines[2] == "python -I -m uv cache prune --ci"
     else:
@@ -241,10 +244,48 @@ def test_every_documented_install_form_installs_ci_mlops_with_uv(
     result = run_lines(lines, uv_env(venv_bin, tmp_path / "uv-cache", **settings))
 
     assert result.returncode == 0, f"{lines}\n{result.stdout}\n{result.stderr}"
+    if rendering == "inline":
+        # The environment holds the pinned uv: the bootstrap line did not start pip.
+        assert "Requirement already satisfied" not in result.stdout + result.stderr
     where, version = installed_in(venv_bin).split()
     assert where.startswith(str(venv_bin.parent)) and version == __version__
     # What the job keeps between pipelines: uv's cache, pruned to what uv built itself.
     assert any((tmp_path / "uv-cache").iterdir())
+
+
+def pip_only_venv(folder: Path) -> Path:
+    """A virtualenv holding pip (this environment's, through a ``.pth`` line) and no uv."""
+    import pip
+
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(folder)], check=True)
+    pip_site = folder.parent / "pip-site"
+    pip_site.mkdir()
+    (pip_site / "pip").symlink_to(Path(pip.__file__).parent)
+    (next(folder.glob("lib/python*/site-packages")) / "pip.pth").write_text(f"{pip_site}\n")
+    return folder / "bin"
+
+
+@pytest.mark.parametrize("release", ["0.13.80", "0.14.0", None])
+def test_pip_installs_uv_where_the_pinned_release_is_missing(
+    tmp_path: Path, release: str | None
+) -> None:
+    """Another uv release (one whose version starts like the pinned one, too), or none:
+    the bootstrap line asks pip for the pinned release (which an offline pip cannot
+    find, so it says which it looked for)."""
+    venv_bin = pip_only_venv(tmp_path / "venv")
+    if release:
+        # A uv that answers ``python -m uv --version`` as that release's build does.
+        uv = next((tmp_path / "venv").glob("lib/python*/site-packages")) / "uv"
+        uv.mkdir()
+        (uv / "__init__.py").write_text("")
+        (uv / "__main__.py").write_text(f"print('uv {release} (x86_64-unknown-linux-gnu)')\n")
+    bootstrap = install_commands("ci-mlops", (), installer="uv")[0]
+
+    result = run_lines([bootstrap], pip_env(venv_bin, PIP_NO_INDEX="1"))
+
+    assert result.returncode != 0
+    assert "requirement uv==0.13.8" in result.stderr, result.stderr
 
 
 def test_uv_ignores_a_uv_toml_in_the_job_folder(sources: Sources, tmp_path: Path) -> None:

@@ -30,6 +30,11 @@ NAME = "breast-cancer"
 UV_LINE = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
 LOCK = "requirements.lock"
 PRUNE = "python -I -m uv cache prune --ci"
+# pip installs uv only where the pinned release is missing.
+BOOTSTRAP = (
+    "python -I -m uv --version 2>/dev/null | grep -qF 'uv 0.13.8 ' "
+    "|| python -I -m pip install uv==0.13.8"
+)
 
 
 def project_with(tmp_path: Path, **runtime: Any) -> Path:
@@ -68,7 +73,7 @@ def test_gitlab_jobs_install_the_lock_with_uv_and_keep_its_cache(uv_locked: Path
     doc = load(uv_locked / ".gitlab-ci.yml")
     train = doc[f"{NAME}:train"]
     assert train["before_script"] == [
-        "python -I -m pip install uv==0.13.8",
+        BOOTSTRAP,
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
         PRUNE,
     ]
@@ -89,7 +94,7 @@ def test_github_jobs_install_the_lock_with_uv_and_cache_uv(uv_locked: Path) -> N
     steps = jobs[f"{NAME}-train"]["steps"]
     (install,) = (s for s in steps if s.get("name") == "Install ci-mlops")
     assert install["run"].splitlines() == [
-        "python -I -m pip install uv==0.13.8",
+        BOOTSTRAP,
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
         PRUNE,
     ]

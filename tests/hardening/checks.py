@@ -54,8 +54,10 @@ DEPLOY_LINE = re.compile(
 )
 ISOLATED = "python -I -m ci_mlops "
 PIP = ["python", "-I", "-m", "pip", "install"]
-# The uv release jobs install when the spec's installer is uv; written out, as EXTRAS are.
+# The uv release jobs install when the spec's installer is uv, and how they install it
+# only where it is missing; written out, as EXTRAS are.
 UV_PIN = "uv==0.13.8"
+UV_PRESENT = "python -I -m uv --version 2>/dev/null | grep -qF 'uv 0.13.8 '"
 WRITE_TOKEN_JOBS = {"gitlab": ("report",), "github": ("report", "deploy", "image")}
 # The one system install a job may run: buildah, for the GitLab image job (the spec's
 # Python image has none; GitHub's runners do).
@@ -133,7 +135,8 @@ def _extras(spec: Spec, platform: str) -> set[str]:
 
 def pip_lines(spec: Spec, platform: str) -> set[str]:
     """Every install line a job of ``spec`` may run: ci-mlops with each kind's extras, and
-    the project's requirements, or the lock; by pip, or by uv after pip installed it."""
+    the project's requirements, or the lock; by pip, or by uv after pip installed it
+    where it was missing."""
     lines = _pip_lines(spec, platform)
     lock = spec.runtime.lock
     if lock:
@@ -147,10 +150,7 @@ def pip_lines(spec: Spec, platform: str) -> set[str]:
     uv_head = 'python -I -m uv pip install --no-config --python "$(command -v python)" '
     pip_head = shlex.join(PIP) + " "
     uv = {uv_head + line.removeprefix(pip_head) for line in lines}
-    bootstrap = shlex.join([*PIP, UV_PIN])
-    if spec.runtime.job_images:
-        # A job image holds uv: pip starts only where it is missing.
-        uv.add(f"python -I -m uv --version >/dev/null 2>&1 || {bootstrap}")
+    bootstrap = f"{UV_PRESENT} || {shlex.join([*PIP, UV_PIN])}"
     return uv | {bootstrap, "python -I -m uv cache prune --ci"}
 
 

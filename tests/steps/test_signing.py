@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,6 +144,28 @@ def test_without_a_key_signing_is_refused_when_required_else_skipped(tmp_path: P
     with pytest.raises(UsageError, match="no way to sign this version: set MLOPS_SIGNING_KEY"):
         signing.sign(files, tmp_path / "s", required=True, env={})
     assert signing.sign(files, tmp_path / "s", required=False, env={}) == files
+
+
+def test_an_unsigned_deploy_does_not_load_the_signing_library(tmp_path: Path) -> None:
+    """model_signing brings Sigstore, pydantic and cryptography along: a deploy with
+    nothing to sign with must not pay for them (checked in a fresh interpreter)."""
+    version_files(tmp_path / "work")
+    probe = (
+        "import sys; from pathlib import Path; from ci_mlops.steps import signing; "
+        "work = Path(sys.argv[1]); "
+        "files = {p.name: p for p in work.iterdir()}; "
+        "assert signing.sign(files, work.parent / 's', required=False, env={}) == files; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('model_signing', 'sigstore', 'cryptography', 'pydantic')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "[]", out.stdout[:500]
 
 
 def jwt(claims: dict[str, object]) -> str:
