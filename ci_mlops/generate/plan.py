@@ -259,7 +259,7 @@ def templated_install(
         'case "$MLOPS_INSTALLER" in pip|uv) ;; '
         '*) echo "ci-mlops: the installer input is pip or uv" >&2; exit 2;; esac',
         choose,
-        f"{uv} {python} -m pip install {UV_REQUIREMENT}; fi",
+        f"{uv} {UV_PRESENT} || {python} -m pip install {UV_REQUIREMENT}; fi",
         f'{uv} {UV_PIP_INSTALL.format(python=python)} "$@"; else {python} -m pip install "$@"; fi',
         f"{uv} {UV_PRUNE}; fi",
     ]

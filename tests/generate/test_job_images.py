@@ -79,7 +79,8 @@ def test_published_images_put_each_gitlab_job_in_its_kinds_image_without_install
         assert job["image"] == tag(image.name), name
         # The image's uv is used as it is: pip starts only if it is missing.
         assert job["before_script"][0] == (
-            "python -I -m uv --version >/dev/null 2>&1 || python -I -m pip install uv==0.13.8"
+            "python -I -m uv --version 2>/dev/null | grep -qF 'uv 0.13.8 ' "
+            "|| python -I -m pip install uv==0.13.8"
         )
         assert job["before_script"][1].startswith("python -I -m uv pip install --no-config")
         assert "python -I -m uv cache prune --ci" not in job["before_script"]
@@ -108,7 +109,9 @@ def test_published_images_run_github_jobs_in_containers_without_setup_python(
         caches = [s["with"]["path"] for s in job["steps"] if "actions/cache" in s.get("uses", "")]
         assert caches == ([f".ci-mlops/{MODEL}/"] if job_id.endswith("-train") else []), job_id
         install = next(s for s in job["steps"] if s.get("name") == "Install ci-mlops")
-        assert install["run"].startswith("python -I -m uv --version >/dev/null 2>&1 || ")
+        assert install["run"].startswith(
+            "python -I -m uv --version 2>/dev/null | grep -qF 'uv 0.13.8 ' || "
+        )
     workflow = folder / ".github/workflows/mlops.yml"
     text = workflow.read_text("utf-8")
     # Pinned by release tag; zizmor's pedantic persona asks for digests, and the line
