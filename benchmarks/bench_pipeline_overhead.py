@@ -47,9 +47,13 @@ with ``runtime.job_images: published``, as a project using the published job ima
 has it: GitLab jobs name the image (``image:``, which gitlab-ci-local's shell executor
 ignores) and save and restore no installer cache; GitHub jobs name it as
 ``container: image:`` and run neither setup-python nor an installer cache step. act in
-host mode has no container engine, so the benchmark removes the ``container:`` keys
-from the generated workflow (and changes nothing else in it) before the run: the
-image's Python is the stand-in environment, first on PATH, as on GitLab.
+host mode has no container engine, so act runs a copy of the generated workflow
+without its ``container:`` keys (nothing else in it changes; the committed workflow
+stays as generated, so the job that checks it against the spec passes): the
+image's Python is the stand-in environment, first on PATH, as on GitLab. The jobs'
+install lines name ci-mlops as released (``ci-mlops[<extras>]==<version>``, as
+``job_images`` requires); the stand-in holds the wheel of this working tree, of that
+version, so they check and install nothing, as in *preinstalled*.
 
 Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
 [images] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
@@ -337,6 +341,9 @@ def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
     runtime["installer"] = mode.installer
     if mode.job_images:
         runtime["job_images"] = "published"
+        # Images hold the release, so their jobs' lines name it (``==<version>``); the
+        # stand-in holds this working tree's wheel of that version, which satisfies them.
+        runtime.pop("install", None)
 
 
 def bench(
@@ -407,7 +414,10 @@ def act_tools(
     shims, variables = job_image(
         folder / "image", None if on_path else home / "x64" / "bin", ACT_SHIMS, image
     )
-    (home / "x64.complete").write_text("")
+    if on_path:
+        tool_cache.mkdir()  # run_workflow copies it; no job asks it for a Python
+    else:
+        (home / "x64.complete").write_text("")
     pip_cache = folder / "pip-cache"
     pip_cache.mkdir()
     first = shims if on_path else Path(os.devnull)
@@ -435,21 +445,23 @@ def without_containers(workflow: str) -> str:
     return "".join(kept)
 
 
-def run_on_host(project: Project) -> None:
-    """Commit the project's workflow without its ``container:`` keys, and check that
-    this removed them and nothing else a job runs."""
+def host_workflow(project: Project) -> Path:
+    """A copy of the project's workflow, beside the project, without its ``container:``
+    keys, for act to read (``--workflows``); the committed workflow stays as generated,
+    so the job that checks it against the spec still passes. Checks that the copy lost
+    those keys and nothing else."""
     import yaml
 
-    path = project.path / ".github" / "workflows" / "mlops.yml"
-    before = yaml.safe_load(path.read_text("utf-8"))
-    path.write_text(without_containers(path.read_text("utf-8")), "utf-8")
-    after = yaml.safe_load(path.read_text("utf-8"))
-    for job in before["jobs"].values():
+    text = (project.path / ".github" / "workflows" / "mlops.yml").read_text("utf-8")
+    generated = yaml.safe_load(text)
+    copy = project.path.parent / "mlops-on-host.yml"
+    copy.write_text(without_containers(text), "utf-8")
+    for job in generated["jobs"].values():
         if job.pop("container", None) is None:
-            raise SystemExit("a job of the workflow runs in no container")
-    if before != after:
+            raise SystemExit("a job of the generated workflow names no job image")
+    if generated != yaml.safe_load(copy.read_text("utf-8")):
         raise SystemExit("removing the container keys changed more than them")
-    project.commit(".github/workflows/mlops.yml", "", "run the jobs on act's host")
+    return copy
 
 
 def act_steps(stdout: str) -> dict[str, float]:
@@ -483,8 +495,7 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
             api,
             change=lambda data: choose_runtime(data, MODES[mode]),
         )
-        if in_images:
-            run_on_host(repository.project)
+        workflow = ("--workflows", str(host_workflow(repository.project))) if in_images else ()
         repository.project.commit("train.py", "# tuned\n", "tune the model")
         env = job_env(first, variables)
         if not in_images:
@@ -500,6 +511,7 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
                 "push",
                 push_event(api),
                 run_id=8000 + n,
+                local_repositories=workflow,  # act's extra arguments
                 base_env=env,
             )
             if run.code != 0 or run.failed():
