@@ -42,8 +42,21 @@ all jobs rather than one per job kind: a job imports the same modules by name ei
 way; the union adds no package that the example's libraries import when present (the
 Spark extra, which Great Expectations would import, is not among them).
 
+*images* runs the same jobs' Python as *preinstalled*, but the pipeline is generated
+with ``runtime.job_images: published``, as a project using the published job images
+has it: GitLab jobs name the image (``image:``, which gitlab-ci-local's shell executor
+ignores) and save and restore no installer cache; GitHub jobs name it as
+``container: image:`` and run neither setup-python nor an installer cache step. act in
+host mode has no container engine, so act runs a copy of the generated workflow
+without its ``container:`` keys (nothing else in it changes; the committed workflow
+stays as generated, so the job that checks it against the spec passes): the
+image's Python is the stand-in environment, first on PATH, as on GitLab. The jobs'
+install lines name ci-mlops as released (``ci-mlops[<extras>]==<version>``, as
+``job_images`` requires); the stand-in holds the wheel of this working tree, of that
+version, so they check and install nothing, as in *preinstalled*.
+
 Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
-[gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
+[images] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
 """
 
 from __future__ import annotations
@@ -66,6 +79,7 @@ from ci_mlops.local_ci import gitlab_ci_local_command, seconds  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     CI_MLOPS_CALLS,
     SUMMARY,
+    Project,
     make_project,
     signing_variables,
 )
@@ -75,9 +89,21 @@ from tests.linters import GITLAB_CI_LOCAL  # noqa: E402
 
 EXAMPLE = "breast-cancer"
 STEP_LINE = re.compile(r"^\[[\d:]+\s+([\d.]+)\s*(ms|s|min|m)\]\s+(\S+)\s+(\$|>)\s?(.*)$")
-# Each mode: the spec's runtime.installer, and whether the jobs' Python holds
-# everything already (a job image) or starts empty.
-MODES = {"pip": ("pip", False), "uv": ("uv", False), "preinstalled": ("uv", True)}
+
+
+@dataclass(frozen=True)
+class Mode:
+    installer: str  # the spec's runtime.installer
+    preinstalled: bool  # the jobs' Python holds everything already, or starts empty
+    job_images: bool = False  # the spec's runtime.job_images: published
+
+
+MODES = {
+    "pip": Mode("pip", False),
+    "uv": Mode("uv", False),
+    "preinstalled": Mode("uv", True),
+    "images": Mode("uv", True, job_images=True),
+}
 
 # The job image's python: a new virtualenv per job (its id is new in every pipeline),
 # with pip from a folder of its own. ``ci-mlops`` runs the script the job installed.
@@ -309,19 +335,26 @@ def local_run(folder: Path) -> float:
     return time.perf_counter() - start
 
 
+def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
+    """Set the spec's installer, and its job images for a mode that runs in them."""
+    runtime = data.setdefault("runtime", {})
+    runtime["installer"] = mode.installer
+    if mode.job_images:
+        runtime["job_images"] = "published"
+        # Images hold the release, so their jobs' lines name it (``==<version>``); the
+        # stand-in holds this working tree's wheel of that version, which satisfies them.
+        runtime.pop("install", None)
+
+
 def bench(
     mode: str, tmp: Path, wheel: Path, api_vars: dict[str, str], image: Path | None
 ) -> tuple[Run, Run]:
-    installer = MODES[mode][0]
     shims, variables = job_image(tmp / f"image-{mode}", image=image)
-
-    def choose(data: dict[str, object]) -> None:
-        runtime = data.setdefault("runtime", {})
-        assert isinstance(runtime, dict)
-        runtime["installer"] = installer
-
     project = make_project(
-        EXAMPLE, tmp / f"project-{mode}", install=f"{wheel}[{{extras}}]", change=choose
+        EXAMPLE,
+        tmp / f"project-{mode}",
+        install=f"{wheel}[{{extras}}]",
+        change=lambda data: choose_runtime(data, MODES[mode]),
     )
     project.commit("train.py", "# tuned\n", "tune the model")
     env = job_env(shims, variables)
@@ -366,19 +399,69 @@ def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
 # --- GitHub, through act -----------------------------------------------------------
 
 
-def act_tools(folder: Path, wheel: Path, image: Path | None) -> tuple[Any, dict[str, str]]:
-    """act's set-up with a tool cache whose Python is the stand-in."""
+def act_tools(
+    folder: Path, wheel: Path, image: Path | None, *, on_path: bool = False
+) -> tuple[Any, Path, dict[str, str]]:
+    """act's set-up with a tool cache whose Python is the stand-in, and the folder to put
+    first on PATH: the stand-in's own with ``on_path`` (jobs in a job image run no
+    setup-python), else none (setup-python puts the tool cache's first)."""
     from tests.e2e.act_harness import ActTools, make_act_tools
 
     shared = make_act_tools(folder / "act")
     version = ".".join(map(str, sys.version_info[:3]))
     tool_cache = folder / "tool-cache"
     home = tool_cache / "Python" / version
-    _, variables = job_image(folder / "image", home / "x64" / "bin", ACT_SHIMS, image)
-    (home / "x64.complete").write_text("")
+    shims, variables = job_image(
+        folder / "image", None if on_path else home / "x64" / "bin", ACT_SHIMS, image
+    )
+    if on_path:
+        tool_cache.mkdir()  # run_workflow copies it; no job asks it for a Python
+    else:
+        (home / "x64.complete").write_text("")
     pip_cache = folder / "pip-cache"
     pip_cache.mkdir()
-    return ActTools(shared.actions, tool_cache, wheel, pip_cache), variables
+    first = shims if on_path else Path(os.devnull)
+    return ActTools(shared.actions, tool_cache, wheel, pip_cache), first, variables
+
+
+CONTAINER_KEY = re.compile(r"^( +)container:\s*$")
+
+
+def without_containers(workflow: str) -> str:
+    """``workflow`` without its jobs' ``container:`` keys (each with the lines indented
+    under it): act's host mode has no container engine to run them in."""
+    kept: list[str] = []
+    inside: int | None = None  # the indentation of the container key being dropped
+    for line in workflow.splitlines(keepends=True):
+        indent = len(line) - len(line.lstrip(" "))
+        if inside is not None and (indent > inside or not line.strip()):
+            continue
+        inside = None
+        match = CONTAINER_KEY.match(line)
+        if match:
+            inside = len(match.group(1))
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def host_workflow(project: Project) -> Path:
+    """A copy of the project's workflow, beside the project, without its ``container:``
+    keys, for act to read (``--workflows``); the committed workflow stays as generated,
+    so the job that checks it against the spec still passes. Checks that the copy lost
+    those keys and nothing else."""
+    import yaml
+
+    text = (project.path / ".github" / "workflows" / "mlops.yml").read_text("utf-8")
+    generated = yaml.safe_load(text)
+    copy = project.path.parent / "mlops-on-host.yml"
+    copy.write_text(without_containers(text), "utf-8")
+    for job in generated["jobs"].values():
+        if job.pop("container", None) is None:
+            raise SystemExit("a job of the generated workflow names no job image")
+    if generated != yaml.safe_load(copy.read_text("utf-8")):
+        raise SystemExit("removing the container keys changed more than them")
+    return copy
 
 
 def act_steps(stdout: str) -> dict[str, float]:
@@ -402,19 +485,21 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
     from tests.e2e.act_harness import new_repository, push_event, run_workflow, step_seconds
     from tests.fakes.env import start_github
 
-    installer = MODES[mode][0]
-    tools, variables = act_tools(tmp / f"act-{mode}", wheel, image)
+    in_images = MODES[mode].job_images
+    tools, first, variables = act_tools(tmp / f"act-{mode}", wheel, image, on_path=in_images)
     api = start_github()
     try:
         repository = new_repository(
             tmp / f"gh-{mode}",
             tools,
             api,
-            change=lambda d: d["runtime"].update(installer=installer),
+            change=lambda data: choose_runtime(data, MODES[mode]),
         )
+        workflow = ("--workflows", str(host_workflow(repository.project))) if in_images else ()
         repository.project.commit("train.py", "# tuned\n", "tune the model")
-        env = job_env(Path(os.devnull), variables)
-        env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
+        env = job_env(first, variables)
+        if not in_images:
+            env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
         env["PIP_CACHE_DIR"] = str(tools.pip_cache)
         runs = []
         for n in (1, 2):
@@ -426,6 +511,7 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
                 "push",
                 push_event(api),
                 run_id=8000 + n,
+                local_repositories=workflow,  # act's extra arguments
                 base_env=env,
             )
             if run.code != 0 or run.failed():
@@ -465,10 +551,10 @@ def main() -> None:
         wheel = build_wheel(tmp / "wheel")
         image = (
             preinstalled_image(tmp / "job-image", wheel)
-            if any(MODES[m][1] for m in modes)
+            if any(MODES[m].preinstalled for m in modes)
             else None
         )
-        images = {m: image if MODES[m][1] else None for m in modes}
+        images = {m: image if MODES[m].preinstalled else None for m in modes}
         if "gitlab" in platforms:
             api = start_gitlab()
             try:
