@@ -84,7 +84,7 @@ from tests.e2e.harness import (  # noqa: E402
     signing_variables,
 )
 from tests.fakes.env import start_gitlab  # noqa: E402
-from tests.helpers import cli_command, copy_example  # noqa: E402
+from tests.helpers import cli_command, copy_example, tree_wheel  # noqa: E402
 from tests.linters import GITLAB_CI_LOCAL  # noqa: E402
 
 EXAMPLE = "breast-cancer"
@@ -173,17 +173,6 @@ def job_image(
         "BENCH_BASE_PYTHON": str(base),
         "BENCH_PIP_SITE": str(pip_site),
     }
-
-
-def build_wheel(folder: Path) -> Path:
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run(
-        [*build, "-w", str(folder), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = folder.glob("ci_mlops-*.whl")
-    return wheel
 
 
 def image_extras(spec_path: Path) -> tuple[str, ...]:
@@ -548,7 +537,7 @@ def main() -> None:
             print(f"projects and logs in {tmp}", flush=True)
         baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
         print(f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s", flush=True)
-        wheel = build_wheel(tmp / "wheel")
+        wheel = tree_wheel(tmp / "wheel")
         image = (
             preinstalled_image(tmp / "job-image", wheel)
             if any(MODES[m].preinstalled for m in modes)

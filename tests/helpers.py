@@ -51,6 +51,19 @@ def copy_example(name: str, tmp_path: Path) -> Path:
     return target
 
 
+def tree_wheel(folder: Path) -> Path:
+    """ci-mlops of this working tree as a wheel in ``folder``: offline, with the build
+    backend this environment already has."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "-w", str(folder), str(REPO)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (wheel,) = folder.glob("ci_mlops-*.whl")
+    return wheel
+
+
 def cli_command() -> list[str]:
     """The installed ``ci-mlops`` script beside this interpreter, else ``python -m``."""
     script = Path(sys.executable).with_name("ci-mlops")

@@ -23,9 +23,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import zipfile
@@ -45,7 +43,7 @@ from tests.e2e.harness import (
     signing_variables,
 )
 from tests.fakes.github_api import FakeGitHub
-from tests.helpers import REPO, git
+from tests.helpers import REPO, git, tree_wheel
 
 __all__ = [
     "ACTIONS_TGZ",
@@ -110,19 +108,9 @@ def make_act_tools(folder: Path) -> ActTools:
     assert not missing, f"{ACTIONS_TGZ} lacks {', '.join(missing)}"
     pip_cache = folder / "pip-cache"
     pip_cache.mkdir()
-    return ActTools(vendored, _tool_cache(folder / "tool-cache"), _wheel(folder), pip_cache)
-
-
-def _wheel(folder: Path) -> Path:
-    out = folder / "wheel"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, **PIP_ENV},
+    return ActTools(
+        vendored, _tool_cache(folder / "tool-cache"), tree_wheel(folder / "wheel"), pip_cache
     )
-    (wheel,) = out.glob("ci_mlops-*.whl")
-    return wheel
 
 
 def _tool_cache(folder: Path) -> Path:

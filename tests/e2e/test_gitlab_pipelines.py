@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from tests.e2e.harness import (
 )
 from tests.fakes.env import GITLAB_TOKEN, start_gitlab
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.helpers import REPO, git
+from tests.helpers import REPO, git, tree_wheel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -371,23 +369,7 @@ def locked_wheel(project: Project, folder: Path) -> str:
     """A wheel of this working tree and, for each kind of job, a lock in ``locks/`` that
     pins it by hash (the jobs' python holds every dependency already; a lock written by
     ``ci-mlops lock`` lists those too). Returns the wheel's URL."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(folder),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"},
-    )
-    (wheel,) = folder.glob("ci_mlops-*.whl")
+    wheel = tree_wheel(folder)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     (project.path / "locks").mkdir()
     for kind in ("validate", "data-test", "train", "evaluate", "export", "deploy", "drift"):

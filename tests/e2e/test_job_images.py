@@ -15,7 +15,8 @@ from ci_mlops.spec.model import DEFAULT_INSTALL
 from tests.e2e.harness import make_project, run_pipeline
 from tests.e2e.test_gitlab_pipelines import CHECKS, MODEL, assert_passed, ci_variables
 from tests.fakes.gitlab_api import FakeGitLab
-from tests.images.venvs import build_wheel, image_venv
+from tests.helpers import tree_wheel
+from tests.images.venvs import image_venv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ IMAGES = ("data-test", "train", "evaluate", "export", "deploy")
 def test_a_pipeline_in_job_images_installs_nothing_and_passes(
     tmp_path: Path, gitlab_api: FakeGitLab
 ) -> None:
-    wheel = build_wheel(tmp_path / "wheel")
+    wheel = tree_wheel(tmp_path / "wheel")
     job_bin = image_venv(tmp_path / "image-python", IMAGES, wheel)
     project = make_project(
         MODEL,

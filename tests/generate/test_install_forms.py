@@ -27,7 +27,7 @@ import pytest
 from ci_mlops import __version__
 from ci_mlops.generate.plan import install_commands, pip_install, templated_install
 from tests.e2e.harness import dependencies_path
-from tests.helpers import REPO, git
+from tests.helpers import REPO, git, tree_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -45,24 +45,7 @@ class Sources:
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     base = tmp_path_factory.mktemp("install-forms")
-    wheels = base / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(wheels),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"},
-    )
-    (wheel,) = wheels.glob("ci_mlops-*.whl")
+    wheel = tree_wheel(base / "wheels")
     project = base / "simple" / "ci-mlops"
     project.mkdir(parents=True)
     (project / "index.html").write_text(

@@ -19,7 +19,7 @@ import yaml
 
 from ci_mlops.atomic import sha256_file
 from ci_mlops.generate.templates import interpolate
-from tests.helpers import REPO, copy_example, run_cli
+from tests.helpers import REPO, copy_example, run_cli, tree_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -32,25 +32,7 @@ LOCKED = ("validate", "data-test", "train", "evaluate", "export", "deploy", "dri
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(folder),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"},
-    )
-    (found,) = folder.glob("ci_mlops-*.whl")
-    return found
+    return tree_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def project(folder: Path, wheel: Path, **runtime: Any) -> Path:

@@ -13,7 +13,8 @@ import pytest
 from ci_mlops import __version__
 from ci_mlops.generate.kinds import KINDS, job_images
 from ci_mlops.generate.plan import install_commands
-from tests.images.venvs import build_wheel, image_venv, uv_env
+from tests.helpers import tree_wheel
+from tests.images.venvs import image_venv, uv_env
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ print(" ".join(imported))
 
 @pytest.fixture(scope="module")
 def venvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
+    wheel = tree_wheel(tmp_path_factory.mktemp("wheel"))
     root = tmp_path_factory.mktemp("job-images")
     return {name: image_venv(root / name, [name], wheel) for name in CHECKED}
 

@@ -26,17 +26,6 @@ def uv_env() -> dict[str, str]:
     return {**env, "UV_CACHE_DIR": str(CACHE), "UV_NO_CONFIG": "1"}
 
 
-def build_wheel(folder: Path) -> Path:
-    """ci-mlops of this working tree as a wheel (the build backend is installed here)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "-w", str(folder), str(REPO)],
-        check=True,
-    )  # fmt: skip
-    (wheel,) = folder.glob("ci_mlops-*-py3-none-any.whl")
-    return wheel
-
-
 def image_venv(folder: Path, images: Iterable[str], wheel: Path) -> Path:
     """A virtualenv with the contents of ``images`` (several: their union, which the
     shared resolution makes one set of versions); returns its ``bin`` folder."""
