@@ -198,23 +198,21 @@ def small(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("wrong", [False, True])
-def test_an_inline_job_installs_its_lock_with_uv(small: Path, tmp_path: Path, wrong: bool) -> None:
-    work = tmp_path / "job"
-    work.mkdir()
-    (work / LOCKS).mkdir()
-    lock = work / LOCKS / "validate.txt"
-    lock.write_text((small / LOCKS / "validate.txt").read_text("utf-8"), "utf-8")
+def job_folder(project: Path, work: Path, kind: str, *, wrong: bool) -> Path:
+    """A job's folder holding ``project``'s lock for ``kind``, with click's hashes wrong
+    if ``wrong``."""
+    (work / LOCKS).mkdir(parents=True)
+    lock = work / LOCKS / f"{kind}.txt"
+    lock.write_text((project / LOCKS / f"{kind}.txt").read_text("utf-8"), "utf-8")
     if wrong:
         tamper(lock, "click")
-    venv_bin = fresh_venv(tmp_path / "venv")
-    lines = yaml.safe_load((small / ".gitlab-ci.yml").read_text("utf-8"))["ci-mlops:validate"][
-        "before_script"
-    ]
-    assert lines[1].endswith("--require-hashes --no-deps -r locks/validate.txt")
+    return work
 
-    result = run_job_lines(lines, work, job_env(venv_bin, tmp_path / "uv-cache"))
 
+def assert_lock_installed(
+    result: subprocess.CompletedProcess[str], venv_bin: Path, work: Path, *, wrong: bool
+) -> None:
+    """A good lock installs ci-mlops; one wrong hash fails the job with nothing installed."""
     if not wrong:
         assert result.returncode == 0, result.stdout + result.stderr
         assert installed(venv_bin, work).startswith("0.1.0 ")
@@ -225,17 +223,26 @@ def test_an_inline_job_installs_its_lock_with_uv(small: Path, tmp_path: Path, wr
 
 
 @pytest.mark.parametrize("wrong", [False, True])
+def test_an_inline_job_installs_its_lock_with_uv(small: Path, tmp_path: Path, wrong: bool) -> None:
+    work = job_folder(small, tmp_path / "job", "validate", wrong=wrong)
+    venv_bin = fresh_venv(tmp_path / "venv")
+    lines = yaml.safe_load((small / ".gitlab-ci.yml").read_text("utf-8"))["ci-mlops:validate"][
+        "before_script"
+    ]
+    assert lines[1].endswith("--require-hashes --no-deps -r locks/validate.txt")
+
+    result = run_job_lines(lines, work, job_env(venv_bin, tmp_path / "uv-cache"))
+
+    assert_lock_installed(result, venv_bin, work, wrong=wrong)
+
+
+@pytest.mark.parametrize("wrong", [False, True])
 def test_a_component_job_installs_its_own_lock_with_pip(
     small: Path, tmp_path: Path, wrong: bool
 ) -> None:
     """The released component's train job, with the inputs a caller passes (pip, the
     folder of locks), installs ``locks/train.txt``."""
-    work = tmp_path / "job"
-    (work / LOCKS).mkdir(parents=True)
-    lock = work / LOCKS / "train.txt"
-    lock.write_text((small / LOCKS / "train.txt").read_text("utf-8"), "utf-8")
-    if wrong:
-        tamper(lock, "click")
+    work = job_folder(small, tmp_path / "job", "train", wrong=wrong)
     inputs = {"model": NAME, "installer": "pip", "lock": LOCKS}
     job = interpolate((REPO / "templates" / "train.yml").read_text("utf-8"), inputs)[
         f"{NAME}:train"
@@ -247,13 +254,7 @@ def test_a_component_job_installs_its_own_lock_with_pip(
         job["before_script"], work, job_env(venv_bin, tmp_path / "uv", **variables)
     )
 
-    if not wrong:
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert installed(venv_bin, work).startswith("0.1.0 ")
-    else:
-        assert result.returncode != 0
-        assert "hash" in (result.stdout + result.stderr).lower()
-        assert not [p for p in site_packages(venv_bin) if p.startswith(("ci_mlops", "click"))]
+    assert_lock_installed(result, venv_bin, work, wrong=wrong)
 
 
 def test_validate_names_a_missing_folder_of_locks(tmp_path: Path, wheel: Path) -> None:
