@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ci_mlops import __version__
@@ -366,18 +366,12 @@ def _tier(environment: str) -> str:
 
 
 def values_for(spec: Spec, mp: ModelPlan) -> Values:
-    rt = spec.runtime
-    return Values(
+    """The values of a model's jobs: the spec-wide ones, with the model's name, its
+    watched paths and the project's requirements."""
+    return replace(
+        spec_values(spec, list(mp.watched)),
         model=mp.model.name,
-        changes=list(mp.watched),
-        image=rt.image,
-        requirements=rt.requirements,
-        install=rt.install,
-        tags=list(rt.tags),
-        python=rt.python,
-        installer=rt.installer,
-        lock=rt.lock,
-        job_images=rt.job_images,
+        requirements=spec.runtime.requirements,
     )
 
 
