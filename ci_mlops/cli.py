@@ -211,14 +211,19 @@ def validate(spec_path: Path, debug: bool, no_files: bool) -> int:
     return 0
 
 
+def ci_platforms_option(help_text: str) -> Callable[[F], F]:
+    """``--platform gitlab|github|all``, all by default: whose pipelines a command serves."""
+    return click.option(
+        "--platform",
+        type=click.Choice([*CI_PLATFORM_NAMES, "all"]),
+        default="all",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @main.command(context_settings=CONTEXT)
-@click.option(
-    "--platform",
-    type=click.Choice([*CI_PLATFORM_NAMES, "all"]),
-    default="all",
-    show_default=True,
-    help="Which CI files to write.",
-)
+@ci_platforms_option("Which CI files to write.")
 @click.option(
     "--mode",
     type=click.Choice(["inline", "include"]),
@@ -255,13 +260,9 @@ def generate(
 
 
 @main.command(context_settings=CONTEXT)
-@click.option(
-    "--platform",
-    type=click.Choice([*CI_PLATFORM_NAMES, "all"]),
-    default="all",
-    show_default=True,
-    help="Whose jobs the locks serve: all holds both platforms' clients (one set of locks "
-    "for both pipelines); gitlab or github leaves the other's out.",
+@ci_platforms_option(
+    "Whose jobs the locks serve: all holds both platforms' clients (one set of locks "
+    "for both pipelines); gitlab or github leaves the other's out."
 )
 @click.option(
     "--check", is_flag=True, help="Write nothing; exit 1 when a lock is missing or stale."
