@@ -20,7 +20,9 @@ from ci_mlops.spec.model import Spec
 
 # The kinds of job with a lock of their own in a folder of per-job locks, spelled out
 # like the extras below.
-KIND_NAMES = ("validate", "data-test", "train", "evaluate", "export", "deploy", "image", "drift")
+KIND_NAMES = (
+    "validate", "data-test", "train", "evaluate", "export", "build", "deploy", "image", "drift"
+)  # fmt: skip
 
 # Extras per job kind, written out here rather than read from the generator, so a
 # change there has to be a change here too.
@@ -34,6 +36,8 @@ EXTRAS = {
     "drift": "ml,{platform}",
     "image": "{platform},sign",
     "validate": "",
+    # runtime.jobs: combined: data-test, train, evaluate and export in one job.
+    "build": "data,ml,plots,{platform},onnx",
 }
 # The extra of each framework, which the jobs that load the model (evaluate, export)
 # add to their own; also written out rather than read from the registry.
@@ -44,8 +48,8 @@ FRAMEWORK_EXTRAS = {
     "lightgbm": "lightgbm",
     "onnx": "onnx",
 }
-LOADS_MODEL = ("evaluate", "export")
-STEP = r"(data-test|train|evaluate|export|report|drift|image)"
+LOADS_MODEL = ("evaluate", "export", "build")
+STEP = r"(data-test|train|evaluate|export|build|report|drift|image)"
 # Jobs that hold a write token run ci-mlops as a module of an isolated interpreter.
 CI_MLOPS = r"(ci-mlops|python -I -m ci_mlops)"
 MODEL_LINE = re.compile(rf'{CI_MLOPS} {STEP} --spec "\$MLOPS_SPEC" --model "\$MLOPS_MODEL"')
@@ -297,7 +301,7 @@ GITHUB_EXPRESSIONS = re.compile(
     r"|\$\{\{ fromJSON\(needs\.plan\.outputs\.[a-z0-9-]+\) \}\}"
     r"|\$\{\{ github\.event\.schedule \}\}"
     r"|\$\{\{ matrix\.(schedule|onnx|drift|build_image) \}\}"
-    r"|(?:[A-Za-z0-9 ._/:()-]*\$\{\{ (?:matrix\.model|github\.run_id) \}\})+[A-Za-z0-9 ._/:()-]*"
+    r"|(?:[A-Za-z0-9 ,._/:()-]*\$\{\{ (?:matrix\.model|github\.run_id) \}\})+[A-Za-z0-9 ,._/:()-]*"
 )
 
 

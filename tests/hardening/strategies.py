@@ -250,6 +250,8 @@ def runtime_doc(draw: st.DrawFn) -> dict[str, Any]:
         )
     if draw(st.booleans()):
         rt["templates"] = {"github_sha": draw(st.from_regex(r"[0-9a-f]{40}", fullmatch=True))}
+    if draw(st.booleans()):
+        rt["jobs"] = draw(st.sampled_from(["steps", "combined"]))
     if draw(st.integers(0, 3)) == 0:
         job_images(draw, rt)
     return rt
