@@ -493,6 +493,27 @@ def export(spec_path: Path, debug: bool, models: tuple[str, ...]) -> int:
 
 @main.command(context_settings=CONTEXT)
 @model_option
+@common
+def build(spec_path: Path, debug: bool, models: tuple[str, ...]) -> int:
+    """Run data-test, train, evaluate and export in one process.
+
+    The job of the combined layout (runtime.jobs: combined): each step runs as its own
+    command would and writes the same files, without three more processes importing the
+    same libraries. Stops after failed data tests or training; exports even when a
+    quality gate fails. Exits 1 when a check failed, 2 on bad input.
+
+    \b
+    Example:
+      ci-mlops build --model churn
+    """
+    from ci_mlops.steps import build as step
+
+    spec = _load(spec_path)
+    return _each(spec, models, lambda m: step.run(spec, m))
+
+
+@main.command(context_settings=CONTEXT)
+@model_option
 @click.option(
     "--post/--no-post",
     default=True,

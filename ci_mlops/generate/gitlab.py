@@ -353,8 +353,13 @@ def _artifacts(job: Job, model: str) -> dict[str, Any]:
         out["expose_as"] = f"{model} {job.descriptor.expose_as}"
     if job.always_keep_artifacts:
         out["when"] = "always"
-    reports = {"junit": job.descriptor.junit, "metrics": job.descriptor.metrics_report}
-    here = {k: f".ci-mlops/{model}/{v}" for k, v in reports.items() if v}
+    here: dict[str, Any] = {}
+    junit = [f".ci-mlops/{model}/{name}" for name in job.descriptor.junit]
+    if junit:
+        # A job with one JUnit file names it; the combined layout's build job lists two.
+        here["junit"] = junit[0] if len(junit) == 1 else junit
+    if job.descriptor.metrics_report:
+        here["metrics"] = f".ci-mlops/{model}/{job.descriptor.metrics_report}"
     if here:
         out["reports"] = here
     return out

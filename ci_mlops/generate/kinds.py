@@ -15,7 +15,7 @@ function rather than spelling the name again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ci_mlops import __version__
@@ -123,6 +123,9 @@ EVALUATE_IMAGE = JobImage("evaluate", ("ml", "plots", "gitlab", "github"))
 EXPORT_IMAGE = JobImage("export", ("onnx", "ml"))
 REPORT_IMAGE = JobImage("report", ("gitlab", "github"))
 DEPLOY_IMAGE = JobImage("deploy", ("gitlab", "github", "sign", "serve"))
+# The combined layout's build job (``runtime.jobs: combined``): what the four kinds it
+# runs hold between them.
+BUILD_IMAGE = JobImage("build", ("data", "ml", "plots", "onnx", "gitlab", "github"))
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ class JobKind:
     uploads: bool = True
     # Keep the artifact when the job fails: the results of a failing check are the point.
     keep_failed_artifacts: bool = False
-    junit: str | None = None  # the JUnit file it writes into the model folder
+    junit: tuple[str, ...] = ()  # the JUnit files it writes into the model folder
     # What GitLab's merge request links its artifacts as, after the model's name
     # (artifacts:expose_as: letters, digits, "-", "_" and spaces).
     expose_as: str | None = None
@@ -275,7 +278,7 @@ KINDS: dict[str, JobKind] = _table(
             extras=("data",),
             model_extras=_data_test_extras,
             keep_failed_artifacts=True,
-            junit="data-test.junit.xml",
+            junit=("data-test.junit.xml",),
             # Its Great Expectations Data Docs (data-docs/index.html in the folder).
             expose_as="data docs",
             produces=("data-test.json",),
@@ -303,7 +306,7 @@ KINDS: dict[str, JobKind] = _table(
             user_code=True,
             loads_model=True,
             keep_failed_artifacts=True,
-            junit="evaluate.junit.xml",
+            junit=("evaluate.junit.xml",),
             metrics_report="metrics.txt",
             github_permissions=(
                 READ_REPOSITORY,
@@ -449,6 +452,62 @@ KINDS: dict[str, JobKind] = _table(
 )
 
 
+# The kinds the combined layout (``runtime.jobs: combined``) runs in one job, in order.
+COMBINED_STEPS = ("data-test", "train", "evaluate", "export")
+
+
+def combined(kinds: Mapping[str, JobKind] = KINDS) -> dict[str, JobKind]:
+    """The kinds of the combined layout: the build kind in place of
+    :data:`COMBINED_STEPS`, and every kind that needed one of them needing the build.
+    The build job's facts are the union of theirs: a job that runs four steps installs
+    what each needs, keeps what each keeps, holds each one's permissions."""
+    members = [kinds[name] for name in COMBINED_STEPS]
+    train = kinds["train"]
+
+    def model_extras(model: Model) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e for k in members for e in k.model_extras(model)))
+
+    def timeout(model: Model | None, runtime_minutes: int) -> int:
+        # Training's own limit, and the runtime's for the other three steps.
+        return train.timeout(model, runtime_minutes) + runtime_minutes
+
+    build = JobKind(
+        name="build",
+        stage="build",
+        title="Data tests, train, evaluate and export",
+        job_image=BUILD_IMAGE,
+        extras=tuple(dict.fromkeys(e for k in members for e in k.extras)),
+        model_extras=model_extras,
+        timeout=timeout,
+        user_code=True,
+        loads_model=True,
+        keep_failed_artifacts=True,
+        junit=tuple(j for k in members for j in k.junit),
+        expose_as=next(k.expose_as for k in members if k.expose_as),
+        metrics_report=next(k.metrics_report for k in members if k.metrics_report),
+        github_permissions=tuple(dict.fromkeys(p for k in members for p in k.github_permissions)),
+        model_cache=True,
+        produces=tuple(dict.fromkeys(f for k in members for f in k.produces)),
+        reads_baseline=True,
+    )
+    table: dict[str, JobKind] = {}
+    for kind in kinds.values():
+        if kind.name in COMBINED_STEPS:
+            table.setdefault(build.name, build)
+            continue
+        needs = tuple(dict.fromkeys(build.name if n in COMBINED_STEPS else n for n in kind.needs))
+        table[kind.name] = replace(kind, needs=needs)
+    return table
+
+
+COMBINED_KINDS = combined()
+
+
+def kinds_for(jobs: str) -> dict[str, JobKind]:
+    """The kinds of job of a spec whose ``runtime.jobs`` is ``jobs`` (steps | combined)."""
+    return COMBINED_KINDS if jobs == "combined" else KINDS
+
+
 def image_reference(kind: JobKind, images: JobImages | None, python: str) -> str | None:
     """The job image a job of ``kind`` runs in, or None (no ``runtime.job_images``, or a
     kind without one): its tag, which names this release of ci-mlops and the Python, and
@@ -466,10 +525,11 @@ def image_tag(name: str, repository: str, python: str) -> str:
     return f"{repository}:{__version__}-py{python}-{name}"
 
 
-def job_images(kinds: Mapping[str, JobKind] = KINDS) -> dict[str, JobImage]:
-    """Every job image the kinds run in, by name: what the release builds and
-    publishes, one lock each (images/job/)."""
-    return dict(sorted((k.job_image.name, k.job_image) for k in kinds.values() if k.job_image))
+def job_images(kinds: Iterable[JobKind] | None = None) -> dict[str, JobImage]:
+    """Every job image the kinds (default: those of both layouts) run in, by name: what
+    the release builds and publishes, one lock each (images/job/)."""
+    chosen = [*KINDS.values(), *COMBINED_KINDS.values()] if kinds is None else kinds
+    return dict(sorted((k.job_image.name, k.job_image) for k in chosen if k.job_image))
 
 
 def stages(kinds: Mapping[str, JobKind] = KINDS) -> tuple[str, ...]:
@@ -491,7 +551,7 @@ def permission_reasons(kinds: Mapping[str, JobKind] = KINDS) -> dict[tuple[str, 
     return reasons
 
 
-def producer(record: str, kinds: dict[str, JobKind] = KINDS) -> JobKind:
+def producer(record: str, kinds: Mapping[str, JobKind] = KINDS) -> JobKind:
     """The kind whose job writes ``record`` (e.g. metrics.json) into the model folder."""
     (kind,) = (k for k in kinds.values() if record in k.produces)
     return kind
@@ -525,7 +585,10 @@ def job_suffix(key: str) -> str:
     return key.split(":", 1)[1]
 
 
-def baseline_names(model: str) -> JobNames:
+def baseline_names(model: str, jobs: str = "steps") -> tuple[JobNames, ...]:
     """The names of the job whose metrics.json, from the default branch, is the baseline
-    a new model is judged against: GitLab fetches it by job name, GitHub by artifact."""
-    return job_names(model, producer("metrics.json").name)
+    a new model is judged against (GitLab fetches it by job name, GitHub by artifact),
+    in the order to try them: the ``runtime.jobs`` layout's own first, then the other
+    layout's, so that the first run after a switch of layout still finds its baseline."""
+    layouts = (jobs, *(other for other in ("steps", "combined") if other != jobs))
+    return tuple(job_names(model, producer("metrics.json", kinds_for(j)).name) for j in layouts)

@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass, replace
 
 from ci_mlops.frameworks import FRAMEWORKS
-from ci_mlops.generate.kinds import KINDS, JobKind, TemplateInput, job_names, stages
+from ci_mlops.generate.kinds import KINDS, JobKind, TemplateInput, job_names, kinds_for, stages
 from ci_mlops.spec.model import Model, Spec
 
 # Every generated ``python`` call runs isolated (``-I``): the job's folder (the checkout,
@@ -179,10 +179,11 @@ def _jobs_of(
 
 
 def build_plan(
-    spec: Spec, spec_file: str = "mlops.yaml", kinds: dict[str, JobKind] = KINDS
+    spec: Spec, spec_file: str = "mlops.yaml", kinds: dict[str, JobKind] | None = None
 ) -> Plan:
     """The job plan of ``spec``; ``spec_file`` is how jobs name the spec; ``kinds`` the
-    kinds of job there are."""
+    kinds of job there are (default: those of the spec's ``runtime.jobs`` layout)."""
+    kinds = kinds_for(spec.runtime.jobs) if kinds is None else kinds
     timeout = spec.runtime.timeout_minutes
     models = tuple(
         ModelPlan(
@@ -364,6 +365,9 @@ def runtime_misfit(spec: Spec) -> str | None:
     if spec.runtime.job_images:
         # The templates run every job in the image they are given.
         return "runtime.job_images needs --mode inline"
+    if spec.runtime.jobs == "combined":
+        # The templates hold one job per step.
+        return "runtime.jobs: combined needs --mode inline"
     return None
 
 

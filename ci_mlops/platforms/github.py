@@ -437,7 +437,7 @@ class GitHubPlatform(Platform):
         return self.api.call(f"GET {endpoint}", COMMENT_HINT, search)
 
     def _link_images(self, model: Model, body: str, images: list[Path]) -> str:
-        artifact = baseline_names(model.name).artifact
+        artifact = baseline_names(model.name, self.spec.runtime.jobs)[0].artifact
         for image in images:
             label = f"{image.name} (in the `{artifact}` artifact of this run)"
             link = (
@@ -550,31 +550,37 @@ class GitHubPlatform(Platform):
     # -- baseline --------------------------------------------------------------------
 
     def fetch_baseline(self, model: Model) -> Baseline | MissingBaseline | None:
-        """metrics.json from the newest ``<model>-evaluate`` artifact made on the default
-        branch by a successful run of the workflow (MLOPS_WORKFLOW, default mlops.yml)
-        started by one of BASELINE_EVENTS. None when there never was one (a first
-        model); MissingBaseline when it expired. Needs ``actions: read``."""
+        """metrics.json from the newest ``<model>-evaluate`` artifact (``<model>-build``
+        under ``runtime.jobs: combined``; the other layout's is looked for next, so a
+        switch of layout keeps the baseline) made on the default branch by a successful
+        run of the workflow (MLOPS_WORKFLOW, default mlops.yml) started by one of
+        BASELINE_EVENTS. None when there never was one (a first model); MissingBaseline
+        when it expired. Needs ``actions: read``."""
         repo = self.api.repo()
         branch = self._default_branch(repo)
-        name = baseline_names(model.name).artifact
+        names = [n.artifact for n in baseline_names(model.name, self.spec.runtime.jobs)]
         workflow = self.env.workflow
-        endpoint = f"GET {self.api.path('/actions/artifacts')}?name={name}"
-        try:
-            found = self.api.call(
-                endpoint,
-                "listing artifacts needs `actions: read`",
-                lambda: self._find_artifact(repo, branch, name),
-            )
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            log.info(f"no baseline: the artifacts of {self.env.repository} cannot be listed")
-            return None
+        found = None
+        for name in names:
+            endpoint = f"GET {self.api.path('/actions/artifacts')}?name={name}"
+
+            def find(name: str = name) -> tuple[Any, Any] | None:
+                return self._find_artifact(repo, branch, name)
+
+            try:
+                found = self.api.call(endpoint, "listing artifacts needs `actions: read`", find)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                log.info(f"no baseline: the artifacts of {self.env.repository} cannot be listed")
+                return None
+            if found is not None:
+                break
         if found is None:
             log.info(
                 f"no baseline: never produced: no successful {'/'.join(BASELINE_EVENTS)} run of "
-                f"{workflow} on {branch} made an artifact named {name} (looked at up to "
-                f"{MAX_BASELINE_ARTIFACTS} artifacts of that name)"
+                f"{workflow} on {branch} made an artifact named {' or '.join(names)} (looked at "
+                f"up to {MAX_BASELINE_ARTIFACTS} artifacts of each name)"
             )
             return None
         run, artifact = found

@@ -323,22 +323,32 @@ class GitLabPlatform(Platform):
 
     def fetch_baseline(self, model: Model) -> Baseline | None:
         """metrics.json from the latest successful ``<model>:evaluate`` job on the default
-        branch (the generated pipeline names the job so). None when there is none, or
-        its artifacts expired. Works with CI_JOB_TOKEN."""
+        branch (``<model>:build`` under ``runtime.jobs: combined``; the other layout's job
+        is tried next, so a switch of layout keeps the baseline). None when there is none,
+        or its artifacts expired. Works with CI_JOB_TOKEN."""
         branch = self.api.require("CI_DEFAULT_BRANCH", self.env.default_branch)
-        job = baseline_names(model.name).key
         artifact = _artifact_path(model, "metrics.json")
         ref = quote(branch, safe="")
         project = self.api.project("job", target=True)
         raw_path = self.api.path(f"/jobs/artifacts/{ref}/raw/{artifact}", target=True)
-        endpoint = f"GET {raw_path}?job={job}"
         hint = "reading job artifacts needs CI_JOB_TOKEN (in a job) or GITLAB_TOKEN with read_api scope"
-        try:
-            raw = self.api.call(endpoint, hint, lambda: project.artifacts.raw(ref, artifact, job))
-        except ApiError as exc:
-            if exc.status not in (404, 410):
-                raise
-            log.info(f"no baseline: no successful {job} job on {branch} (or its artifacts expired)")
+        jobs = [names.key for names in baseline_names(model.name, self.spec.runtime.jobs)]
+        for job in jobs:
+
+            def fetch(job: str = job) -> Any:
+                return project.artifacts.raw(ref, artifact, job)
+
+            try:
+                raw = self.api.call(f"GET {raw_path}?job={job}", hint, fetch)
+                break
+            except ApiError as exc:
+                if exc.status not in (404, 410):
+                    raise
+        else:
+            tried = " or ".join(jobs)
+            log.info(
+                f"no baseline: no successful {tried} job on {branch} (or its artifacts expired)"
+            )
             return None
         source = f"latest successful {job} job on {branch}"
         return Baseline(

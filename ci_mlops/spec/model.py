@@ -350,6 +350,8 @@ class Runtime:
     templates: Templates
     default_branch: str = "main"
     layout: str = "auto"  # auto | per-model | matrix
+    # steps: a job per step; combined: data-test, train, evaluate and export in one job.
+    jobs: str = "steps"
     installer: str = "pip"  # pip | uv
     lock: str | None = None  # a requirements file with --hash lines, installed as it is
     # The repository of the job images jobs run in (runtime.job_images), or None: every
@@ -420,6 +422,7 @@ def _runtime(raw: dict[str, Any]) -> Runtime:
         ),
         default_branch=raw.get("default_branch", "main"),
         layout=raw.get("layout", "auto"),
+        jobs=raw.get("jobs", "steps"),
         # Job images hold uv: its check that everything is there takes ~0.1 s.
         installer=raw.get("installer", "uv" if job_images else "pip"),
         lock=raw.get("lock"),

@@ -18,6 +18,7 @@ import ci_mlops
 from ci_mlops.cli import main
 from ci_mlops.generate import github, gitlab
 from ci_mlops.generate.kinds import (
+    COMBINED_KINDS,
     KINDS,
     PLATFORMS,
     READ_REPOSITORY,
@@ -59,7 +60,10 @@ def step_commands() -> set[str]:
 
 def test_every_step_the_cli_exposes_has_a_descriptor() -> None:
     per_model = {k.name for k in KINDS.values() if k.per_model}
-    assert step_commands() - set(NOT_JOBS) == per_model
+    # The combined layout's build job is a kind of its own table.
+    combined = {k.name for k in COMBINED_KINDS.values()} - set(KINDS)
+    assert combined == {"build"}
+    assert step_commands() - set(NOT_JOBS) == per_model | combined
     # Each job runs the command its kind is named after; the one spec-wide job runs
     # `generate --check`.
     assert per_model <= set(main.commands)
@@ -156,7 +160,7 @@ def test_one_function_names_a_job_on_both_platforms_and_its_artifact() -> None:
 def test_the_baseline_names_are_the_names_the_committed_pipelines_use(example: str) -> None:
     folder = EXAMPLES / example
     model = load_spec(folder / "mlops.yaml").models[0].name
-    names = baseline_names(model)
+    names = baseline_names(model)[0]
     gitlab_job = yaml.safe_load((folder / GITLAB_FILE).read_text())[names.key]
     assert gitlab_job["artifacts"]["name"] == names.artifact
     # The job that writes metrics.json, which is what the adapters read from it.
@@ -178,7 +182,7 @@ LINT = JobKind(
     needs=("train",),
     loads_model=True,
     keep_failed_artifacts=True,
-    junit="lint.junit.xml",
+    junit=("lint.junit.xml",),
     template_input=TemplateInput("lint", True, "Lint the model."),
     produces=("lint.json",),
 )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,29 @@ def test_baseline_skips_runs_where_the_model_did_not_run(
 
     baseline = _platform(spec).fetch_baseline(spec.models[0])
     assert baseline is not None and baseline.metrics["accuracy"] == 0.951
+
+
+def test_the_combined_layout_looks_for_its_build_artifact_then_the_evaluate_one(
+    spec: Spec, github_api: FakeGitHub, github_env: dict[str, str]
+) -> None:
+    """A default branch whose last run used the step layout keeps its baseline in
+    <model>-evaluate after the switch to runtime.jobs: combined (<model>-build)."""
+    combined = replace(spec, runtime=replace(spec.runtime, jobs="combined"))
+    run = github_api.add_run()
+    github_api.add_artifact(
+        run, "breast-cancer-evaluate", {"metrics.json": json.dumps(METRICS).encode()}
+    )
+    baseline = _platform(combined).fetch_baseline(combined.models[0])
+    assert baseline is not None and baseline.metrics == {"accuracy": 0.951, "f1": 0.96}
+    names = [call.query["name"] for call in github_api.calls("repo_artifacts")]
+    assert names == ["breast-cancer-build", "breast-cancer-evaluate"]
+    built = github_api.add_run()
+    github_api.add_artifact(
+        built, "breast-cancer-build", {"metrics.json": b'{"metrics": {"accuracy": 0.97}}'}
+    )
+    again = _platform(combined).fetch_baseline(combined.models[0])
+    assert again is not None and again.metrics == {"accuracy": 0.97}
+    assert "artifact breast-cancer-build" in again.source
 
 
 def test_no_runs_means_no_baseline_with_a_reason(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import traceback
+from dataclasses import replace
 
 import pytest
 
@@ -292,8 +293,26 @@ def test_no_baseline_is_none_with_a_reason(
 ) -> None:
     assert _platform(spec).fetch_baseline(spec.models[0]) is None
     assert (
-        "no baseline: no successful breast-cancer:evaluate job on main" in capsys.readouterr().err
+        "no baseline: no successful breast-cancer:evaluate or breast-cancer:build job on main"
+        in capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("stored", [JOB, "breast-cancer:build"])
+def test_the_combined_layout_reads_its_build_job_then_the_step_layouts_evaluate_job(
+    spec: Spec, gitlab_api: FakeGitLab, gitlab_env: dict[str, str], stored: str
+) -> None:
+    """runtime.jobs: combined evaluates in <model>:build; a default branch that ran the
+    step layout last (before the switch) keeps its baseline in <model>:evaluate."""
+    combined = replace(spec, runtime=replace(spec.runtime, jobs="combined"))
+    metrics = {"model": "breast-cancer", "metrics": {"accuracy": 0.94}}
+    gitlab_api.artifacts[("main", stored)] = {ARTIFACT: json.dumps(metrics).encode()}
+    baseline = _platform(combined).fetch_baseline(combined.models[0])
+    assert baseline is not None and baseline.metrics == {"accuracy": 0.94}
+    assert stored in baseline.source
+    asked = [call.query["job"] for call in gitlab_api.calls("artifact_raw")]
+    assert asked == ["breast-cancer:build", JOB][: asked.index(stored) + 1]
+    assert asked[-1] == stored
 
 
 @pytest.mark.parametrize("status", [404, 410])

@@ -111,6 +111,7 @@ DEFAULTS: dict[str, Callable[[Spec], object]] = {
     "#/properties/runtime/properties/timeout_minutes": lambda s: s.runtime.timeout_minutes,
     "#/properties/runtime/properties/default_branch": lambda s: s.runtime.default_branch,
     "#/properties/runtime/properties/layout": lambda s: s.runtime.layout,
+    "#/properties/runtime/properties/jobs": lambda s: s.runtime.jobs,
     "#/properties/runtime/properties/installer": lambda s: s.runtime.installer,
     f"{MODEL}/version": lambda s: _m(s).version,
     f"{MODEL}/data/properties/train/properties/header": lambda s: _train(s).header,

@@ -1,0 +1,65 @@
+"""``ci-mlops build``: the combined layout's job (``runtime.jobs: combined``), which runs
+a model's data tests, training, evaluation and ONNX export one after the other in one
+process. Each step is the same function its own job calls, so the model folder ends up
+as the four jobs would leave it; what the one process saves is three jobs' start-up,
+installs, artifact hand-offs and library imports (scikit-learn, pandas and SciPy load
+once for evaluation and export).
+
+The steps stop where the separate jobs would: nothing trains on data that failed its
+tests, and nothing is evaluated or exported without a model. Export runs even when a
+quality gate fails, as the export job runs beside evaluation in the step layout, so the
+report shows both verdicts."""
+
+from __future__ import annotations
+
+import time
+
+from ci_mlops import log
+from ci_mlops.errors import CheckFailed, MlopsError
+from ci_mlops.spec.model import Model, Spec
+
+
+def run(spec: Spec, model: Model) -> None:
+    """Run data-test, train, evaluate and export for ``model``. Raises the first step's
+    error that stops the rest; after evaluate and export both ran, CheckFailed naming
+    every failed check (or the error with the worse exit code)."""
+    # The step modules import their heavy libraries when called, so importing all four
+    # here costs nothing until each runs.
+    from ci_mlops.steps import data_test, evaluate, export, train
+
+    steps = ["data-test", "train", "evaluate", *(["export"] if model.export.onnx else [])]
+    started = time.perf_counter()
+    number = iter(range(1, len(steps) + 1))
+
+    def announce(step: str) -> None:
+        log.info(f"build {model.name}: [{next(number)}/{len(steps)}] {step}")
+
+    announce("data-test")
+    data_test.run(spec, model)
+    announce("train")
+    train.run(spec, model)
+    failures: list[MlopsError] = []
+    announce("evaluate")
+    try:
+        evaluate.run(spec, model)
+    except MlopsError as exc:
+        failures.append(exc)
+        log.info(f"build {model.name}: evaluate failed; exporting still, as the export job would")
+    if model.export.onnx:
+        announce("export")
+        try:
+            export.run(spec, model)
+        except MlopsError as exc:
+            failures.append(exc)
+    log.info(f"build {model.name}: {len(steps)} steps in {time.perf_counter() - started:.1f}s")
+    if not failures:
+        return
+    worst = max(failures, key=lambda failure: failure.exit_code)
+    if len(failures) == 1:
+        raise worst
+    if worst.exit_code == CheckFailed.exit_code:
+        raise CheckFailed("; ".join(str(failure) for failure in failures))
+    for failure in failures:
+        if failure is not worst:
+            log.warn(str(failure))
+    raise worst

@@ -1,0 +1,104 @@
+"""`ci-mlops build`, the combined layout's job: data-test, train, evaluate and export in
+one process, leaving the model folder as the four step commands leave it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import copy_example, run_cli
+
+pytestmark = pytest.mark.slow
+
+MODEL = "breast-cancer"
+# The training script runs `python`: make it this interpreter, with its libraries.
+PATH_ENV = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+STEP_RECORDS = ("data-test.json", "metrics.json", "gates.json", "export.json")
+
+
+def combined_project(tmp_path: Path) -> Path:
+    project = copy_example(MODEL, tmp_path)
+    spec = project / "mlops.yaml"
+    data = yaml.safe_load(spec.read_text("utf-8"))
+    data["runtime"]["jobs"] = "combined"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    return project
+
+
+def record(project: Path, name: str) -> dict[str, object]:
+    return dict(json.loads((project / ".ci-mlops" / MODEL / name).read_text("utf-8")))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One project built with `ci-mlops build`, and one where `ci-mlops run` ran the
+    same four steps one by one (the spec says combined in both)."""
+    one = combined_project(tmp_path_factory.mktemp("build"))
+    result = run_cli("build", "--model", MODEL, cwd=one, env=PATH_ENV)
+    assert result.code == 0, result.output
+    steps = combined_project(tmp_path_factory.mktemp("steps"))
+    each = run_cli("run", "data-test", "train", "evaluate", "export", cwd=steps, env=PATH_ENV)
+    assert each.code == 0, each.output
+    return one, steps, result.output + each.output
+
+
+def test_build_runs_the_four_steps_in_order_in_one_process(built: tuple[Path, Path, str]) -> None:
+    one, _, output = built
+    marks = [
+        f"build {MODEL}: [{n}/4] {step}"
+        for n, step in enumerate(("data-test", "train", "evaluate", "export"), 1)
+    ]
+    positions = [output.index(mark) for mark in marks]
+    assert positions == sorted(positions)
+    assert f"build {MODEL}: 4 steps in " in output
+    folder = one / ".ci-mlops" / MODEL
+    for name in (*STEP_RECORDS, "model.joblib", "spec.yaml", "data-test.junit.xml",
+                 "evaluate.junit.xml", "metrics.txt", "data-docs/index.html"):  # fmt: skip
+        assert (folder / name).is_file(), name
+
+
+def test_build_leaves_what_the_separate_steps_leave(built: tuple[Path, Path, str]) -> None:
+    one, steps, output = built
+    # `ci-mlops run` keeps one job per step whatever runtime.jobs says.
+    assert "breast-cancer:evaluate: ok" in output
+    assert record(one, "metrics.json")["metrics"] == record(steps, "metrics.json")["metrics"]
+    assert record(one, "gates.json")["passed"] is record(steps, "gates.json")["passed"] is True
+    for field in ("passed", "max_abs_diff", "label_mismatches"):
+        assert record(one, "export.json")[field] == record(steps, "export.json")[field]
+    ran = record(one, "data-test.json")
+    assert ran["passed"] is True
+    assert ran["passed"] == record(steps, "data-test.json")["passed"]
+
+
+def test_a_failed_gate_still_exports_then_fails_the_job(tmp_path: Path) -> None:
+    project = combined_project(tmp_path)
+    spec = project / "mlops.yaml"
+    spec.write_text(spec.read_text().replace("C: 1.0", "C: 1.0e-06"))
+    result = run_cli("build", cwd=project, env=PATH_ENV)
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output
+    assert record(project, "gates.json")["passed"] is False
+    # The export job runs beside evaluation in the step layout: so does export here.
+    assert f"build {MODEL}: [4/4] export" in result.output
+    assert "passed" in record(project, "export.json")
+
+
+def test_failed_data_tests_stop_the_build_before_training(tmp_path: Path) -> None:
+    project = combined_project(tmp_path)
+    data = project / "data" / "train.csv"
+    lines = data.read_text().splitlines(keepends=True)
+    # mean_radius must lie between 5 and 40.
+    lines[1] = "99" + lines[1][lines[1].index(",") :]
+    data.write_text("".join(lines))
+    result = run_cli("build", cwd=project, env=PATH_ENV)
+    assert result.code == 1, result.output
+    assert record(project, "data-test.json")["passed"] is False
+    assert f"build {MODEL}: [2/4] train" not in result.output
+    folder = project / ".ci-mlops" / MODEL
+    assert not (folder / "model.joblib").exists()
+    assert not (folder / "metrics.json").exists()
