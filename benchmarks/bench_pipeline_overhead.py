@@ -55,6 +55,13 @@ install lines name ci-mlops as released (``ci-mlops[<extras>]==<version>``, as
 ``job_images`` requires); the stand-in holds the wheel of this working tree, of that
 version, so they check and install nothing, as in *preinstalled*.
 
+*combined* is *images* with ``runtime.jobs: combined`` in the spec: one job per model
+(``<model>:build``, ``<model>-build`` on GitHub) runs the data tests, training,
+evaluation and export in one process (``ci-mlops build``), in the ``build`` job image;
+report and deploys stay their own jobs. It runs in the same stand-in environment (the
+build job's extras are the union of the four jobs', all in it) and act reads the same
+copy of the workflow without its ``container:`` keys.
+
 The baseline is the first ``ci-mlops run`` of the example in a fresh copy of it, one
 per session, run in the environment the session's jobs run in wherever there is one:
 a session with a preinstalled mode builds the job image's environment first and runs
@@ -79,7 +86,7 @@ run`` and the GitLab pipeline do. It still holds the pipeline check
 spec as it loads it, in-process). The whole run is printed too: it is what act does.
 
 Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
-[images] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
+[images] [combined] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
 """
 
 from __future__ import annotations
@@ -119,6 +126,7 @@ class Mode:
     installer: str  # the spec's runtime.installer
     preinstalled: bool  # the jobs' Python holds everything already, or starts empty
     job_images: bool = False  # the spec's runtime.job_images: published
+    jobs: str = "steps"  # the spec's runtime.jobs
 
 
 MODES = {
@@ -126,6 +134,7 @@ MODES = {
     "uv": Mode("uv", False),
     "preinstalled": Mode("uv", True),
     "images": Mode("uv", True, job_images=True),
+    "combined": Mode("uv", True, job_images=True, jobs="combined"),
 }
 
 # The job image's python: a new virtualenv per job (its id is new in every pipeline),
@@ -370,7 +379,8 @@ def local_run(folder: Path, image: Path | None) -> float:
 
 
 def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
-    """Set the spec's installer, and its job images for a mode that runs in them."""
+    """Set the spec's installer, its job images for a mode that runs in them and its
+    job layout."""
     runtime = data.setdefault("runtime", {})
     runtime["installer"] = mode.installer
     if mode.job_images:
@@ -378,6 +388,8 @@ def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
         # Images hold the release, so their jobs' lines name it (``==<version>``); the
         # stand-in holds this working tree's wheel of that version, which satisfies them.
         runtime.pop("install", None)
+    if mode.jobs != "steps":
+        runtime["jobs"] = mode.jobs
 
 
 def bench(
