@@ -55,8 +55,38 @@ install lines name ci-mlops as released (``ci-mlops[<extras>]==<version>``, as
 ``job_images`` requires); the stand-in holds the wheel of this working tree, of that
 version, so they check and install nothing, as in *preinstalled*.
 
+*combined* is *images* with ``runtime.jobs: combined`` in the spec: one job per model
+(``<model>:build``, ``<model>-build`` on GitHub) runs the data tests, training,
+evaluation and export in one process (``ci-mlops build``), in the ``build`` job image;
+report and deploys stay their own jobs. It runs in the same stand-in environment (the
+build job's extras are the union of the four jobs', all in it) and act reads the same
+copy of the workflow without its ``container:`` keys.
+
+The baseline is the first ``ci-mlops run`` of the example in a fresh copy of it, one
+per session, run in the environment the session's jobs run in wherever there is one:
+a session with a preinstalled mode builds the job image's environment first and runs
+``ci-mlops run`` with its ``ci-mlops`` script and its ``python`` first on PATH (leaving
+it unchanged, checked as for the jobs), so run and jobs import the same packages.
+This checkout's development environment holds more (test and lint tools, MLflow,
+pyspark), and libraries import some of them when present: Great Expectations imports
+pyspark, which slows its loading. A session of fresh modes only has no such
+environment (each job builds its own), and its baseline runs in this checkout's
+development environment, a developer's machine where everything is installed. The
+benchmark prints which one ran.
+
+act applies no environment protection, so the GitHub run has one job more than the
+pipeline it stands for: the production deploy (``when: manual``), which on GitHub waits
+for a reviewer of the protected environment, and which GitLab's pipeline holds as a
+manual job that gitlab-ci-local does not start. Beside the whole run the benchmark
+prints the run without it: act runs one job at a time, so that is the wall time less
+the held job's own time, its steps' times as the per-job table gives them. That run is
+the one that compares like with like: it ends with the staging deploy, as ``ci-mlops
+run`` and the GitLab pipeline do. It still holds the pipeline check
+(``ci-mlops-validate``), which runs on every GitHub run (``ci-mlops run`` checks the
+spec as it loads it, in-process). The whole run is printed too: it is what act does.
+
 Run: .venv/bin/python benchmarks/bench_pipeline_overhead.py [pip] [uv] [preinstalled]
-[images] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
+[images] [combined] [gitlab] [act] [keep]   (keep: leave the projects, with every job's log, in /tmp)
 """
 
 from __future__ import annotations
@@ -96,6 +126,7 @@ class Mode:
     installer: str  # the spec's runtime.installer
     preinstalled: bool  # the jobs' Python holds everything already, or starts empty
     job_images: bool = False  # the spec's runtime.job_images: published
+    jobs: str = "steps"  # the spec's runtime.jobs
 
 
 MODES = {
@@ -103,6 +134,7 @@ MODES = {
     "uv": Mode("uv", False),
     "preinstalled": Mode("uv", True),
     "images": Mode("uv", True, job_images=True),
+    "combined": Mode("uv", True, job_images=True, jobs="combined"),
 }
 
 # The job image's python: a new virtualenv per job (its id is new in every pipeline),
@@ -138,6 +170,18 @@ class Job:
 class Run:
     wall: float
     jobs: list[Job]
+    # Jobs the platform would hold for a person, which act runs at once: a deploy to a
+    # ``when: manual`` environment waits on GitHub for a reviewer of the protected
+    # environment (and is a manual job GitLab's pipeline does not start).
+    held: tuple[str, ...] = ()
+
+    def without_held(self) -> float:
+        """The run's wall time less the held jobs' own time: what it takes up to the
+        last deploy that starts by itself. act runs one job at a time, so nothing
+        overlaps a held job; its time is its steps' (``total``, as the per-job table
+        gives it), and act's own moments around it (set-up and clean-up, which act does
+        not time: the runner's time outside jobs) stay in."""
+        return self.wall - sum(job.total for job in self.jobs if job.name in self.held)
 
 
 def job_image(
@@ -236,15 +280,17 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def check_unchanged(image: Path | None, before: dict[str, tuple[int, int]]) -> None:
-    """Fail unless the jobs left the image's environment as they found it."""
+def check_unchanged(
+    image: Path | None, before: dict[str, tuple[int, int]], who: str = "the jobs"
+) -> None:
+    """Fail unless ``who`` left the image's environment as they found it."""
     if image is None:
         return
     after = listing(image)
     changed = sorted(set(before.items()) ^ set(after.items()))
     if changed:
         names = sorted({name for name, _ in changed})
-        raise SystemExit(f"the jobs changed the job image: {', '.join(names[:20])}")
+        raise SystemExit(f"{who} changed the job image: {', '.join(names[:20])}")
 
 
 def job_env(shims: Path, image: dict[str, str]) -> dict[str, str]:
@@ -306,26 +352,35 @@ def pipeline(project_dir: Path, env: dict[str, str], variables: dict[str, str]) 
     return Run(wall, jobs)
 
 
-def local_run(folder: Path) -> float:
+def local_run(folder: Path, image: Path | None) -> float:
     """Seconds of the first ``ci-mlops run`` in a fresh copy of the example: data test,
-    training, evaluation, export, report, the pre-deploy check and the staging deploy,
-    in this environment, where everything is installed (a developer's machine)."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    training, evaluation, export, report, the pre-deploy check and the staging deploy.
+    It runs in the job image's environment ``image`` when the session has one (its
+    ``ci-mlops`` script, its ``python`` first on PATH), so that run and jobs import the
+    same packages; else in this environment (a developer's machine, with this
+    checkout's development packages)."""
+    if image is None:
+        command, first = cli_command(), Path(sys.executable).parent
+    else:
+        command, first = [str(image / "bin" / "ci-mlops")], image / "bin"
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin]
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join([str(first), *path])
+    before = listing(image) if image else {}
     start = time.perf_counter()
-    proc = subprocess.run(
-        [*cli_command(), "run"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PATH": path},
-    )
+    proc = subprocess.run([*command, "run"], cwd=folder, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"ci-mlops run failed:\n{proc.stdout}{proc.stderr}")
-    return time.perf_counter() - start
+    # Else it would have left the jobs something they do not find in an image.
+    check_unchanged(image, before, "`ci-mlops run`")
+    return seconds
 
 
 def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
-    """Set the spec's installer, and its job images for a mode that runs in them."""
+    """Set the spec's installer, its job images for a mode that runs in them and its
+    job layout."""
     runtime = data.setdefault("runtime", {})
     runtime["installer"] = mode.installer
     if mode.job_images:
@@ -333,6 +388,8 @@ def choose_runtime(data: dict[str, Any], mode: Mode) -> None:
         # Images hold the release, so their jobs' lines name it (``==<version>``); the
         # stand-in holds this working tree's wheel of that version, which satisfies them.
         runtime.pop("install", None)
+    if mode.jobs != "steps":
+        runtime["jobs"] = mode.jobs
 
 
 def bench(
@@ -360,6 +417,13 @@ def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
         f"\n{label}: cold {cold.wall:.1f} s ({cold.wall / baseline:.2f}x), "
         f"warm {warm.wall:.1f} s ({warm.wall / baseline:.2f}x)"
     )
+    if cold.held:
+        up_to, warm_up_to = cold.without_held(), warm.without_held()
+        print(
+            f"{label}, up to the staging deploy, without {', '.join(cold.held)} (held for a "
+            f"reviewer on GitHub): cold {up_to:.1f} s ({up_to / baseline:.2f}x), "
+            f"warm {warm_up_to:.1f} s ({warm_up_to / baseline:.2f}x)"
+        )
     print("| job | cold: total | setup | install | work | warm: total | setup | install | work |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     warm_jobs = {j.name: j for j in warm.jobs}
@@ -386,6 +450,22 @@ def table(label: str, cold: Run, warm: Run, baseline: float) -> None:
 
 
 # --- GitHub, through act -----------------------------------------------------------
+
+
+def held_jobs(spec_path: Path) -> tuple[str, ...]:
+    """The GitHub ids of the spec's jobs that wait for a person: deploys to an
+    environment with ``when: manual``."""
+    from ci_mlops.generate.kinds import github_job_id
+    from ci_mlops.generate.plan import build_plan
+    from ci_mlops.spec.check import load_spec
+
+    plan = build_plan(load_spec(spec_path))
+    return tuple(
+        github_job_id(job.key)
+        for model in plan.models
+        for job in model.jobs
+        if job.when == "manual"
+    )
 
 
 def act_tools(
@@ -486,6 +566,7 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
         )
         workflow = ("--workflows", str(host_workflow(repository.project))) if in_images else ()
         repository.project.commit("train.py", "# tuned\n", "tune the model")
+        held = held_jobs(repository.project.path / "mlops.yaml")
         env = job_env(first, variables)
         if not in_images:
             env["PATH"] = env["PATH"].split(os.pathsep, 1)[1]  # setup-python puts Python first
@@ -516,7 +597,9 @@ def act_bench(mode: str, tmp: Path, wheel: Path, image: Path | None) -> tuple[Ru
                 )
                 for job, kinds in step_seconds(run.output).items()
             ]
-            runs.append(Run(run.wall_seconds, jobs))
+            if not held or not set(held) <= {job.name for job in jobs}:
+                raise SystemExit(f"no job held for a reviewer ran: {held} in {jobs}")
+            runs.append(Run(run.wall_seconds, jobs, held))
             steps = sorted(act_steps(run.output).items(), key=lambda kv: -kv[1])
             print(
                 f"act run {n}, steps over all jobs: "
@@ -535,14 +618,19 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-")) if keep else Path(tmp_name)
         if keep:
             print(f"projects and logs in {tmp}", flush=True)
-        baseline = local_run(copy_example(EXAMPLE, tmp / "local"))
-        print(f"`ci-mlops run` ({EXAMPLE}, first run): {baseline:.1f} s", flush=True)
         wheel = tree_wheel(tmp / "wheel")
         image = (
             preinstalled_image(tmp / "job-image", wheel)
             if any(MODES[m].preinstalled for m in modes)
             else None
         )
+        baseline = local_run(copy_example(EXAMPLE, tmp / "local"), image)
+        where = (
+            f"the job image's environment, {image}"
+            if image
+            else f"this checkout's development environment, {sys.prefix}"
+        )
+        print(f"`ci-mlops run` ({EXAMPLE}, first run, in {where}): {baseline:.1f} s", flush=True)
         images = {m: image if MODES[m].preinstalled else None for m in modes}
         if "gitlab" in platforms:
             api = start_gitlab()
