@@ -209,6 +209,12 @@ def run_workflow(
         # secret restricted to the default branch would be).
         **signing_variables("merge_request_event" if event_name == "pull_request" else "push"),
     }
+    env = {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)}
+    if uv:
+        # uv keeps its cache under XDG_CACHE_HOME where it is set (the test session sets
+        # it), actions/cache saves ~/.cache/uv: as on a hosted runner, which sets no
+        # XDG_CACHE_HOME, both name the folder under the HOME act gives the jobs.
+        env |= {**UV_ENV, "XDG_CACHE_HOME": str(state / "home" / ".cache")}
     run = run_act(
         project.path,
         event_name,
@@ -220,11 +226,7 @@ def run_workflow(
         variables=variables,
         secrets={"GITHUB_TOKEN": api.workflow_token},
         extra_args=local_repositories,
-        env=(
-            dict(base_env)
-            if base_env is not None
-            else {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache), **(UV_ENV if uv else {})}
-        ),
+        env=dict(base_env) if base_env is not None else env,
         timeout=timeout,
     )
     shutil.rmtree(tool_cache, ignore_errors=True)

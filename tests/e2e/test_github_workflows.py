@@ -249,6 +249,9 @@ def assert_uv_installed(run: WorkflowRun, wheel: Path) -> None:
             assert pip_said not in printed, (job, printed)
     (first,) = (p for p in installs.values() if re.search(r"^Installed ", p, re.M))
     assert f"+ ci-mlops==0.1.0 (from {wheel.as_uri()})" in first, first
+    # The reusable workflow's uv cache step ran (its installer input was uv) and saved
+    # uv's cache under the release's key.
+    assert "Cache saved with key: uv-3.11-ci-mlops-0.1.0-" in run.output, run.explain()
 
 
 def _without_run_links(body: str) -> str:
