@@ -8,7 +8,8 @@ What a GitHub-hosted runner provides comes from this machine instead:
 - setup-python's Python, from a tool cache (``AGENT_TOOLSDIRECTORY``) whose
   ``Python/<X.Y.Z>/x64`` is a virtualenv that sees the project's dependencies, but not
   ci-mlops, through a ``.pth`` line, so each run installs ci-mlops from a wheel built once
-  per session, as a user's job installs it from an index;
+  per session, as a user's job installs it from an index (for ``runtime.installer: uv``,
+  which reads no ``.pth`` line, another one holding them in its own site-packages);
 - act's own artifact and cache servers, on 127.0.0.1;
 - the GitHub API: the fake one in ``tests/fakes/github_api.py``, through ``GITHUB_API_URL``.
 
@@ -20,9 +21,11 @@ job a new one): the first job installs ci-mlops from the wheel, later ones find 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -37,8 +40,10 @@ from ci_mlops.generate.github import PINS
 from ci_mlops.local_ci import act_event, make_tool_cache, run_act
 from tests.e2e.harness import (
     PIP_ENV,
+    UV_ENV,
     Project,
     dependencies_path,
+    fit_for_uv,
     make_project,
     signing_variables,
 )
@@ -61,6 +66,7 @@ __all__ = [
     "record_run",
     "run_workflow",
     "shift_current_data",
+    "step_output",
     "step_seconds",
 ]
 
@@ -91,6 +97,17 @@ class ActTools:
     def install(self) -> str:
         """The spec's ``runtime.install``: the wheel, with the extras each job needs."""
         return f"{self.wheel}[{{extras}}]"
+
+    @functools.cached_property
+    def uv_tool_cache(self) -> Path:
+        """A tool cache like ``tool_cache`` whose Python uv installs into as pip does
+        (see :func:`tests.e2e.harness.fit_for_uv`), made beside it on first use: only the
+        runs with ``runtime.installer: uv`` need it."""
+        folder = self.tool_cache.parent / "uv-tool-cache"
+        make_tool_cache(folder, [])
+        (venv,) = (p.parent for p in folder.glob("Python/*/*/pyvenv.cfg"))
+        fit_for_uv(venv, folder.parent / "uv-deps")
+        return folder
 
 
 def make_act_tools(folder: Path) -> ActTools:
@@ -169,16 +186,18 @@ def run_workflow(
     local_repositories: Sequence[str] = (),
     timeout: float = 900,
     base_env: Mapping[str, str] | None = None,
+    uv: bool = False,
 ) -> WorkflowRun:
     """Run the project's workflow for ``event_name`` with ``event`` as its payload;
     ``base_env`` takes the place of the offline pip settings laid over this environment
-    (the benchmark's jobs start from a fresh Python this way).
+    (the benchmark's jobs start from a fresh Python this way); ``uv``: the jobs install
+    with uv (``runtime.installer: uv``), offline, into the uv tool cache's Python.
 
     Artifacts and caches live beside the project, so later runs of the same project see
     the caches earlier runs saved, as on GitHub."""
     state = project.path.parent / f"{project.path.name}-act"
     tool_cache = state / f"tool-cache-{run_id}"
-    shutil.copytree(tools.tool_cache, tool_cache, symlinks=True)
+    shutil.copytree(tools.uv_tool_cache if uv else tools.tool_cache, tool_cache, symlinks=True)
     variables = {
         "GITHUB_API_URL": api.api_url,
         "GITHUB_RUN_ID": str(run_id),
@@ -190,6 +209,12 @@ def run_workflow(
         # secret restricted to the default branch would be).
         **signing_variables("merge_request_event" if event_name == "pull_request" else "push"),
     }
+    env = {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)}
+    if uv:
+        # uv keeps its cache under XDG_CACHE_HOME where it is set (the test session sets
+        # it), actions/cache saves ~/.cache/uv: as on a hosted runner, which sets no
+        # XDG_CACHE_HOME, both name the folder under the HOME act gives the jobs.
+        env |= {**UV_ENV, "XDG_CACHE_HOME": str(state / "home" / ".cache")}
     run = run_act(
         project.path,
         event_name,
@@ -201,11 +226,7 @@ def run_workflow(
         variables=variables,
         secrets={"GITHUB_TOKEN": api.workflow_token},
         extra_args=local_repositories,
-        env=(
-            dict(base_env)
-            if base_env is not None
-            else {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)}
-        ),
+        env=dict(base_env) if base_env is not None else env,
         timeout=timeout,
     )
     shutil.rmtree(tool_cache, ignore_errors=True)
@@ -247,6 +268,27 @@ def step_seconds(stdout: str) -> dict[str, dict[str, float]]:
     return kinds
 
 
+# Colours and the cursor moves of progress lines: uv writes them into act's log.
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def step_output(stdout: str, step: str) -> dict[str, str]:
+    """Job id -> what the step named ``step`` printed in that job, as plain lines (a
+    progress line redrawn with carriage returns keeps its last state), from act's JSON log."""
+    printed: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("step") != step or "jobID" not in entry:
+            continue
+        text = ANSI.sub("", str(entry.get("msg", "")))
+        lines = [part.rsplit("\r", 1)[-1] for part in text.rstrip("\n").split("\n")]
+        printed.setdefault(str(entry["jobID"]), []).extend(lines)
+    return {job: "\n".join(lines) for job, lines in printed.items()}
+
+
 def record_run(api: FakeGitHub, run: WorkflowRun, *, branch: str, event: str) -> dict[str, Any]:
     """Make a finished act run one of the fake GitHub's workflow runs, with the
     artifacts act's server holds, so later runs find it through the API (the baseline
@@ -269,6 +311,7 @@ class GitHubRepository:
     tools: ActTools
     runs: list[WorkflowRun] = field(default_factory=list)
     local_repositories: tuple[str, ...] = ()
+    uv: bool = False  # its jobs install with uv (runtime.installer)
 
     def __post_init__(self) -> None:
         git(self.project.path, "remote", "set-url", "origin", github_origin(self.api))
@@ -286,6 +329,7 @@ class GitHubRepository:
             event,
             run_id=7000 + len(self.runs) + 1,
             local_repositories=self.local_repositories,
+            uv=self.uv,
         )
         self.runs.append(run)
         if event_name != "pull_request":
@@ -316,12 +360,16 @@ def new_repository(
     api: FakeGitHub,
     *,
     include: bool = False,
+    installer: str = "pip",
     change: Callable[[dict[str, Any]], None] | None = None,
 ) -> GitHubRepository:
     """The example as a repository on the fake GitHub; ``include``: its workflow calls
-    the reusable workflow, which act reads from this working tree."""
+    the reusable workflow, which act reads from this working tree; ``installer``: the
+    spec's ``runtime.installer``."""
 
     def edit(spec: dict[str, Any]) -> None:
+        if installer != "pip":  # the default, left unsaid as in the examples
+            spec["runtime"]["installer"] = installer
         if include:
             spec["runtime"]["templates"] = {"github_sha": TEMPLATES_SHA}
         if change:
@@ -336,7 +384,7 @@ def new_repository(
         (reusable / ".github" / "workflows").mkdir(parents=True)
         shutil.copy(REPO / ".github" / "workflows" / "mlops.yml", reusable / ".github/workflows")
         local = ("--local-repository", f"ci-mlops/ci-mlops@{TEMPLATES_SHA}={reusable}")
-    return GitHubRepository(project, api, tools, local_repositories=local)
+    return GitHubRepository(project, api, tools, local_repositories=local, uv=installer == "uv")
 
 
 def shift_current_data(folder: Path) -> None:

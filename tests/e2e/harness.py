@@ -15,6 +15,7 @@ ci-mlops itself: about two seconds, offline.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -42,7 +43,9 @@ __all__ = [
     "JobResult",
     "PipelineRun",
     "Project",
+    "commit_locks",
     "dependencies_path",
+    "fit_for_uv",
     "job_env",
     "make_job_python",
     "make_project",
@@ -92,23 +95,29 @@ def dependencies_path(folder: Path) -> Path:
 
 
 def make_uv_job_python(folder: Path) -> Path:
-    """A jobs' python for ``runtime.installer: uv``; returns its ``bin`` folder. uv lists
-    only the environment's own site-packages (no ``.pth`` paths) and does not follow a
-    linked ``.dist-info`` folder, so each dependency is linked in with its metadata
-    copied; the uv binary sits beside ``python``, where ``python -m uv`` looks."""
+    """A jobs' python for ``runtime.installer: uv``; returns its ``bin`` folder."""
     job_bin = make_job_python(folder)
-    site = next(folder.glob("lib/python*/site-packages"))
+    fit_for_uv(folder, folder.parent / f"{folder.name}-deps")
+    return job_bin
+
+
+def fit_for_uv(venv: Path, deps: Path) -> None:
+    """Make a jobs' virtualenv one that uv installs into as pip does. uv lists only the
+    environment's own site-packages (no ``.pth`` paths) and does not follow a linked
+    ``.dist-info`` folder, so each dependency is linked in with its metadata copied
+    (``deps``: a folder for :func:`dependencies_path`); the uv binary sits beside
+    ``python``, where ``python -m uv`` looks."""
+    site = next(venv.glob("lib/python*/site-packages"))
     for pth in site.glob("*.pth"):
         pth.unlink()
-    for entry in dependencies_path(folder.parent / f"{folder.name}-deps").iterdir():
+    for entry in dependencies_path(deps).iterdir():
         if (site / entry.name).exists():
             continue  # the virtualenv's own pip
         if entry.name.endswith(".dist-info"):
             shutil.copytree(entry.resolve(), site / entry.name)
         else:
             (site / entry.name).symlink_to(entry.resolve())
-    (job_bin / "uv").symlink_to(Path(sysconfig.get_path("scripts")) / "uv")
-    return job_bin
+    (venv / "bin" / "uv").symlink_to(Path(sysconfig.get_path("scripts")) / "uv")
 
 
 # uv's settings of the test machine's jobs, as PIP_ENV is pip's: offline, and ci-mlops
@@ -218,6 +227,21 @@ def make_project(
     project.edit_spec(edit)
     make_git_repo(folder)
     return project
+
+
+# The job kinds with a checkout, whose jobs install a folder of per-job locks' file.
+LOCKED_KINDS = ("validate", "data-test", "train", "evaluate", "export", "deploy", "drift")
+
+
+def commit_locks(project: Project, wheel: Path) -> None:
+    """A lock in ``locks/`` for each kind of job that pins ``wheel`` by hash (the jobs'
+    python holds every dependency already; a lock written by ``ci-mlops lock`` lists
+    those too), committed."""
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (project.path / "locks").mkdir()
+    for kind in LOCKED_KINDS:
+        line = f"ci-mlops @ {wheel.as_uri()} \\\n    --hash=sha256:{digest}\n"
+        project.commit(f"locks/{kind}.txt", line, f"lock the {kind} job")
 
 
 # --- running ------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from tests.e2e.act_harness import (
     pr_event,
     push_event,
     shift_current_data,
+    step_output,
 )
+from tests.e2e.harness import commit_locks
 from tests.fakes.env import start_github
 from tests.fakes.github_api import FakeGitHub
 
@@ -201,9 +203,20 @@ def test_include_mode_runs_the_same_jobs_and_reaches_the_same_comment(
     main_api: FakeGitHub,
     pull_request: tuple[GitHubRepository, WorkflowRun],
 ) -> None:
+    """The same pull request inline (pip, runtime.install) and through the reusable
+    workflow with uv and a folder of per-job locks: its shell lines pick uv and each
+    job's lock from its inputs at run time."""
     _, inline_run = pull_request
     (inline_comment,) = main_api.comments[PR_NUMBER]
-    included = new_repository(tmp_path, act_tools, main_api, include=True)
+    included = new_repository(
+        tmp_path,
+        act_tools,
+        main_api,
+        include=True,
+        installer="uv",
+        change=lambda d: d["runtime"].update(lock="locks/"),
+    )
+    commit_locks(included.project, act_tools.wheel)
     included.project.branch("better-model")
     included.project.commit("train.py", "# tuned\n", "tune the model")
     number = PR_NUMBER + 1
@@ -220,6 +233,25 @@ def test_include_mode_runs_the_same_jobs_and_reaches_the_same_comment(
     assert metrics[0]["metrics"] == metrics[1]["metrics"]
     assert _without_run_links(comment["body"]) == _without_run_links(inline_comment["body"])
     assert_no_token(main_api, run)
+    assert_uv_installed(run, act_tools.wheel)
+
+
+def assert_uv_installed(run: WorkflowRun, wheel: Path) -> None:
+    """Every job installed with uv, pip installed nothing (not even uv: the jobs' Python
+    holds the pinned release), and what uv installed is the wheel the lock names, by
+    hash: once, as the jobs share one Python here; after that, uv finds it there."""
+    installs = step_output(run.output, "Install ci-mlops")
+    assert sorted(installs) == sorted(run.jobs), installs
+    for job, printed in installs.items():
+        assert "Using Python 3.11" in printed, (job, printed)  # uv's line; pip has none
+        assert re.search(r"^(Installed|Checked) \d+ packages? in ", printed, re.M), (job, printed)
+        for pip_said in ("Successfully installed", "Requirement already satisfied", "Collecting"):
+            assert pip_said not in printed, (job, printed)
+    (first,) = (p for p in installs.values() if re.search(r"^Installed ", p, re.M))
+    assert f"+ ci-mlops==0.1.0 (from {wheel.as_uri()})" in first, first
+    # The reusable workflow's uv cache step ran (its installer input was uv) and saved
+    # uv's cache under the release's key.
+    assert "Cache saved with key: uv-3.11-ci-mlops-0.1.0-" in run.output, run.explain()
 
 
 def _without_run_links(body: str) -> str:

@@ -4,7 +4,6 @@ talk to a fake GitLab API on 127.0.0.1 through python-gitlab."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from tests.e2e.harness import (
     UV_ENV,
     PipelineRun,
     Project,
+    commit_locks,
     job_env,
     make_project,
     make_uv_job_python,
@@ -366,15 +366,10 @@ def include_locally(project: Project) -> str:
 
 
 def locked_wheel(project: Project, folder: Path) -> str:
-    """A wheel of this working tree and, for each kind of job, a lock in ``locks/`` that
-    pins it by hash (the jobs' python holds every dependency already; a lock written by
-    ``ci-mlops lock`` lists those too). Returns the wheel's URL."""
+    """A wheel of this working tree, and the per-job locks of :func:`commit_locks` that
+    pin it. Returns the wheel's URL."""
     wheel = tree_wheel(folder)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    (project.path / "locks").mkdir()
-    for kind in ("validate", "data-test", "train", "evaluate", "export", "deploy", "drift"):
-        line = f"ci-mlops @ {wheel.as_uri()} \\\n    --hash=sha256:{digest}\n"
-        project.commit(f"locks/{kind}.txt", line, f"lock the {kind} job")
+    commit_locks(project, wheel)
     return wheel.as_uri()
 
 
