@@ -12,6 +12,7 @@ report shows both verdicts."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ci_mlops import log
@@ -32,6 +33,7 @@ def run(spec: Spec, model: Model) -> None:
     number = iter(range(1, len(steps) + 1))
 
     def announce(step: str) -> None:
+        _flush_results()
         log.info(f"build {model.name}: [{next(number)}/{len(steps)}] {step}")
 
     announce("data-test")
@@ -51,6 +53,7 @@ def run(spec: Spec, model: Model) -> None:
             export.run(spec, model)
         except MlopsError as exc:
             failures.append(exc)
+    _flush_results()
     log.info(f"build {model.name}: {len(steps)} steps in {time.perf_counter() - started:.1f}s")
     if not failures:
         return
@@ -63,3 +66,11 @@ def run(spec: Spec, model: Model) -> None:
         if failure is not worst:
             log.warn(str(failure))
     raise worst
+
+
+def _flush_results() -> None:
+    """Write out what the last step printed before the next progress line. Results go
+    to stdout, which is block-buffered in a CI job (a pipe), and progress to stderr,
+    which is not: without this a job log shows the quality gates' table under the
+    export step's heading, or after the build's last line."""
+    sys.stdout.flush()
