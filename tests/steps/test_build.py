@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,29 @@ def test_failed_data_tests_stop_the_build_before_training(tmp_path: Path) -> Non
     folder = project / ".ci-mlops" / MODEL
     assert not (folder / "model.joblib").exists()
     assert not (folder / "metrics.json").exists()
+
+
+def test_a_build_stopped_by_its_data_tests_keeps_no_results_of_the_last_build(
+    tmp_path: Path, built: tuple[Path, Path, str]
+) -> None:
+    """In CI the build job starts from the model cache, the folder the last build left:
+    a build that stops at its data tests must not pass that build's verdict, metrics and
+    JUnit results off as its own."""
+    earlier = built[0] / ".ci-mlops" / MODEL
+    project = combined_project(tmp_path)
+    folder = project / ".ci-mlops" / MODEL
+    shutil.copytree(earlier, folder)  # what the cache restores
+    data = project / "data" / "train.csv"
+    lines = data.read_text().splitlines(keepends=True)
+    lines[1] = "99" + lines[1][lines[1].index(",") :]  # mean_radius must lie in 5..40
+    data.write_text("".join(lines))
+
+    result = run_cli("build", cwd=project, env=PATH_ENV)
+
+    assert result.code == 1, result.output
+    assert record(project, "data-test.json")["passed"] is False
+    for name in ("metrics.json", "gates.json", "evaluate.junit.xml", "metrics.txt", "export.json"):
+        assert not (folder / name).exists(), name
+    # The cached model stays for the next build whose inputs match it.
+    assert (folder / "model.joblib").read_bytes() == (earlier / "model.joblib").read_bytes()
+    assert (folder / "train.json").is_file()
