@@ -201,6 +201,8 @@ def test_gitlab_merge_request_reports_deltas_against_the_build_jobs_baseline(
         assert f"{metrics['metrics'][name]:.4g}" in body, name
         assert f"{baseline[name]:.4g}" in body, name
     assert f"{accuracy - baseline['accuracy']:+.4g}" in body and "better" in body
+    # The plots came to the report job in the build job's artifact.
+    assert gitlab.uploads and all(upload["url"] in body for upload in gitlab.uploads)
     assert GITLAB_TOKEN not in run.output and gitlab.job_token not in run.output
 
 
@@ -322,5 +324,7 @@ def test_github_pull_request_builds_and_comments_once_with_the_metrics(
     accuracy = metrics["metrics"]["accuracy"]
     assert f"{accuracy - baseline['accuracy']:+.4g}" in body and "better" in body, body
     assert f"/actions/runs/{run.run_id}" in body
+    # Its plots are linked where they are: in the build job's artifact.
+    assert f"(in the `{ARTIFACT}` artifact of this run)" in body, body
     assert len(github.calls("create_comment")) == 1
     assert github.workflow_token not in run.output
