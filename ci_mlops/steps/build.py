@@ -12,10 +12,12 @@ report shows both verdicts."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ci_mlops import log
 from ci_mlops.errors import CheckFailed, MlopsError
+from ci_mlops.generate.kinds import COMBINED_STEPS, KINDS
 from ci_mlops.spec.model import Model, Spec
 
 
@@ -32,8 +34,10 @@ def run(spec: Spec, model: Model) -> None:
     number = iter(range(1, len(steps) + 1))
 
     def announce(step: str) -> None:
+        _flush_results()
         log.info(f"build {model.name}: [{next(number)}/{len(steps)}] {step}")
 
+    _clear_earlier_results(spec, model)
     announce("data-test")
     data_test.run(spec, model)
     announce("train")
@@ -51,6 +55,7 @@ def run(spec: Spec, model: Model) -> None:
             export.run(spec, model)
         except MlopsError as exc:
             failures.append(exc)
+    _flush_results()
     log.info(f"build {model.name}: {len(steps)} steps in {time.perf_counter() - started:.1f}s")
     if not failures:
         return
@@ -63,3 +68,24 @@ def run(spec: Spec, model: Model) -> None:
         if failure is not worst:
             log.warn(str(failure))
     raise worst
+
+
+def _flush_results() -> None:
+    """Write out what the last step printed before the next progress line. Results go
+    to stdout, which is block-buffered in a CI job (a pipe), and progress to stderr,
+    which is not: without this a job log shows the quality gates' table under the
+    export step's heading, or after the build's last line."""
+    sys.stdout.flush()
+
+
+def _clear_earlier_results(spec: Spec, model: Model) -> None:
+    """Remove the records an earlier build left for the steps besides training. The
+    build job restores the model folder from training's cache, which was saved at the
+    end of the last build: a build stopped by its data tests would otherwise upload the
+    last pipeline's verdict, metrics and JUnit results as its own (GitLab shows those in
+    the merge request). The model file and train.json stay: they are the cache."""
+    workdir = spec.workdir(model)
+    for kind in (KINDS[name] for name in COMBINED_STEPS if name != "train"):
+        for name in (*kind.produces, *kind.junit, kind.metrics_report):
+            if name:
+                (workdir / name).unlink(missing_ok=True)

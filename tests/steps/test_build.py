@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import copy_example, run_cli
+from tests.helpers import cli_command, copy_example, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,25 @@ def combined_project(tmp_path: Path) -> Path:
     return project
 
 
+def run_as_a_job(*args: str, cwd: Path) -> tuple[int, str]:
+    """Run ``ci-mlops ARGS`` as a CI job runs it: stdout and stderr into one pipe, and
+    stdout block-buffered (no PYTHONUNBUFFERED), so the output is the job log, in the
+    order the process wrote it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run(
+        [*cli_command(), *args],
+        cwd=cwd,
+        env={**env, **PATH_ENV},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return proc.returncode, proc.stdout
+
+
 def record(project: Path, name: str) -> dict[str, object]:
     return dict(json.loads((project / ".ci-mlops" / MODEL / name).read_text("utf-8")))
 
@@ -39,12 +60,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """One project built with `ci-mlops build`, and one where `ci-mlops run` ran the
     same four steps one by one (the spec says combined in both)."""
     one = combined_project(tmp_path_factory.mktemp("build"))
-    result = run_cli("build", "--model", MODEL, cwd=one, env=PATH_ENV)
-    assert result.code == 0, result.output
+    code, log = run_as_a_job("build", "--model", MODEL, cwd=one)
+    assert code == 0, log
     steps = combined_project(tmp_path_factory.mktemp("steps"))
     each = run_cli("run", "data-test", "train", "evaluate", "export", cwd=steps, env=PATH_ENV)
     assert each.code == 0, each.output
-    return one, steps, result.output + each.output
+    return one, steps, log + each.output
 
 
 def test_build_runs_the_four_steps_in_order_in_one_process(built: tuple[Path, Path, str]) -> None:
@@ -53,9 +74,16 @@ def test_build_runs_the_four_steps_in_order_in_one_process(built: tuple[Path, Pa
         f"build {MODEL}: [{n}/4] {step}"
         for n, step in enumerate(("data-test", "train", "evaluate", "export"), 1)
     ]
-    positions = [output.index(mark) for mark in marks]
-    assert positions == sorted(positions)
-    assert f"build {MODEL}: 4 steps in " in output
+    # Each step's results (stdout) sit under its own heading (stderr) in the job log.
+    in_order = [
+        *marks[:3],
+        f"{MODEL}: quality gates passed",
+        marks[3],
+        "parity ok",
+        f"build {MODEL}: 4 steps in ",
+    ]
+    positions = [output.index(line) for line in in_order]
+    assert positions == sorted(positions), output
     folder = one / ".ci-mlops" / MODEL
     for name in (*STEP_RECORDS, "model.joblib", "spec.yaml", "data-test.junit.xml",
                  "evaluate.junit.xml", "metrics.txt", "data-docs/index.html"):  # fmt: skip
@@ -102,3 +130,29 @@ def test_failed_data_tests_stop_the_build_before_training(tmp_path: Path) -> Non
     folder = project / ".ci-mlops" / MODEL
     assert not (folder / "model.joblib").exists()
     assert not (folder / "metrics.json").exists()
+
+
+def test_a_build_stopped_by_its_data_tests_keeps_no_results_of_the_last_build(
+    tmp_path: Path, built: tuple[Path, Path, str]
+) -> None:
+    """In CI the build job starts from the model cache, the folder the last build left:
+    a build that stops at its data tests must not pass that build's verdict, metrics and
+    JUnit results off as its own."""
+    earlier = built[0] / ".ci-mlops" / MODEL
+    project = combined_project(tmp_path)
+    folder = project / ".ci-mlops" / MODEL
+    shutil.copytree(earlier, folder)  # what the cache restores
+    data = project / "data" / "train.csv"
+    lines = data.read_text().splitlines(keepends=True)
+    lines[1] = "99" + lines[1][lines[1].index(",") :]  # mean_radius must lie in 5..40
+    data.write_text("".join(lines))
+
+    result = run_cli("build", cwd=project, env=PATH_ENV)
+
+    assert result.code == 1, result.output
+    assert record(project, "data-test.json")["passed"] is False
+    for name in ("metrics.json", "gates.json", "evaluate.junit.xml", "metrics.txt", "export.json"):
+        assert not (folder / name).exists(), name
+    # The cached model stays for the next build whose inputs match it.
+    assert (folder / "model.joblib").read_bytes() == (earlier / "model.joblib").read_bytes()
+    assert (folder / "train.json").is_file()
