@@ -27,6 +27,7 @@ from ci_mlops.generate.kinds import (
     permission_reasons,
 )
 from ci_mlops.generate.plan import (
+    UV_CACHE_DIR,
     UV_REQUIREMENT,
     Job,
     ModelPlan,
@@ -233,27 +234,35 @@ def _setup_python(job: Job, v: Values) -> dict[str, Any]:
     return step
 
 
+def caches_uv(job: Job, v: Values) -> bool:
+    """Whether ``job`` keeps uv's cache: a job with a checkout (a job with a write token
+    restores no cache) on the runner (a job image brings its packages) where uv installs,
+    or may (the reusable workflow learns its installer at run time)."""
+    runs_on_runner = job_image(job, v) is None
+    return (
+        job.descriptor.checks_out(PLATFORM)
+        and runs_on_runner
+        and (v.installer == "uv" or v.reusable)
+    )
+
+
 def _uv_cache(job: Job, v: Values) -> dict[str, Any]:
     """uv's cache (setup-python caches pip's only), keyed like GitLab's: Python, the
     install setting with its pinned versions, the uv release, the requirements files.
     The reusable workflow learns these at run time: its key names the release, and its
-    step runs only when the installer input is uv."""
+    step runs only when the installer input is uv. Its path is the job's UV_CACHE_DIR."""
     if v.reusable:
         # hashFiles skips an empty pattern (an input left empty) and hashes every file
         # under a folder (a folder of per-job locks): @actions/glob, which it runs.
         prefix = f"uv-{v.python}-ci-mlops-{__version__}-"
         key = prefix + "${{ hashFiles(inputs.requirements, inputs.lock) }}"
-        step = {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
+        step = {"uses": CACHE, "with": {"path": UV_CACHE_DIR, "key": key, "restore-keys": prefix}}
         return {"if": "inputs.installer == 'uv'", **step}
     basis = "\n".join([v.install, UV_REQUIREMENT])
     prefix = f"uv-{v.python}-{hashlib.sha256(basis.encode()).hexdigest()[:12]}-"
     files = ", ".join(f"'{f}'" for f in (v.requirements, lock_file(v.lock, job.kind)) if f)
     key = prefix + (f"${{{{ hashFiles({files}) }}}}" if files else "")
-    return {"uses": CACHE, "with": {"path": UV_CACHE_PATH, "key": key, "restore-keys": prefix}}
-
-
-# Where uv keeps its cache on a runner (its default, spelled out for actions/cache).
-UV_CACHE_PATH = "~/.cache/uv"
+    return {"uses": CACHE, "with": {"path": UV_CACHE_DIR, "key": key, "restore-keys": prefix}}
 
 
 def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dict[str, Any]:
@@ -289,6 +298,12 @@ def render_job(job: Job, mp: ModelPlan | None, v: Values, spec_file: str) -> dic
     }
     if mp:
         env["MLOPS_MODEL"] = v.model
+    if caches_uv(job, v):
+        # uv's cache where the cache step looks, whatever XDG_CACHE_HOME the runner
+        # sets. Relative: uv reads it from the workspace its steps run in, actions/cache
+        # from GITHUB_WORKSPACE (a job's env cannot read the runner context, where
+        # an absolute folder such as runner.temp is).
+        env["UV_CACHE_DIR"] = UV_CACHE_DIR
     out["env"] = env
     out["steps"] = _steps(job, mp, v, isolated)
     return out
@@ -310,7 +325,7 @@ def _steps(job: Job, mp: ModelPlan | None, v: Values, isolated: bool) -> list[di
     if not in_image:
         # A job image brings its Python, and what the install line would download.
         steps.append(_setup_python(job, v))
-    if not isolated and (v.installer == "uv" or v.reusable) and not in_image:
+    if caches_uv(job, v):
         steps.append(_uv_cache(job, v))
     if job.descriptor.model_cache:
         steps.append(_model_cache(v))

@@ -13,6 +13,7 @@ from ci_mlops import __version__
 from ci_mlops.generate.kinds import Trigger, image_reference, job_names, job_suffix
 from ci_mlops.generate.plan import (
     ISOLATED_CI_MLOPS,
+    UV_CACHE_DIR,
     UV_REQUIREMENT,
     Job,
     ModelPlan,
@@ -182,7 +183,7 @@ def _system_install(job: Job) -> list[str]:
 # reported that they matched no files.
 INSTALLER_CACHES = {
     "pip": (("PIP_CACHE_DIR", ".cache/pip"),),
-    "uv": (("PIP_CACHE_DIR", ".cache/pip"), ("UV_CACHE_DIR", ".cache/uv")),
+    "uv": (("PIP_CACHE_DIR", ".cache/pip"), ("UV_CACHE_DIR", UV_CACHE_DIR)),
 }
 
 

@@ -285,6 +285,12 @@ def lock_file(lock: str | None, kind: str) -> str | None:
 UV_VERSION = "0.13.8"
 UV_REQUIREMENT = f"uv=={UV_VERSION}"
 
+# uv's cache folder in a job, given to uv as UV_CACHE_DIR and to the platform's cache as
+# its path: relative, read by both from the project folder the job runs in. uv's own
+# default follows XDG_CACHE_HOME, which some runners set, so a cache path spelled out
+# beside it may name a folder uv never fills.
+UV_CACHE_DIR = ".cache/uv"
+
 # pip takes one to two seconds to find that release installed already (in a job image,
 # a runner's own Python), uv a tenth of that to say its version, "uv 0.13.8 (<build>)":
 # only another release, or none, starts pip.

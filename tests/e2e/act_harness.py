@@ -209,12 +209,10 @@ def run_workflow(
         # secret restricted to the default branch would be).
         **signing_variables("merge_request_event" if event_name == "pull_request" else "push"),
     }
-    env = {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache)}
-    if uv:
-        # uv keeps its cache under XDG_CACHE_HOME where it is set (the test session sets
-        # it), actions/cache saves ~/.cache/uv: as on a hosted runner, which sets no
-        # XDG_CACHE_HOME, both name the folder under the HOME act gives the jobs.
-        env |= {**UV_ENV, "XDG_CACHE_HOME": str(state / "home" / ".cache")}
+    # The jobs inherit the test session's XDG_CACHE_HOME, outside the HOME act gives
+    # them, as on a self-hosted runner that sets one: the workflow's UV_CACHE_DIR keeps
+    # uv's cache where its cache step looks all the same.
+    env = {**PIP_ENV, "PIP_CACHE_DIR": str(tools.pip_cache), **(UV_ENV if uv else {})}
     run = run_act(
         project.path,
         event_name,

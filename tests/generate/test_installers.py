@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ci_mlops.generate.plan import templated_install
+from ci_mlops.generate.plan import UV_CACHE_DIR, templated_install
 from ci_mlops.generate.templates import interpolate
 from ci_mlops.spec import load_spec
 from tests.generate.test_generate import with_template_sha
@@ -98,10 +98,10 @@ def test_github_jobs_install_the_lock_with_uv_and_cache_uv(uv_locked: Path) -> N
         UV_LINE + f"--require-hashes --no-deps -r {LOCK}",
         PRUNE,
     ]
-    (cache,) = (s for s in steps if s.get("with", {}).get("path") == "~/.cache/uv")
+    (cache,) = (s for s in steps if s.get("with", {}).get("path") == UV_CACHE_DIR)
     assert cache["with"]["key"].endswith(f"${{{{ hashFiles('requirements.txt', '{LOCK}') }}}}")
     report = jobs[f"{NAME}-report"]["steps"]
-    assert not any(s.get("with", {}).get("path") == "~/.cache/uv" for s in report)
+    assert not any(s.get("with", {}).get("path") == UV_CACHE_DIR for s in report)
 
 
 def test_the_cache_key_changes_with_the_pinned_version(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def test_per_job_locks_inline_each_job_installs_its_own(per_job_locks: Path) -> 
     steps = jobs[f"{NAME}-evaluate"]["steps"]
     (install,) = (s for s in steps if s.get("name") == "Install ci-mlops")
     assert install["run"].splitlines()[1].endswith(f"-r {LOCKS}evaluate.txt")
-    (cache,) = (s for s in steps if s.get("with", {}).get("path") == "~/.cache/uv")
+    (cache,) = (s for s in steps if s.get("with", {}).get("path") == UV_CACHE_DIR)
     assert cache["with"]["key"].endswith(
         f"hashFiles('requirements.txt', '{LOCKS}evaluate.txt') }}}}"
     )

@@ -286,6 +286,32 @@ def github_token_problems(job_id: str, job: dict[str, Any]) -> list[str]:
     return out
 
 
+# uv's cache folder in a GitHub job, relative to the workspace: uv (through UV_CACHE_DIR)
+# and actions/cache both read it from there, whatever XDG_CACHE_HOME the runner sets.
+UV_CACHE_FOLDER = ".cache/uv"
+
+
+def uv_cache_problems(job_id: str, job: dict[str, Any]) -> list[str]:
+    """A job that caches uv's cache tells uv to keep it in the folder it caches."""
+    caches = [
+        s
+        for s in job.get("steps", [])
+        if str(s.get("uses", "")).startswith("actions/cache@")
+        and str(s["with"]["key"]).startswith("uv-")
+    ]
+    folder = job.get("env", {}).get("UV_CACHE_DIR")
+    if not caches:
+        return [] if folder is None else [f"{job_id}: names a uv cache folder it does not cache"]
+    out = [
+        f"{job_id}: caches {step['with']['path']!r}, not uv's folder"
+        for step in caches
+        if step["with"]["path"] != UV_CACHE_FOLDER
+    ]
+    if folder != UV_CACHE_FOLDER:
+        out.append(f"{job_id}: caches uv's cache but gives uv UV_CACHE_DIR {folder!r}")
+    return out
+
+
 # The only expressions a generated workflow may hold, outside `if:` conditions.
 GITHUB_EXPRESSIONS = re.compile(
     r"\$\{\{ github\.token \}\}"
@@ -318,6 +344,7 @@ def github_problems(text: str, spec: Spec, mode: str) -> list[str]:
             literals.add(model.retrain.schedule)
     for job_id, job in doc["jobs"].items():
         out += github_token_problems(job_id, job)
+        out += uv_cache_problems(job_id, job)
         for step in job.get("steps", []):
             # The runner hands the script to bash, which ends lines at \n only.
             for line in filter(None, step.get("run", "").split("\n")):
