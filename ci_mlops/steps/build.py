@@ -12,6 +12,7 @@ report shows both verdicts."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 
@@ -25,36 +26,32 @@ def run(spec: Spec, model: Model) -> None:
     """Run data-test, train, evaluate and export for ``model``. Raises the first step's
     error that stops the rest; after evaluate and export both ran, CheckFailed naming
     every failed check (or the error with the worse exit code)."""
-    # The step modules import their heavy libraries when called, so importing all four
-    # here costs nothing until each runs.
-    from ci_mlops.steps import data_test, evaluate, export, train
-
-    steps = ["data-test", "train", "evaluate", *(["export"] if model.export.onnx else [])]
+    # The steps the model has (export only with export.onnx), as its step jobs would be.
+    steps = [KINDS[name] for name in COMBINED_STEPS if KINDS[name].present(model)]
     started = time.perf_counter()
-    number = iter(range(1, len(steps) + 1))
-
-    def announce(step: str) -> None:
-        _flush_results()
-        log.info(f"build {model.name}: [{next(number)}/{len(steps)}] {step}")
-
     _clear_earlier_results(spec, model)
-    announce("data-test")
-    data_test.run(spec, model)
-    announce("train")
-    train.run(spec, model)
     failures: list[MlopsError] = []
-    announce("evaluate")
-    try:
-        evaluate.run(spec, model)
-    except MlopsError as exc:
-        failures.append(exc)
-        log.info(f"build {model.name}: evaluate failed; exporting still, as the export job would")
-    if model.export.onnx:
-        announce("export")
+    for number, kind in enumerate(steps, 1):
+        _flush_results()
+        log.info(f"build {model.name}: [{number}/{len(steps)}] {kind.name}")
         try:
-            export.run(spec, model)
+            # The step's module, as ``ci-mlops run`` calls it (its heavy libraries load
+            # inside, when it runs); with nothing forced, each is the step command's run.
+            assert kind.local_step, kind.name
+            step = importlib.import_module(kind.local_step)
+            step.run_local(spec, model, environment=None, force=False)
         except MlopsError as exc:
+            # A failure stops the build where a later step's job would need this one's:
+            # nothing trains on data that failed its tests, nothing runs without a model.
+            later = steps[number:]
+            if any(kind.name in after.needs for after in later):
+                raise
             failures.append(exc)
+            if later:
+                still = ", ".join(after.name for after in later)
+                log.info(
+                    f"build {model.name}: {kind.name} failed; running {still} still, as its job would"
+                )
     _flush_results()
     log.info(f"build {model.name}: {len(steps)} steps in {time.perf_counter() - started:.1f}s")
     if not failures:
